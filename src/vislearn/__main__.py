@@ -1,0 +1,5 @@
+import sys
+
+from vislearn.cli import main
+
+sys.exit(main())

@@ -1,0 +1,328 @@
+"""The ``vislearn`` command line.
+
+vislearn methods                                  list methods and backbones
+vislearn pretrain METHOD [--config F] [k=v ...]   self-supervised pretraining
+vislearn eval knn|linear --checkpoint CKPT        offline evaluation of a frozen backbone
+vislearn export --checkpoint CKPT --out F         backbone weights -> safetensors
+vislearn embed --checkpoint CKPT --out F.png      t-SNE plot of features
+vislearn demo                                     the end-to-end demo on embedded data
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from vislearn.errors import VislearnError
+
+DEMO_EPOCHS = 15
+CPU_BACKBONE = {"backbone": "resnet_tiny", "backbone_kwargs": {"stem": "small_ds", "width": 16}}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vislearn",
+        description="Self-/semi-supervised visual representation learning on one engine.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run `vislearn COMMAND --help` for the options of a command.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("methods", help="list available methods and backbones")
+
+    pre = sub.add_parser(
+        "pretrain",
+        help="pretrain a backbone with a self-supervised method",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Pretrain with METHOD. Settings come from built-in defaults, then --config "
+        "FILE, then the flags below, then `section.key=value` overrides, e.g.\n"
+        "  vislearn pretrain moco_v2 --config configs/moco_v2_fmnist.yaml model.lr=0.1\n"
+        "Writes config.yaml, TensorBoard/CSV logs, checkpoints/last.ckpt and "
+        "backbone.safetensors to --out; an interrupted run resumes from last.ckpt.",
+    )
+    pre.add_argument("method", help="method name (see `vislearn methods`)")
+    pre.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="section.key=value",
+        help="override any config field (model.*, data.*, trainer.*, eval.*)",
+    )
+    pre.add_argument("--config", help="YAML recipe (see configs/)")
+    pre.add_argument(
+        "--data",
+        help="dataset: fmnist-mini (embedded, default), fmnist, or an "
+        "image folder (class sub-folders = labelled; flat = unlabelled)",
+    )
+    pre.add_argument("--data-dir", help="where the Fashion-MNIST files are ($VISLEARN_DATA)")
+    pre.add_argument("--out", help="output directory (default runs/METHOD)")
+    pre.add_argument("--epochs", type=int, help="number of epochs")
+    pre.add_argument("--batch-size", type=int, help="batch size per device")
+    pre.add_argument("--backbone", help="backbone name (see `vislearn methods`)")
+    pre.add_argument("--lr", type=float, help="peak learning rate")
+    pre.add_argument("--seed", type=int)
+    pre.add_argument("--accelerator", help="cpu, gpu, ... (Lightning)")
+    pre.add_argument("--devices", help="devices per node, e.g. 8 or auto (Lightning)")
+    pre.add_argument("--num-nodes", type=int, help="number of nodes (Lightning)")
+    pre.add_argument("--strategy", help="e.g. ddp (Lightning)")
+    pre.add_argument("--precision", help="32-true, 16-mixed, bf16-mixed (Lightning)")
+    pre.add_argument("--no-resume", action="store_true", help="ignore an existing last.ckpt")
+    pre.add_argument(
+        "--eval",
+        action="store_true",
+        help="after training, run offline kNN + linear probe and print a table",
+    )
+
+    ev = sub.add_parser("eval", help="evaluate a frozen backbone (kNN or linear probe)")
+    ev.add_argument("protocol", choices=["knn", "linear"])
+    _checkpoint_args(ev)
+    ev.add_argument("--data", default="fmnist-mini", help="labelled dataset with a test split")
+    ev.add_argument("--data-dir")
+    ev.add_argument("--k", type=int, default=200, help="kNN neighbours (default 200)")
+    ev.add_argument("--t", type=float, default=0.07, help="kNN temperature (default 0.07)")
+    ev.add_argument("--epochs", type=int, default=100, help="linear-probe epochs (default 100)")
+    ev.add_argument("--lr", type=float, default=0.1, help="linear-probe learning rate")
+    ev.add_argument("--json", help="also write the result to this JSON file")
+
+    ex = sub.add_parser("export", help="export backbone weights to safetensors")
+    _checkpoint_args(ex)
+    ex.add_argument("--out", required=True, help="output .safetensors file")
+
+    em = sub.add_parser("embed", help="t-SNE plot of backbone features")
+    _checkpoint_args(em)
+    em.add_argument("--data", default="fmnist-mini")
+    em.add_argument("--data-dir")
+    em.add_argument("--split", default="test", choices=["train", "test"])
+    em.add_argument("--out", required=True, help="output PNG")
+
+    de = sub.add_parser("demo", help="pretrain MoCo v2 on the embedded data, evaluate, plot")
+    de.add_argument("--out", default="runs/demo")
+    de.add_argument("--epochs", type=int, default=DEMO_EPOCHS)
+    return p
+
+
+def _checkpoint_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="vislearn .ckpt / .safetensors, or external weights with --backbone",
+    )
+    p.add_argument("--backbone", help="backbone name for external weights")
+    p.add_argument("--in-chans", type=int, help="input channels for external weights")
+
+
+def _flags_to_updates(a: argparse.Namespace) -> dict:
+    up: dict = {"method": a.method}
+    model, data, trainer = {}, {}, {}
+    if a.backbone:
+        model["backbone"] = a.backbone
+    if a.lr is not None:
+        model["lr"] = a.lr
+    if a.data:
+        data["dataset"] = a.data
+    if a.data_dir:
+        data["data_dir"] = a.data_dir
+    if a.batch_size:
+        data["batch_size"] = a.batch_size
+    if a.epochs:
+        trainer["max_epochs"] = a.epochs
+    for key in ("accelerator", "devices", "strategy", "precision"):
+        if getattr(a, key):
+            value = getattr(a, key)
+            trainer[key] = int(value) if value.isdigit() else value
+    if a.num_nodes:
+        trainer["num_nodes"] = a.num_nodes
+    if a.seed is not None:
+        up["seed"] = a.seed
+    if a.out:
+        up["out"] = a.out
+    return {**up, "model": model, "data": data, "trainer": trainer}
+
+
+def _print_table(title: str, rows: list[dict], cols: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("name")
+    for c in cols:
+        table.add_column(c, justify="right")
+    for r in rows:
+        table.add_row(
+            r["name"],
+            *(f"{r[c]:.2f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols),
+        )
+    Console().print(table)
+
+
+def cmd_pretrain(a: argparse.Namespace) -> None:
+    from vislearn.config import load_config
+    from vislearn.pipeline import evaluate, pretrain
+
+    cfg = load_config(a.config, a.overrides, **_flags_to_updates(a))
+    if cfg["method"] != a.method and a.config:
+        cfg["method"] = a.method
+    model, out, stats = pretrain(cfg, resume=not a.no_resume)
+    print(f"vislearn: trained {cfg['method']} -> {out} ({stats['images_per_s']:.0f} images/s)")
+    if a.eval:
+        e = cfg["eval"]
+        res = evaluate(
+            model.backbone,
+            cfg["data"]["dataset"],
+            cfg["data"]["data_dir"],
+            knn_k=e["knn_k"],
+            knn_t=e["knn_t"],
+            linear_epochs=e["linear_epochs"],
+            linear_lr=e["linear_lr"],
+        )
+        _print_table(
+            f"{cfg['method']} on {cfg['data']['dataset']}",
+            [{"name": cfg["method"], **res}],
+            list(res),
+        )
+
+
+def cmd_eval(a: argparse.Namespace) -> None:
+    from vislearn.pipeline import evaluate, load_backbone
+    from vislearn.utils import write_json
+
+    bb = load_backbone(a.checkpoint, a.backbone, in_chans=a.in_chans)
+    res = evaluate(
+        bb,
+        a.data,
+        a.data_dir,
+        protocols=(a.protocol,),
+        knn_k=a.k,
+        knn_t=a.t,
+        linear_epochs=a.epochs,
+        linear_lr=a.lr,
+        progress=True,
+    )
+    print(json.dumps({"checkpoint": str(a.checkpoint), "dataset": a.data, **res}))
+    if a.json:
+        write_json(a.json, {"checkpoint": str(a.checkpoint), "dataset": a.data, **res})
+
+
+def cmd_export(a: argparse.Namespace) -> None:
+    from safetensors.torch import save_file
+
+    from vislearn.pipeline import load_backbone
+    from vislearn.utils import atomic_path
+
+    bb = load_backbone(a.checkpoint, a.backbone, in_chans=a.in_chans)
+    state = {k: v.contiguous() for k, v in bb.state_dict().items()}
+    meta = {}
+    if a.checkpoint.endswith(".ckpt"):
+        from vislearn.models import read_state_file
+
+        hp = read_state_file(a.checkpoint).get("hyper_parameters", {})
+        meta = {
+            "backbone": str(hp.get("backbone")),
+            "backbone_kwargs": json.dumps(dict(hp.get("backbone_kwargs") or {})),
+            "in_chans": str(hp.get("in_chans")),
+        }
+    with atomic_path(a.out) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+    print(f"vislearn: wrote {a.out} ({len(state)} tensors)")
+
+
+def cmd_embed(a: argparse.Namespace) -> None:
+    from vislearn.data import get_dataset
+    from vislearn.eval import extract_features, plot_embedding
+    from vislearn.pipeline import _in_chans, load_backbone
+
+    bb = load_backbone(a.checkpoint, a.backbone, in_chans=a.in_chans)
+    ds = get_dataset(a.data, a.split, a.data_dir, channels=_in_chans(bb))
+    feats, labels = extract_features(bb, ds)
+    if (labels < 0).all():
+        labels = labels.clamp(min=0)
+    plot_embedding(feats, labels, a.out, getattr(ds, "classes", None))
+    print(f"vislearn: wrote {a.out}")
+
+
+def cmd_demo(a: argparse.Namespace) -> None:
+    """MoCo v2 on the embedded Fashion-MNIST subset, then kNN + linear eval and t-SNE."""
+    from vislearn.config import load_config
+    from vislearn.data import FMNIST_CLASSES, get_dataset
+    from vislearn.eval import extract_features, plot_embedding
+    from vislearn.models import create_backbone
+    from vislearn.pipeline import evaluate, pretrain
+    from vislearn.utils import write_json
+
+    cfg = load_config(
+        None,
+        method="moco_v2",
+        out=a.out,
+        model={
+            **CPU_BACKBONE,
+            "proj_hidden_dim": 512,
+            "queue_size": 4096,
+            "lr": 0.06,
+            "temperature": 0.2,
+        },
+        trainer={"max_epochs": a.epochs},
+    )
+    model, out, stats = pretrain(cfg)
+    rows = []
+    random_bb = create_backbone(
+        CPU_BACKBONE["backbone"], in_chans=1, **CPU_BACKBONE["backbone_kwargs"]
+    )
+    for name, bb in (("random_init", random_bb), ("moco_v2", model.backbone)):
+        rows.append({"name": name, **evaluate(bb, "fmnist-mini")})
+    rows[-1]["images_per_s"] = stats["images_per_s"]
+    _print_table(
+        f"Demo: MoCo v2, {a.epochs} epochs, embedded Fashion-MNIST (5k train / 1k test), top-1 %",
+        rows,
+        ["knn_top1", "linear_top1"],
+    )
+    test = get_dataset("fmnist-mini", "test")
+    feats, labels = extract_features(model.backbone, test)
+    plot_embedding(
+        feats,
+        labels,
+        out / "tsne.png",
+        list(FMNIST_CLASSES),
+        title=f"MoCo v2 ({a.epochs} epochs) features, Fashion-MNIST test",
+    )
+    write_json(out / "results.json", {"settings": cfg, "rows": rows})
+    print(f"vislearn: wrote {out / 'tsne.png'} and {out / 'results.json'}")
+
+
+def cmd_methods(a: argparse.Namespace) -> None:
+    from vislearn.methods import get_method, list_methods
+    from vislearn.models import list_backbones
+
+    print("methods:")
+    for name in list_methods():
+        doc = (get_method(name).__doc__ or "").strip().splitlines()[0]
+        print(f"  {name:12s} {doc}")
+    print("backbones:\n  " + ", ".join(list_backbones()))
+
+
+COMMANDS = {
+    "pretrain": cmd_pretrain,
+    "eval": cmd_eval,
+    "export": cmd_export,
+    "embed": cmd_embed,
+    "demo": cmd_demo,
+    "methods": cmd_methods,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    try:
+        COMMANDS[args.command](args)
+    except VislearnError as exc:
+        print(f"vislearn: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vislearn: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Run configuration: YAML recipes + ``section.key=value`` overrides from the command line.
+
+A recipe has five sections; every field can be overridden on the command line::
+
+    method: moco_v2
+    model:   {...}   # keyword arguments of the method class (backbone, lr, temperature, ...)
+    data:    {...}   # ImageDataModule arguments (dataset, batch_size, image_size, ...)
+    trainer: {...}   # build_trainer arguments (max_epochs, devices, strategy, precision, ...)
+    eval:    {...}   # offline evaluation after training (kNN k/T, linear-probe epochs)
+    seed: 0
+    out: runs/moco_v2
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vislearn.errors import VislearnError
+from vislearn.utils import atomic_path
+
+DEFAULTS: dict[str, Any] = {
+    "method": None,
+    "model": {},
+    "data": {
+        "dataset": "fmnist-mini",
+        "data_dir": None,
+        "image_size": None,
+        "channels": None,
+        "batch_size": 256,
+        "num_workers": 0,
+        "knn_bank_size": 10000,
+    },
+    "trainer": {
+        "max_epochs": 10,
+        "accelerator": "auto",
+        "devices": "auto",
+        "num_nodes": 1,
+        "strategy": "auto",
+        "precision": "32-true",
+        "sync_batchnorm": False,
+        "log_every_n_steps": 20,
+        "check_val_every_n_epoch": 1,
+        "limit_train_batches": None,
+        "progress": True,
+    },
+    "eval": {
+        "knn_k": 200,
+        "knn_t": 0.07,
+        "linear_epochs": 100,
+        "linear_lr": 0.1,
+        "embedding_plot": True,
+    },
+    "seed": 0,
+    "out": None,
+}
+STRICT_SECTIONS = ("data", "trainer", "eval")
+
+
+def _merge(base: dict, new: dict, path: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for key, value in new.items():
+        where = f"{path}{key}"
+        if path.rstrip(".") in STRICT_SECTIONS and key not in base:
+            raise VislearnError(f"unknown config key {where!r}; known: {', '.join(base)}")
+        if not path and key not in DEFAULTS:
+            raise VislearnError(f"unknown config section {key!r}; known: {', '.join(DEFAULTS)}")
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value, f"{where}.")
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(
+    path: str | os.PathLike | None = None, overrides: list[str] | None = None, **updates: Any
+) -> dict:
+    """Defaults <- YAML file <- ``updates`` (nested dict) <- ``key.sub=value`` overrides."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise VislearnError(f"config file not found: {p}")
+        try:
+            recipe = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise VislearnError(f"invalid YAML in {p}: {str(exc).splitlines()[0]}") from None
+        if not isinstance(recipe, dict):
+            raise VislearnError(f"config {p} must be a mapping")
+        cfg = _merge(cfg, recipe)
+    cfg = _merge(cfg, updates)
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise VislearnError(f"override {item!r} must look like section.key=value")
+        value = yaml.safe_load(raw) if raw else None
+        nested: dict = {}
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+        cfg = _merge(cfg, nested)
+    return cfg
+
+
+def save_config(cfg: dict, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))

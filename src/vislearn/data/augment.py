@@ -1,0 +1,197 @@
+"""Batched multi-view augmentation that runs on the training device.
+
+SSL methods are bottlenecked by per-image PIL augmentation (two or more views of every
+image, every step). Here the data loader only delivers ``uint8`` images of one size and
+the augmentation is done on the whole batch, on the model's device, as tensor ops:
+
+* random resized crop + horizontal flip: one ``affine_grid``/``grid_sample`` per batch,
+* colour jitter (brightness, contrast, saturation, hue rotation in YIQ space), in that
+  fixed order (torchvision shuffles the order per call; a fixed order is a documented
+  simplification),
+* random grayscale, Gaussian blur (per-sample sigma, separable grouped convolution),
+  solarisation, and normalisation.
+
+All random parameters come from an explicit ``torch.Generator`` so a run is reproducible
+and a resumed run continues the exact random stream (its state is checkpointed).
+
+Presets follow the papers' recipes (:data:`PRESETS`). For images <= 64 px Gaussian blur is
+switched off, as in the CIFAR recipes of SimCLR/solo-learn/lightly; on grayscale images
+saturation, hue and grayscale are no-ops.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vislearn.errors import VislearnError
+
+GRAY_MEAN, GRAY_STD = (0.2860,), (0.3530,)  # Fashion-MNIST train statistics
+RGB_MEAN, RGB_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet
+
+
+@dataclass(frozen=True)
+class ViewConfig:
+    """Parameters of one augmented view (torchvision-equivalent names and defaults)."""
+
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip_p: float = 0.5
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
+    jitter_p: float = 0.8
+    gray_p: float = 0.2
+    blur_p: float = 0.5
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    solarize_p: float = 0.0
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    views: tuple[ViewConfig, ...] = field(default_factory=lambda: (ViewConfig(), ViewConfig()))
+
+
+_SIMCLR = ViewConfig(crop_scale=(0.08, 1.0), jitter=(0.8, 0.8, 0.8, 0.2))
+_BYOL_1 = ViewConfig(crop_scale=(0.08, 1.0), jitter=(0.4, 0.4, 0.2, 0.1), blur_p=1.0)
+_BYOL_2 = replace(_BYOL_1, blur_p=0.1, solarize_p=0.2)
+PRESETS: dict[str, AugmentConfig] = {
+    "moco_v2": AugmentConfig((ViewConfig(), ViewConfig())),
+    "simclr": AugmentConfig((_SIMCLR, _SIMCLR)),
+    "byol": AugmentConfig((_BYOL_1, _BYOL_2)),
+    "supervised": AugmentConfig(
+        (ViewConfig(crop_scale=(0.5, 1.0), jitter_p=0.0, gray_p=0.0, blur_p=0.0),)
+    ),
+}
+
+
+def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> Tensor:
+    return torch.rand(n, generator=g) * (hi - lo) + lo
+
+
+def _bernoulli(n: int, p: float, g: torch.Generator) -> Tensor:
+    return torch.rand(n, generator=g) < p
+
+
+def _gray(x: Tensor) -> Tensor:
+    if x.shape[1] == 1:
+        return x
+    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).expand_as(x)
+
+
+def _rotate_hue(x: Tensor, turns: Tensor) -> Tensor:
+    """Rotate hue by ``turns`` (fraction of a full circle) via the YIQ chroma plane."""
+    yiq = torch.tensor(
+        [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
+        device=x.device,
+        dtype=x.dtype,
+    )
+    c = x.permute(0, 2, 3, 1) @ yiq.T  # B,H,W,3
+    ang = (2 * math.pi * turns).to(x).view(-1, 1, 1)
+    i, q = c[..., 1], c[..., 2]
+    c = torch.stack([c[..., 0], i * ang.cos() - q * ang.sin(), i * ang.sin() + q * ang.cos()], -1)
+    return (c @ torch.linalg.inv(yiq).T).permute(0, 3, 1, 2)
+
+
+def _blur(x: Tensor, sigma: Tensor) -> Tensor:
+    """Per-sample Gaussian blur; kernel size ~10% of the image side (odd), as in SimCLR."""
+    b, c, h, w = x.shape
+    k = max(3, int(0.1 * min(h, w)) // 2 * 2 + 1)
+    r = torch.arange(k, device=x.device, dtype=x.dtype) - k // 2
+    ker = torch.exp(-(r[None] ** 2) / (2 * sigma.to(x).view(-1, 1) ** 2))
+    ker = (ker / ker.sum(1, keepdim=True)).repeat_interleave(c, 0)  # B*C, k
+    y = F.pad(x.reshape(1, b * c, h, w), (k // 2, k // 2, k // 2, k // 2), mode="reflect")
+    y = F.conv2d(y, ker.view(b * c, 1, k, 1), groups=b * c)
+    y = F.conv2d(y, ker.view(b * c, 1, 1, k), groups=b * c)
+    return y.view(b, c, h, w)
+
+
+class ViewAugment(nn.Module):
+    """One random view of a ``uint8`` batch ``[B, C, H, W]`` -> normalised float batch."""
+
+    def __init__(self, cfg: ViewConfig, size: int, channels: int) -> None:
+        super().__init__()
+        self.cfg, self.size, self.channels = cfg, size, channels
+        mean, std = (GRAY_MEAN, GRAY_STD) if channels == 1 else (RGB_MEAN, RGB_STD)
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        self.use_blur = cfg.blur_p > 0 and size > 64
+
+    def crop_flip(self, x: Tensor, g: torch.Generator) -> Tensor:
+        cfg, n = self.cfg, x.shape[0]
+        area = _uniform(n, *cfg.crop_scale, g)
+        logr = _uniform(n, math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1]), g)
+        w = torch.sqrt(area * logr.exp()).clamp(max=1.0)
+        h = torch.sqrt(area / logr.exp()).clamp(max=1.0)
+        cx = (torch.rand(n, generator=g) * (1 - w) + w / 2) * 2 - 1
+        cy = (torch.rand(n, generator=g) * (1 - h) + h / 2) * 2 - 1
+        flip = torch.where(_bernoulli(n, cfg.hflip_p, g), -1.0, 1.0)
+        theta = torch.zeros(n, 2, 3)
+        theta[:, 0, 0], theta[:, 0, 2] = w * flip, cx
+        theta[:, 1, 1], theta[:, 1, 2] = h, cy
+        grid = F.affine_grid(
+            theta.to(x), [n, x.shape[1], self.size, self.size], align_corners=False
+        )
+        return F.grid_sample(
+            x, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+        )
+
+    def forward(self, images: Tensor, g: torch.Generator) -> Tensor:
+        cfg, n = self.cfg, images.shape[0]
+        x = self.crop_flip(images.float() / 255.0, g)
+        bri, con, sat, hue = cfg.jitter
+        if cfg.jitter_p > 0 and any(cfg.jitter):
+            on = _bernoulli(n, cfg.jitter_p, g).to(x.device).view(-1, 1, 1, 1)
+            y = x * _uniform(n, 1 - bri, 1 + bri, g).to(x).view(-1, 1, 1, 1)
+            m = _gray(y).mean((1, 2, 3), keepdim=True)
+            y = (y - m) * _uniform(n, 1 - con, 1 + con, g).to(x).view(-1, 1, 1, 1) + m
+            y = y.clamp(0, 1)
+            if x.shape[1] == 3:
+                s = _uniform(n, 1 - sat, 1 + sat, g).to(x).view(-1, 1, 1, 1)
+                y = ((y - _gray(y)) * s + _gray(y)).clamp(0, 1)
+                y = _rotate_hue(y, _uniform(n, -hue, hue, g)).clamp(0, 1)
+            x = torch.where(on, y, x)
+        if cfg.gray_p > 0 and x.shape[1] == 3:
+            x = torch.where(
+                _bernoulli(n, cfg.gray_p, g).to(x.device).view(-1, 1, 1, 1), _gray(x), x
+            )
+        if self.use_blur:
+            on = _bernoulli(n, cfg.blur_p, g).to(x.device).view(-1, 1, 1, 1)
+            x = torch.where(on, _blur(x, _uniform(n, *cfg.blur_sigma, g)), x)
+        if cfg.solarize_p > 0:
+            on = _bernoulli(n, cfg.solarize_p, g).to(x.device).view(-1, 1, 1, 1)
+            x = torch.where(on & (x >= 0.5), 1.0 - x, x)
+        return (x - self.mean) / self.std
+
+
+class MultiViewAugment(nn.Module):
+    """A list of :class:`ViewAugment`; ``forward(images)`` returns one tensor per view."""
+
+    def __init__(self, cfg: AugmentConfig | str, size: int, channels: int, seed: int = 0) -> None:
+        super().__init__()
+        if isinstance(cfg, str):
+            if cfg not in PRESETS:
+                raise VislearnError(f"unknown augmentation {cfg!r}; choose from {sorted(PRESETS)}")
+            cfg = PRESETS[cfg]
+        self.views = nn.ModuleList(ViewAugment(v, size, channels) for v in cfg.views)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        return [view(images, self.generator) for view in self.views]
+
+
+class Normalize(nn.Module):
+    """``uint8`` images -> float, scaled to [0, 1] and normalised (the evaluation transform)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        mean, std = (GRAY_MEAN, GRAY_STD) if channels == 1 else (RGB_MEAN, RGB_STD)
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        if images.dtype == torch.uint8:
+            images = images.float() / 255.0
+        return (images - self.mean) / self.std

@@ -1,0 +1,22 @@
+"""Engine: base module, momentum encoders, queues, optimisers, trainer factory."""
+
+from vislearn.engine.base import SSLMethod
+from vislearn.engine.momentum import cosine_momentum, ema_update, momentum_copy
+from vislearn.engine.optim import LARS, build_optimizer, param_groups, warmup_cosine
+from vislearn.engine.queue import MemoryQueue
+from vislearn.engine.trainer import AtomicCheckpoint, Throughput, build_trainer
+
+__all__ = [
+    "LARS",
+    "AtomicCheckpoint",
+    "MemoryQueue",
+    "SSLMethod",
+    "Throughput",
+    "build_optimizer",
+    "build_trainer",
+    "cosine_momentum",
+    "ema_update",
+    "momentum_copy",
+    "param_groups",
+    "warmup_cosine",
+]

@@ -1,0 +1,73 @@
+"""MoCo-style queue of negative keys (a ring buffer saved with the model)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vislearn.distributed import gather_no_grad
+
+__all__ = ["MemoryQueue"]
+
+
+class MemoryQueue(nn.Module):
+    r"""Fixed-size FIFO of L2-normalised keys, used as negatives by ``info_nce``.
+
+    Buffers (both persistent, so they are in ``state_dict`` and Lightning checkpoints and a
+    resumed run continues with the same negatives):
+
+    * ``queue`` ``[size, dim]``: initialised with random unit vectors
+      ``normalize(randn(size, dim))`` from the global torch RNG;
+    * ``ptr``: long scalar, the row the next key is written to.
+
+    :meth:`enqueue` writes ``B`` keys at rows ``(ptr + t) mod size``, ``t = 0..B-1`` and sets
+    ``ptr ← (ptr + B) mod size``: a true ring buffer, so no key is dropped when ``size`` is not a
+    multiple of the batch. If ``B > size`` only the newest ``size`` keys are kept. Under DDP the
+    keys of all ranks are gathered first (rank order), so every rank holds the same buffer, equal
+    to the single-process buffer for the global batch; the initial buffers agree when ranks are
+    seeded alike or when DDP broadcasts buffers from rank 0 (its default).
+
+    Args:
+        size: number of stored keys ``K``.
+        dim: key dimension ``D``.
+    """
+
+    queue: Tensor
+    ptr: Tensor
+
+    def __init__(self, size: int, dim: int) -> None:
+        super().__init__()
+        if size <= 0 or dim <= 0:
+            raise ValueError(f"MemoryQueue size and dim must be positive, got {size}, {dim}")
+        self.size = int(size)
+        self.dim = int(dim)
+        self.register_buffer("queue", F.normalize(torch.randn(self.size, self.dim), dim=1))
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def enqueue(self, keys: Tensor) -> None:
+        """Detach, L2-normalise, gather over ranks and write ``keys`` ``[B, dim]`` into the ring."""
+        if keys.dim() != 2 or keys.shape[1] != self.dim:
+            raise ValueError(f"keys must have shape [B, {self.dim}], got {tuple(keys.shape)}")
+        keys = gather_no_grad(F.normalize(keys.detach(), dim=1))
+        keys = keys[-self.size :].to(device=self.queue.device, dtype=self.queue.dtype)
+        n = keys.shape[0]
+        if n == 0:
+            return
+        start = int(self.ptr)
+        rows = (start + torch.arange(n, device=self.queue.device)) % self.size
+        self.queue[rows] = keys
+        self.ptr.fill_((start + n) % self.size)
+
+    @property
+    def negatives(self) -> Tensor:
+        """A detached copy of the buffer ``[size, dim]`` (row order carries no meaning).
+
+        A copy, so that calling :meth:`enqueue` after computing the loss but before
+        ``backward()`` does not invalidate tensors saved by autograd.
+        """
+        return self.queue.detach().clone()
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, dim={self.dim}"

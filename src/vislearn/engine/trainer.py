@@ -1,0 +1,103 @@
+"""Trainer factory: Lightning with vislearn's logging, checkpointing and throughput."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+
+class AtomicCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that writes to a temporary file and renames it into place, so a run
+    killed while saving keeps its previous ``last.ckpt`` intact."""
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        tmp = f"{filepath}.tmp"
+        trainer.save_checkpoint(tmp, self.save_weights_only)
+        if trainer.is_global_zero:
+            os.replace(tmp, filepath)
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        trainer.strategy.barrier()
+
+
+class Throughput(Callback):
+    """Training images per second (wall clock of the training loop, validation excluded)."""
+
+    def __init__(self) -> None:
+        self.images = 0
+        self.seconds = 0.0
+        self._t0 = 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._t0 = time.perf_counter()
+        self._n0 = self.images
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.images += int(batch[0].shape[0]) * trainer.world_size
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        dt = time.perf_counter() - self._t0
+        self.seconds += dt
+        pl_module.log(
+            "train/images_per_s", (self.images - self._n0) / max(dt, 1e-9), rank_zero_only=True
+        )
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / max(self.seconds, 1e-9)
+
+
+def build_trainer(
+    out_dir: str | os.PathLike,
+    max_epochs: int = 10,
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    precision: str = "32-true",
+    sync_batchnorm: bool = False,
+    log_every_n_steps: int = 20,
+    check_val_every_n_epoch: int = 1,
+    limit_train_batches: int | float | None = None,
+    max_steps: int = -1,
+    progress: bool = True,
+    callbacks: list[Callback] | None = None,
+) -> L.Trainer:
+    """A Lightning Trainer writing TensorBoard + CSV logs and ``checkpoints/last.ckpt``
+    (atomically, every epoch) under ``out_dir``. Multi-GPU / multi-node / mixed precision
+    are Lightning's: ``devices=8, strategy="ddp", precision="bf16-mixed"``."""
+    out = Path(out_dir)
+    cbs = [
+        AtomicCheckpoint(
+            dirpath=out / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1
+        )
+    ]
+    cbs += [LearningRateMonitor("step"), *(callbacks or [])]
+    return L.Trainer(
+        default_root_dir=out,
+        max_epochs=max_epochs,
+        max_steps=max_steps,
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        precision=precision,
+        sync_batchnorm=sync_batchnorm,
+        logger=[
+            TensorBoardLogger(out, name="tensorboard", version=""),
+            CSVLogger(out, name="csv", version=""),
+        ],
+        callbacks=cbs,
+        log_every_n_steps=log_every_n_steps,
+        check_val_every_n_epoch=check_val_every_n_epoch,
+        limit_train_batches=limit_train_batches,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        use_distributed_sampler=False,  # ImageDataModule brings its own seeded sampler
+        num_sanity_val_steps=0,
+    )

@@ -1,0 +1,48 @@
+"""BYOL (Grill et al., 2020): online predictor regresses the EMA target's projection."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from vislearn.engine.base import SSLMethod
+from vislearn.engine.momentum import momentum_copy
+from vislearn.losses import byol_loss
+from vislearn.methods.registry import register_method
+from vislearn.models import MLPHead
+
+
+@register_method("byol")
+class BYOL(SSLMethod):
+    """BYOL with the symmetrised loss ``(L(p1, z2) + L(p2, z1)) / 2``, ``L = 2 - 2 cos``,
+    and the target momentum following the cosine schedule ``ema_base -> 1``."""
+
+    default_augment = "byol"
+
+    def __init__(
+        self,
+        proj_hidden_dim: int = 4096,
+        proj_dim: int = 256,
+        pred_hidden_dim: int = 4096,
+        ema_base: float = 0.99,
+        ema_final: float | None = 1.0,
+        **kwargs,
+    ) -> None:
+        super().__init__(ema_base=ema_base, ema_final=ema_final, **kwargs)
+        self.save_hyperparameters()
+        self.projector = MLPHead(self.backbone.num_features, proj_hidden_dim, proj_dim)
+        self.predictor = MLPHead(proj_dim, pred_hidden_dim, proj_dim)
+        self.momentum_backbone = momentum_copy(self.backbone)
+        self.momentum_projector = momentum_copy(self.projector)
+
+    def momentum_pairs(self):
+        return [(self.backbone, self.momentum_backbone), (self.projector, self.momentum_projector)]
+
+    def ssl_step(self, views: list[Tensor]) -> dict[str, Tensor]:
+        n = views[0].shape[0]
+        feats = self.backbone(torch.cat(views[:2]))
+        p1, p2 = self.predictor(self.projector(feats)).split(n)
+        with torch.no_grad():
+            z1, z2 = self.momentum_projector(self.momentum_backbone(torch.cat(views[:2]))).split(n)
+        loss = (byol_loss(p1, z2) + byol_loss(p2, z1)) / 2
+        return {"loss": loss, "feats": feats[:n]}

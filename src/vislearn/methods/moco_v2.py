@@ -1,0 +1,62 @@
+"""MoCo v2 (Chen et al., 2020): momentum encoder + queue of negatives + MLP head."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from vislearn.engine.base import SSLMethod
+from vislearn.engine.momentum import momentum_copy
+from vislearn.engine.queue import MemoryQueue
+from vislearn.losses import info_nce
+from vislearn.methods.registry import register_method
+from vislearn.models import MLPHead
+
+
+@register_method("moco_v2")
+class MoCoV2(SSLMethod):
+    """MoCo v2.
+
+    ``symmetric=True`` (the MoCo v2+ / solo-learn variant) uses both views as queries and
+    enqueues both key sets; ``False`` is the paper's one-directional loss. Shuffle-BN is not
+    implemented: on one device it is a no-op, on several use ``--sync-batchnorm`` instead.
+    """
+
+    default_augment = "moco_v2"
+
+    def __init__(
+        self,
+        proj_hidden_dim: int = 2048,
+        proj_dim: int = 128,
+        temperature: float = 0.2,
+        queue_size: int = 65536,
+        symmetric: bool = True,
+        ema_base: float = 0.99,
+        **kwargs,
+    ) -> None:
+        super().__init__(ema_base=ema_base, **kwargs)
+        self.save_hyperparameters()
+        self.projector = MLPHead(
+            self.backbone.num_features, proj_hidden_dim, proj_dim, batch_norm=False
+        )
+        self.momentum_backbone = momentum_copy(self.backbone)
+        self.momentum_projector = momentum_copy(self.projector)
+        self.queue = MemoryQueue(queue_size, proj_dim)
+
+    def momentum_pairs(self):
+        return [(self.backbone, self.momentum_backbone), (self.projector, self.momentum_projector)]
+
+    def ssl_step(self, views: list[Tensor]) -> dict[str, Tensor]:
+        n = views[0].shape[0]
+        feats = self.backbone(torch.cat(views[:2]))
+        q1, q2 = self.projector(feats).split(n)
+        with torch.no_grad():
+            k1, k2 = self.momentum_projector(self.momentum_backbone(torch.cat(views[:2]))).split(n)
+        t, negatives = self.hparams.temperature, self.queue.negatives
+        if self.hparams.symmetric:
+            loss = (info_nce(q1, k2, negatives, t) + info_nce(q2, k1, negatives, t)) / 2
+            self.queue.enqueue(torch.cat([k2, k1]))
+        else:
+            loss = info_nce(q1, k2, negatives, t)
+            self.queue.enqueue(k2)
+        return {"loss": loss, "feats": feats[:n]}

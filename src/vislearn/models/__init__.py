@@ -1,0 +1,16 @@
+"""Backbones (registry by name), heads and weight loading."""
+
+from vislearn.models import resnet, vit  # noqa: F401  (register backbones)
+from vislearn.models.heads import MLPHead
+from vislearn.models.registry import create_backbone, list_backbones, register_backbone
+from vislearn.models.weights import load_weights, read_state_file, unwrap_state_dict
+
+__all__ = [
+    "MLPHead",
+    "create_backbone",
+    "list_backbones",
+    "load_weights",
+    "read_state_file",
+    "register_backbone",
+    "unwrap_state_dict",
+]

@@ -1,0 +1,164 @@
+"""End-to-end jobs shared by the CLI, the benchmarks and the Python API:
+pretrain a method from a config, load/export backbones, evaluate with kNN / linear probe."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from vislearn.config import save_config
+from vislearn.data.datamodule import ImageDataModule
+from vislearn.data.datasets import get_dataset
+from vislearn.engine.base import SSLMethod
+from vislearn.engine.trainer import Throughput, build_trainer
+from vislearn.errors import VislearnError
+from vislearn.eval import extract_features, knn_accuracy, linear_probe
+from vislearn.methods import build_method
+from vislearn.models import create_backbone, load_weights, read_state_file
+from vislearn.utils import atomic_path
+
+
+def build_datamodule(cfg: dict) -> ImageDataModule:
+    d = cfg["data"]
+    return ImageDataModule(
+        dataset=d["dataset"],
+        data_dir=d["data_dir"],
+        image_size=d["image_size"],
+        channels=d["channels"],
+        batch_size=d["batch_size"],
+        num_workers=d["num_workers"],
+        knn_bank_size=d["knn_bank_size"],
+        seed=cfg["seed"],
+    )
+
+
+def build_from_config(cfg: dict, dm: ImageDataModule) -> SSLMethod:
+    """The method of ``cfg`` with its input format taken from the data."""
+    if not cfg.get("method"):
+        raise VislearnError("no method given (e.g. `vislearn pretrain moco_v2`)")
+    kwargs = {
+        "in_chans": dm.channels,
+        "image_size": dm.image_size,
+        "num_classes": dm.num_classes,
+        "seed": cfg["seed"],
+        **cfg["model"],
+    }
+    return build_method(cfg["method"], **kwargs)
+
+
+def pretrain(cfg: dict, resume: bool = True) -> tuple[SSLMethod, Path, dict[str, float]]:
+    """Train ``cfg["method"]``; writes ``config.yaml``, logs, ``checkpoints/last.ckpt`` and
+    ``backbone.safetensors`` under ``cfg["out"]``. Resumes from ``last.ckpt`` if present."""
+    L.seed_everything(cfg["seed"], workers=True, verbose=False)
+    out = Path(cfg["out"] or f"runs/{cfg['method']}")
+    dm = build_datamodule(cfg)
+    model = build_from_config(cfg, dm)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    throughput = Throughput()
+    trainer = build_trainer(out, callbacks=[throughput], **cfg["trainer"])
+    last = out / "checkpoints" / "last.ckpt"
+    ckpt_path = str(last) if resume and last.is_file() else None
+    if ckpt_path:
+        print(f"vislearn: resuming from {last}")
+    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+    if trainer.is_global_zero:
+        export_backbone(model, out / "backbone.safetensors")
+    stats = {"images_per_s": throughput.images_per_s, "train_seconds": throughput.seconds}
+    return model, out, stats
+
+
+def export_backbone(model: SSLMethod, path: str | os.PathLike) -> None:
+    """Write the online backbone as safetensors, with what is needed to rebuild it."""
+    from safetensors.torch import save_file
+
+    h = model.hparams
+    meta = {
+        "backbone": h.backbone,
+        "backbone_kwargs": json.dumps(dict(h.backbone_kwargs or {})),
+        "in_chans": str(h.in_chans),
+        "method": getattr(model, "method_name", ""),
+    }
+    state = {k: v.detach().cpu().contiguous() for k, v in model.backbone.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+
+
+def load_backbone(
+    path: str | os.PathLike,
+    backbone: str | None = None,
+    backbone_kwargs: dict | None = None,
+    in_chans: int | None = None,
+) -> nn.Module:
+    """Rebuild a backbone from a vislearn checkpoint (``.ckpt``) or exported
+    ``.safetensors``; for external weights pass ``backbone`` (and its kwargs)."""
+    path = Path(path)
+    spec: dict[str, Any] = {}
+    if path.suffix == ".safetensors" and path.is_file():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), "pt") as f:
+                meta = f.metadata() or {}
+        except Exception as exc:  # noqa: BLE001
+            raise VislearnError(f"cannot read {path}: {exc}") from None
+        if "backbone" in meta:
+            spec = {
+                "backbone": meta["backbone"],
+                "backbone_kwargs": json.loads(meta.get("backbone_kwargs", "{}")),
+                "in_chans": int(meta.get("in_chans", 3)),
+            }
+    elif path.is_file():
+        hp = read_state_file(path).get("hyper_parameters")
+        if isinstance(hp, dict) and "backbone" in hp:
+            spec = {k: hp.get(k) for k in ("backbone", "backbone_kwargs", "in_chans")}
+    name = backbone or spec.get("backbone")
+    if name is None:
+        raise VislearnError(f"{path} does not say which backbone it holds; pass --backbone NAME")
+    kwargs = dict(spec.get("backbone_kwargs") or {}) if backbone is None else {}
+    kwargs.update(backbone_kwargs or {})
+    chans = in_chans or spec.get("in_chans") or 3
+    model = create_backbone(name, in_chans=chans, **kwargs)
+    return load_weights(model, path)
+
+
+def evaluate(
+    backbone: nn.Module,
+    dataset: str = "fmnist-mini",
+    data_dir: str | None = None,
+    protocols: tuple[str, ...] = ("knn", "linear"),
+    knn_k: int = 200,
+    knn_t: float = 0.07,
+    linear_epochs: int = 100,
+    linear_lr: float = 0.1,
+    device: str | None = None,
+    progress: bool = False,
+) -> dict[str, float]:
+    """Offline kNN / linear-probe top-1 (in %) of a frozen backbone on train -> test."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    chans = _in_chans(backbone)
+    train = get_dataset(dataset, "train", data_dir, channels=chans)
+    test = get_dataset(dataset, "test", data_dir, image_size=train[0][0].shape[-1], channels=chans)
+    if getattr(train, "labels", None) is None:
+        raise VislearnError(f"dataset {dataset!r} has no labels; kNN/linear need labels")
+    xtr, ytr = extract_features(backbone, train, device=device, progress=progress)
+    xte, yte = extract_features(backbone, test, device=device, progress=progress)
+    res: dict[str, float] = {}
+    if "knn" in protocols:
+        res["knn_top1"] = 100 * knn_accuracy(xte, yte, xtr, ytr, knn_k, knn_t)
+    if "linear" in protocols:
+        res["linear_top1"] = (
+            100 * linear_probe(xtr, ytr, xte, yte, linear_epochs, linear_lr)["test_top1"]
+        )
+    return res
+
+
+def _in_chans(backbone: nn.Module) -> int:
+    first = next(m for m in backbone.modules() if isinstance(m, nn.Conv2d | nn.Linear))
+    return first.in_channels if isinstance(first, nn.Conv2d) else 3

@@ -1,0 +1,189 @@
+"""Two gloo processes on CPU against the single-process loss of the global batch.
+
+DDP optimises the mean of the per-rank losses, ``L = (L_0 + L_1) / W``, by back-propagating
+``L_r`` on rank ``r`` and averaging *parameter* gradients. For rank ``r``'s inputs ``x_r`` the
+required gradient is ``dL/dx_r = (1/W) * sum_s dL_s/dx_r``. The gather's backward sums the
+gradients of all ranks for the local slice, so the local autograd on rank ``r`` yields
+``sum_s dL_s/dx_r``; hence we check
+
+    mean_r L_r == L_single(global batch)
+    grad_r(x_r) / W == d L_single / d x  restricted to rank r's rows.
+
+All ranks run once (module fixture) and write their results to files; the tests compare them.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from vislearn.distributed import gather, gather_no_grad, rank, world_size
+from vislearn.engine import MemoryQueue
+from vislearn.losses import info_nce, nt_xent
+
+WORLD = 2
+N = 3  # per-rank batch
+DIM = 8
+TAU_NT, TAU_NCE = 0.5, 0.2
+
+
+def _global_inputs() -> dict[str, torch.Tensor]:
+    """The global batch, identical in every process (own generator, float64)."""
+    g = torch.Generator().manual_seed(1234)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+    return {
+        "z1": r(WORLD * N, DIM),
+        "z2": r(WORLD * N, DIM),
+        "q": r(WORLD * N, DIM),
+        "k": r(WORLD * N, DIM),
+        "queue": torch.nn.functional.normalize(r(11, DIM), dim=1),
+        "w": r(WORLD * N, DIM),
+        "keys1": r(WORLD * N, DIM).float(),
+        "keys2": r(WORLD * N, DIM).float(),
+    }
+
+
+def _local(t: torch.Tensor, r: int) -> torch.Tensor:
+    return t[r * N : (r + 1) * N].clone().requires_grad_(True)
+
+
+def _run_rank(r: int, init_file: str, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{init_file}",
+        rank=r,
+        world_size=WORLD,
+        timeout=datetime.timedelta(seconds=60),
+    )
+    try:
+        g = _global_inputs()
+        res: dict[str, object] = {"rank": rank(), "world": world_size()}
+
+        # gather: forward is the rank-ordered concatenation; backward sums over ranks
+        x = _local(g["w"], r)
+        xs = gather(x)
+        ((r + 1.0) * (xs * g["w"]).sum()).backward()
+        res["gather"] = (xs.detach(), x.grad)
+        res["gather_no_grad"] = gather_no_grad(g["keys1"][r * N : (r + 1) * N])
+
+        z1, z2 = _local(g["z1"], r), _local(g["z2"], r)
+        loss = nt_xent(z1, z2, temperature=TAU_NT, gather_distributed=True)
+        loss.backward()
+        res["nt_xent"] = (loss.detach(), z1.grad, z2.grad)
+
+        try:
+            from lightly.loss import NTXentLoss
+        except ImportError:
+            res["nt_xent_lightly"] = None
+        else:
+            z1, z2 = _local(g["z1"], r), _local(g["z2"], r)
+            peer = NTXentLoss(temperature=TAU_NT, gather_distributed=True)(z1, z2)
+            peer.backward()
+            res["nt_xent_lightly"] = (peer.detach(), z1.grad, z2.grad)
+
+        q, k = _local(g["q"], r), _local(g["k"], r)
+        loss = info_nce(q, k, temperature=TAU_NCE, gather_keys=True)
+        loss.backward()
+        res["info_nce_gather"] = (loss.detach(), q.grad, k.grad)
+
+        q, k = _local(g["q"], r), _local(g["k"], r)
+        loss = info_nce(q, k, g["queue"], temperature=TAU_NCE)
+        loss.backward()
+        res["info_nce_queue"] = (loss.detach(), q.grad, k.grad)
+
+        torch.manual_seed(0)  # same initial buffer on every rank
+        mq = MemoryQueue(7, DIM)  # 7 is not a multiple of the global batch of 6
+        for name in ("keys1", "keys2"):
+            mq.enqueue(g[name][r * N : (r + 1) * N])
+        res["queue"] = (mq.queue.clone(), int(mq.ptr))
+
+        torch.save(res, Path(out_dir) / f"rank{r}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory) -> list[dict]:
+    tmp = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_run_rank, args=(str(tmp / "store"), str(tmp)), nprocs=WORLD, join=True)
+    return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+
+
+def _single(fn, *names):
+    """Single-process loss on the global batch and its input gradients."""
+    g = _global_inputs()
+    ins = [g[n].clone().requires_grad_(True) for n in names]
+    loss = fn(*ins)
+    loss.backward()
+    return loss.detach(), [t.grad for t in ins]
+
+
+def _check_against_single(ranks, key, fn, *names):
+    assert world_size() == 1  # the parent process is not distributed
+    loss, grads = _single(fn, *names)
+    local_losses = torch.stack([res[key][0] for res in ranks])
+    torch.testing.assert_close(local_losses.mean(), loss, rtol=1e-10, atol=1e-12)
+    for r, res in enumerate(ranks):
+        for local_grad, full_grad in zip(res[key][1:], grads, strict=True):
+            torch.testing.assert_close(
+                local_grad / WORLD, full_grad[r * N : (r + 1) * N], rtol=1e-9, atol=1e-12
+            )
+
+
+def test_ranks_and_gather(ranks):
+    g = _global_inputs()
+    for r, res in enumerate(ranks):
+        assert (res["rank"], res["world"]) == (r, WORLD)
+        gathered, grad = res["gather"]
+        torch.testing.assert_close(gathered, g["w"])
+        # d/dx_r of sum_s (s+1) <X, w> = (1 + 2) * w[rows of r]: summed over ranks
+        torch.testing.assert_close(grad, 3.0 * g["w"][r * N : (r + 1) * N])
+        torch.testing.assert_close(res["gather_no_grad"], g["keys1"])
+
+
+def test_nt_xent_gather_distributed_equals_global_batch(ranks):
+    _check_against_single(
+        ranks, "nt_xent", lambda a, b: nt_xent(a, b, temperature=TAU_NT), "z1", "z2"
+    )
+
+
+def test_nt_xent_gather_distributed_equals_lightly(ranks):
+    if ranks[0]["nt_xent_lightly"] is None:
+        pytest.skip("lightly not installed")
+    for res in ranks:
+        for ours, peer in zip(res["nt_xent"], res["nt_xent_lightly"], strict=True):
+            torch.testing.assert_close(ours, peer, rtol=1e-9, atol=1e-12)
+
+
+def test_info_nce_gather_keys_equals_global_batch(ranks):
+    _check_against_single(
+        ranks, "info_nce_gather", lambda a, b: info_nce(a, b, temperature=TAU_NCE), "q", "k"
+    )
+
+
+def test_info_nce_queue_equals_global_batch(ranks):
+    queue = _global_inputs()["queue"]
+    _check_against_single(
+        ranks, "info_nce_queue", lambda a, b: info_nce(a, b, queue, TAU_NCE), "q", "k"
+    )
+
+
+def test_memory_queue_same_on_all_ranks_as_single_process(ranks):
+    g = _global_inputs()
+    torch.manual_seed(0)
+    mq = MemoryQueue(7, DIM)
+    mq.enqueue(g["keys1"])
+    mq.enqueue(g["keys2"])
+    for res in ranks:
+        buf, ptr = res["queue"]
+        torch.testing.assert_close(buf, mq.queue)
+        assert ptr == int(mq.ptr) == 12 % 7
