@@ -76,8 +76,9 @@ class SSLMethod(L.LightningModule):
         self._val_labels: dict[int, list[Tensor]] = {0: [], 1: []}
 
     # ---- what a method defines -------------------------------------------------------
-    def ssl_step(self, views: list[Tensor]) -> dict[str, Tensor]:
-        """Compute the method's loss on augmented views.
+    def ssl_step(self, views: list[Tensor], labels: Tensor) -> dict[str, Tensor]:
+        """Compute the method's loss on augmented views (``labels`` are -1 where unknown;
+        self-supervised methods ignore them).
 
         Returns a dict with ``loss`` and ``feats`` (online pooled backbone features of the
         first view, used by the online probe); other entries are logged as ``train/<key>``.
@@ -93,19 +94,28 @@ class SSLMethod(L.LightningModule):
         """Pooled backbone features of (uint8 or normalised float) images."""
         return self.backbone(self.normalize(x) if x.dtype == torch.uint8 else x)
 
+    def setup(self, stage: str) -> None:
+        self._total_steps = None  # a new fit may have a different length
+
+    @property
+    def total_steps(self) -> int:
+        """Optimiser steps of the whole run (cached: Lightning re-derives it on each call)."""
+        if getattr(self, "_total_steps", None) is None:
+            self._total_steps = int(self.trainer.estimated_stepping_batches) if self._trainer else 1
+        return self._total_steps
+
     def current_momentum(self) -> float:
         h = self.hparams
         if h.ema_final is None:
             return h.ema_base
-        total = self.trainer.estimated_stepping_batches if self._trainer else 1
-        return cosine_momentum(self.global_step, int(total), h.ema_base, h.ema_final)
+        return cosine_momentum(self.global_step, self.total_steps, h.ema_base, h.ema_final)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
         m = self.current_momentum()
         for online, target in self.momentum_pairs():
             ema_update(online, target, m)
-        out = self.ssl_step(self.augment(images))
+        out = self.ssl_step(self.augment(images), labels)
         loss = out.pop("loss")
         if not torch.isfinite(loss):
             raise VislearnError(
@@ -168,7 +178,7 @@ class SSLMethod(L.LightningModule):
                 }
             ]
         opt = build_optimizer(h.optimizer, groups, h.lr, momentum=h.sgd_momentum)
-        total = int(self.trainer.estimated_stepping_batches)
+        total = self.total_steps
         epochs = max(1, self.trainer.max_epochs or 1)
         warmup = int(h.warmup_epochs * total / epochs)
         sched = torch.optim.lr_scheduler.LambdaLR(

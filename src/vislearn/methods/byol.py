@@ -38,7 +38,7 @@ class BYOL(SSLMethod):
     def momentum_pairs(self):
         return [(self.backbone, self.momentum_backbone), (self.projector, self.momentum_projector)]
 
-    def ssl_step(self, views: list[Tensor]) -> dict[str, Tensor]:
+    def ssl_step(self, views: list[Tensor], labels: Tensor) -> dict[str, Tensor]:
         n = views[0].shape[0]
         feats = self.backbone(torch.cat(views[:2]))
         p1, p2 = self.predictor(self.projector(feats)).split(n)

@@ -46,7 +46,7 @@ class MoCoV2(SSLMethod):
     def momentum_pairs(self):
         return [(self.backbone, self.momentum_backbone), (self.projector, self.momentum_projector)]
 
-    def ssl_step(self, views: list[Tensor]) -> dict[str, Tensor]:
+    def ssl_step(self, views: list[Tensor], labels: Tensor) -> dict[str, Tensor]:
         n = views[0].shape[0]
         feats = self.backbone(torch.cat(views[:2]))
         q1, q2 = self.projector(feats).split(n)

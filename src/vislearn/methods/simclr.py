@@ -25,7 +25,7 @@ class SimCLR(SSLMethod):
         self.save_hyperparameters()
         self.projector = MLPHead(self.backbone.num_features, proj_hidden_dim, proj_dim)
 
-    def ssl_step(self, views: list[Tensor]) -> dict[str, Tensor]:
+    def ssl_step(self, views: list[Tensor], labels: Tensor) -> dict[str, Tensor]:
         n = views[0].shape[0]
         feats = self.backbone(torch.cat(views[:2]))
         z1, z2 = self.projector(feats).split(n)
