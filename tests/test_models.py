@@ -12,6 +12,8 @@ from vislearn.errors import VislearnError
 from vislearn.models import MLPHead, create_backbone, list_backbones, load_weights, read_state_file
 
 TINY_RESNET = {"stem": "small_ds", "width": 8}
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 # Full-width models are slow on 2 CPU cores; the gradient test runs ResNets at width 8 (same
 # block structure) and ViTs at 28 px / patch 4. Default sizes are checked on the meta device.
 SMALL_KWARGS = {
