@@ -164,6 +164,8 @@ def cmd_pretrain(a: argparse.Namespace) -> None:
     if cfg["method"] != a.method and a.config:
         cfg["method"] = a.method
     model, out, stats = pretrain(cfg, resume=not a.no_resume)
+    if model.global_rank != 0:
+        return
     print(f"vislearn: trained {cfg['method']} -> {out} ({stats['images_per_s']:.0f} images/s)")
     if a.eval:
         e = cfg["eval"]
@@ -311,7 +313,13 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "pretrain":  # overrides may come before or after the flags
+        args.overrides += [e for e in extra if "=" in e and not e.startswith("-")]
+        extra = [e for e in extra if e not in args.overrides]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     try:
         COMMANDS[args.command](args)

@@ -158,7 +158,7 @@ class SSLMethod(L.LightningModule):
         metrics = {"val/knn_top1": (pred == query_y).float().mean()}
         if self.probe is not None:
             metrics["val/probe_top1"] = (self.probe(query).argmax(1) == query_y).float().mean()
-        self.log_dict(metrics, prog_bar=True, sync_dist=False, rank_zero_only=True)
+        self.log_dict(metrics, prog_bar=True, sync_dist=True)  # equal on all ranks
         for d in (self._val_feats, self._val_labels):
             d[0].clear()
             d[1].clear()

@@ -44,7 +44,7 @@ class Throughput(Callback):
         dt = time.perf_counter() - self._t0
         self.seconds += dt
         pl_module.log(
-            "train/images_per_s", (self.images - self._n0) / max(dt, 1e-9), rank_zero_only=True
+            "train/images_per_s", (self.images - self._n0) / max(dt, 1e-9), sync_dist=True
         )
 
     @property
