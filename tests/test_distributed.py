@@ -9,19 +9,16 @@ gradients of all ranks for the local slice, so the local autograd on rank ``r`` 
     mean_r L_r == L_single(global batch)
     grad_r(x_r) / W == d L_single / d x  restricted to rank r's rows.
 
-All ranks run once (module fixture) and write their results to files; the tests compare them.
+All ranks run once (module fixture, ``ddp_utils.run_ranks``) and write their results to files;
+the tests compare them.
 """
 
 from __future__ import annotations
 
-import datetime
-from pathlib import Path
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from ddp_utils import run_ranks
 from vislearn.distributed import gather, gather_no_grad, rank, world_size
 from vislearn.engine import MemoryQueue
 from vislearn.losses import info_nce, nt_xent
@@ -55,67 +52,55 @@ def _local(t: torch.Tensor, r: int) -> torch.Tensor:
     return t[r * N : (r + 1) * N].clone().requires_grad_(True)
 
 
-def _run_rank(r: int, init_file: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{init_file}",
-        rank=r,
-        world_size=WORLD,
-        timeout=datetime.timedelta(seconds=60),
-    )
+def _run_rank(r: int) -> dict[str, object]:
+    """One rank's results (runs inside the gloo group set up by ``run_ranks``)."""
+    g = _global_inputs()
+    res: dict[str, object] = {"rank": rank(), "world": world_size()}
+
+    # gather: forward is the rank-ordered concatenation; backward sums over ranks
+    x = _local(g["w"], r)
+    xs = gather(x)
+    ((r + 1.0) * (xs * g["w"]).sum()).backward()
+    res["gather"] = (xs.detach(), x.grad)
+    res["gather_no_grad"] = gather_no_grad(g["keys1"][r * N : (r + 1) * N])
+
+    z1, z2 = _local(g["z1"], r), _local(g["z2"], r)
+    loss = nt_xent(z1, z2, temperature=TAU_NT, gather_distributed=True)
+    loss.backward()
+    res["nt_xent"] = (loss.detach(), z1.grad, z2.grad)
+
     try:
-        g = _global_inputs()
-        res: dict[str, object] = {"rank": rank(), "world": world_size()}
-
-        # gather: forward is the rank-ordered concatenation; backward sums over ranks
-        x = _local(g["w"], r)
-        xs = gather(x)
-        ((r + 1.0) * (xs * g["w"]).sum()).backward()
-        res["gather"] = (xs.detach(), x.grad)
-        res["gather_no_grad"] = gather_no_grad(g["keys1"][r * N : (r + 1) * N])
-
+        from lightly.loss import NTXentLoss
+    except ImportError:
+        res["nt_xent_lightly"] = None
+    else:
         z1, z2 = _local(g["z1"], r), _local(g["z2"], r)
-        loss = nt_xent(z1, z2, temperature=TAU_NT, gather_distributed=True)
-        loss.backward()
-        res["nt_xent"] = (loss.detach(), z1.grad, z2.grad)
+        peer = NTXentLoss(temperature=TAU_NT, gather_distributed=True)(z1, z2)
+        peer.backward()
+        res["nt_xent_lightly"] = (peer.detach(), z1.grad, z2.grad)
 
-        try:
-            from lightly.loss import NTXentLoss
-        except ImportError:
-            res["nt_xent_lightly"] = None
-        else:
-            z1, z2 = _local(g["z1"], r), _local(g["z2"], r)
-            peer = NTXentLoss(temperature=TAU_NT, gather_distributed=True)(z1, z2)
-            peer.backward()
-            res["nt_xent_lightly"] = (peer.detach(), z1.grad, z2.grad)
+    q, k = _local(g["q"], r), _local(g["k"], r)
+    loss = info_nce(q, k, temperature=TAU_NCE, gather_keys=True)
+    loss.backward()
+    res["info_nce_gather"] = (loss.detach(), q.grad, k.grad)
 
-        q, k = _local(g["q"], r), _local(g["k"], r)
-        loss = info_nce(q, k, temperature=TAU_NCE, gather_keys=True)
-        loss.backward()
-        res["info_nce_gather"] = (loss.detach(), q.grad, k.grad)
+    q, k = _local(g["q"], r), _local(g["k"], r)
+    loss = info_nce(q, k, g["queue"], temperature=TAU_NCE)
+    loss.backward()
+    res["info_nce_queue"] = (loss.detach(), q.grad, k.grad)
 
-        q, k = _local(g["q"], r), _local(g["k"], r)
-        loss = info_nce(q, k, g["queue"], temperature=TAU_NCE)
-        loss.backward()
-        res["info_nce_queue"] = (loss.detach(), q.grad, k.grad)
+    torch.manual_seed(0)  # same initial buffer on every rank
+    mq = MemoryQueue(7, DIM)  # 7 is not a multiple of the global batch of 6
+    for name in ("keys1", "keys2"):
+        mq.enqueue(g[name][r * N : (r + 1) * N])
+    res["queue"] = (mq.queue.clone(), int(mq.ptr))
 
-        torch.manual_seed(0)  # same initial buffer on every rank
-        mq = MemoryQueue(7, DIM)  # 7 is not a multiple of the global batch of 6
-        for name in ("keys1", "keys2"):
-            mq.enqueue(g[name][r * N : (r + 1) * N])
-        res["queue"] = (mq.queue.clone(), int(mq.ptr))
-
-        torch.save(res, Path(out_dir) / f"rank{r}.pt")
-    finally:
-        dist.destroy_process_group()
+    return res
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
-    tmp = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_run_rank, args=(str(tmp / "store"), str(tmp)), nprocs=WORLD, join=True)
-    return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    return run_ranks(_run_rank, tmp_path_factory.mktemp("ddp"), WORLD)
 
 
 def _single(fn, *names):

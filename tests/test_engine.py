@@ -169,10 +169,10 @@ def test_lars_matches_numpy_transcription():
         eps=eps,
     )
     grads_z = [rng.normal(size=(2, 2)) for _ in range(3)]
-    for gw, gb, gz in zip(grads_w, grads_b, grads_z, strict=True):
+    for step, (gw, gb, gz) in enumerate(zip(grads_w, grads_b, grads_z, strict=True)):
         w.grad, b.grad, zero.grad = torch.tensor(gw), torch.tensor(gb), torch.tensor(gz)
         opt.step()
-        if gw is grads_w[0]:  # after one step
+        if step == 0:  # the single-step update (no momentum history yet)
             expected = _np_lars(w0, grads_w[:1], lr, mom, wd, eta, eps, False)
             np.testing.assert_allclose(w.detach().numpy(), expected, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(
@@ -270,7 +270,12 @@ def test_knn_matches_numpy_on_random_data():
     query_y = expected.argmax(1)
     query_y[:10] = (query_y[:10] + 1) % 5  # make 10 of 70 wrong
     acc = knn_accuracy(
-        torch.tensor(query), torch.tensor(query_y), torch.tensor(bank), torch.tensor(bank_y), 20, 0.1
+        torch.tensor(query),
+        torch.tensor(query_y),
+        torch.tensor(bank),
+        torch.tensor(bank_y),
+        20,
+        0.1,
     )
     assert acc == pytest.approx(60 / 70)
 

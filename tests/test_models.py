@@ -166,6 +166,18 @@ LAYOUTS = {
         "epoch": 100,
     },
     "model": lambda sd: {"model": sd, "optimizer": {"state": {}}},
+    # a vislearn/Lightning .ckpt: weights under "state_dict" next to top-level tensors (the
+    # augmentation RNG state) and a momentum copy whose keys also end in the backbone's names
+    "lightning_ckpt": lambda sd: {
+        "state_dict": {
+            **_prefixed(sd, "backbone."),
+            **_prefixed({k: torch.zeros_like(v) for k, v in sd.items()}, "momentum_backbone."),
+            "projector.net.0.weight": torch.zeros(4, 4),
+        },
+        "augment_rng": torch.zeros(16, dtype=torch.uint8),
+        "epoch": 1,
+        "hyper_parameters": {"backbone": "resnet_tiny"},
+    },
 }
 
 

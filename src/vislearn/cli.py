@@ -207,26 +207,12 @@ def cmd_eval(a: argparse.Namespace) -> None:
 
 
 def cmd_export(a: argparse.Namespace) -> None:
-    from safetensors.torch import save_file
-
-    from vislearn.pipeline import load_backbone
-    from vislearn.utils import atomic_path
+    from vislearn.pipeline import load_backbone, read_backbone_spec, save_backbone
 
     bb = load_backbone(a.checkpoint, a.backbone, in_chans=a.in_chans)
-    state = {k: v.contiguous() for k, v in bb.state_dict().items()}
-    meta = {}
-    if a.checkpoint.endswith(".ckpt"):
-        from vislearn.models import read_state_file
-
-        hp = read_state_file(a.checkpoint).get("hyper_parameters", {})
-        meta = {
-            "backbone": str(hp.get("backbone")),
-            "backbone_kwargs": json.dumps(dict(hp.get("backbone_kwargs") or {})),
-            "in_chans": str(hp.get("in_chans")),
-        }
-    with atomic_path(a.out) as tmp:
-        save_file(state, str(tmp), metadata=meta)
-    print(f"vislearn: wrote {a.out} ({len(state)} tensors)")
+    spec = read_backbone_spec(a.checkpoint) or {"backbone": a.backbone, "in_chans": a.in_chans}
+    save_backbone(bb, a.out, spec)
+    print(f"vislearn: wrote {a.out} ({len(bb.state_dict())} tensors)")
 
 
 def cmd_embed(a: argparse.Namespace) -> None:

@@ -75,19 +75,60 @@ def pretrain(cfg: dict, resume: bool = True) -> tuple[SSLMethod, Path, dict[str,
 
 
 def export_backbone(model: SSLMethod, path: str | os.PathLike) -> None:
-    """Write the online backbone as safetensors, with what is needed to rebuild it."""
-    from safetensors.torch import save_file
-
+    """Write a method's online backbone as safetensors, with what is needed to rebuild it."""
     h = model.hparams
-    meta = {
+    spec = {
         "backbone": h.backbone,
-        "backbone_kwargs": json.dumps(dict(h.backbone_kwargs or {})),
-        "in_chans": str(h.in_chans),
+        "backbone_kwargs": dict(h.backbone_kwargs or {}),
+        "in_chans": h.in_chans,
         "method": getattr(model, "method_name", ""),
     }
-    state = {k: v.detach().cpu().contiguous() for k, v in model.backbone.state_dict().items()}
+    save_backbone(model.backbone, path, spec)
+
+
+def save_backbone(backbone: nn.Module, path: str | os.PathLike, spec: dict[str, Any]) -> None:
+    """Atomically write ``backbone``'s weights as safetensors with ``spec`` as metadata."""
+    from safetensors.torch import save_file
+
+    meta = {
+        k: json.dumps(v) if isinstance(v, dict) else str(v)
+        for k, v in spec.items()
+        if v is not None
+    }
+    state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=meta)
+
+
+def read_backbone_spec(path: str | os.PathLike) -> dict[str, Any]:
+    """Backbone name, kwargs and input channels recorded in a vislearn ``.ckpt`` or exported
+    ``.safetensors`` (empty for external weights)."""
+    path = Path(path)
+    if not path.is_file():
+        raise VislearnError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), "pt") as f:
+                meta = f.metadata() or {}
+        except Exception as exc:  # noqa: BLE001
+            raise VislearnError(f"cannot read {path}: {exc}") from None
+        if "backbone" not in meta:
+            return {}
+        return {
+            "backbone": meta["backbone"],
+            "backbone_kwargs": json.loads(meta.get("backbone_kwargs", "{}")),
+            "in_chans": int(meta.get("in_chans", 3)),
+        }
+    hp = read_state_file(path).get("hyper_parameters")
+    if isinstance(hp, dict) and "backbone" in hp:
+        return {
+            "backbone": hp["backbone"],
+            "backbone_kwargs": dict(hp.get("backbone_kwargs") or {}),
+            "in_chans": hp.get("in_chans"),
+        }
+    return {}
 
 
 def load_backbone(
@@ -98,26 +139,7 @@ def load_backbone(
 ) -> nn.Module:
     """Rebuild a backbone from a vislearn checkpoint (``.ckpt``) or exported
     ``.safetensors``; for external weights pass ``backbone`` (and its kwargs)."""
-    path = Path(path)
-    spec: dict[str, Any] = {}
-    if path.suffix == ".safetensors" and path.is_file():
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), "pt") as f:
-                meta = f.metadata() or {}
-        except Exception as exc:  # noqa: BLE001
-            raise VislearnError(f"cannot read {path}: {exc}") from None
-        if "backbone" in meta:
-            spec = {
-                "backbone": meta["backbone"],
-                "backbone_kwargs": json.loads(meta.get("backbone_kwargs", "{}")),
-                "in_chans": int(meta.get("in_chans", 3)),
-            }
-    elif path.is_file():
-        hp = read_state_file(path).get("hyper_parameters")
-        if isinstance(hp, dict) and "backbone" in hp:
-            spec = {k: hp.get(k) for k in ("backbone", "backbone_kwargs", "in_chans")}
+    spec = read_backbone_spec(path)
     name = backbone or spec.get("backbone")
     if name is None:
         raise VislearnError(f"{path} does not say which backbone it holds; pass --backbone NAME")

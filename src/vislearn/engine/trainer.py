@@ -72,9 +72,15 @@ def build_trainer(
     (atomically, every epoch) under ``out_dir``. Multi-GPU / multi-node / mixed precision
     are Lightning's: ``devices=8, strategy="ddp", precision="bf16-mixed"``."""
     out = Path(out_dir)
+    # One file rewritten every epoch. (save_last=True with save_top_k=0 writes last.ckpt only
+    # when fit() ends in Lightning 2.x, so an interrupted run had nothing to resume from.)
     cbs = [
         AtomicCheckpoint(
-            dirpath=out / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1
+            dirpath=out / "checkpoints",
+            filename="last",
+            save_top_k=1,
+            every_n_epochs=1,
+            enable_version_counter=False,
         )
     ]
     cbs += [LearningRateMonitor("step"), *(callbacks or [])]

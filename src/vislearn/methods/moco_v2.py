@@ -55,7 +55,10 @@ class MoCoV2(SSLMethod):
         t, negatives = self.hparams.temperature, self.queue.negatives
         if self.hparams.symmetric:
             loss = (info_nce(q1, k2, negatives, t) + info_nce(q2, k1, negatives, t)) / 2
-            self.queue.enqueue(torch.cat([k2, k1]))
+            # one enqueue per view: under DDP each is gathered in rank order, so the buffer
+            # equals the single-process one ([k2 of all ranks; k1 of all ranks])
+            self.queue.enqueue(k2)
+            self.queue.enqueue(k1)
         else:
             loss = info_nce(q1, k2, negatives, t)
             self.queue.enqueue(k2)

@@ -54,8 +54,8 @@ def unwrap_state_dict(obj: dict, nested: str | None = None) -> dict[str, Tensor]
             raise VislearnError(f"checkpoint has no {nested!r} entry; it has {sorted(obj)[:10]}")
         obj = obj[nested]
     for _ in range(3):  # e.g. {"teacher": {"state_dict": {...}}}
-        if len(_tensors(obj)) > 0:
-            break
+        # descend even when tensors sit next to the nested dict: a Lightning checkpoint keeps
+        # its weights in "state_dict" beside top-level tensors such as RNG states
         key = next((k for k in NESTED_KEYS if isinstance(obj.get(k), dict)), None)
         if key is None:
             break

@@ -1,0 +1,175 @@
+"""The ``vislearn`` command line: listing, one tiny pretraining run shared by the tests
+(module fixture), evaluation and export of its checkpoint, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from safetensors.torch import load_file
+
+from vislearn.cli import main
+from vislearn.models import create_backbone, load_weights
+from vislearn.pipeline import load_backbone
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+TINY = [
+    "model.backbone_kwargs={stem: small_ds, width: 8}",
+    "model.proj_hidden_dim=32",
+    "model.queue_size=64",
+    "data.batch_size=32",
+    "data.knn_bank_size=200",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.progress=false",
+    "trainer.accelerator=cpu",
+    "trainer.log_every_n_steps=1",
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, single_thread) -> Path:
+    """One tiny ``vislearn pretrain moco_v2`` run, in-process."""
+    out = tmp_path_factory.mktemp("cli") / "moco"
+    assert main(["pretrain", "moco_v2", *TINY, "--out", str(out)]) == 0
+    return out
+
+
+def _error_line(capsys) -> str:
+    """The captured stderr must be exactly one ``vislearn: error:`` line, no traceback."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("vislearn: error: ")
+    return lines[0]
+
+
+def test_methods_lists_methods_and_backbones(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    for name in ("moco_v2", "simclr", "byol", "resnet_tiny", "vit_mini"):
+        assert name in out
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["pretrain", "no_such_method"], "no_such_method"),
+        (["pretrain", "moco_v2", "--data", "{tmp}/no_such_dir"], "no_such_dir"),
+        (["pretrain", "moco_v2", "--config", "{tmp}/missing.yaml"], "config file not found"),
+        (["pretrain", "moco_v2", "data.nope=1"], "data.nope"),
+        (["pretrain", "moco_v2", "nosection.key=1"], "nosection"),
+        (["eval", "knn", "--checkpoint", "{tmp}/missing.ckpt"], "not found"),
+        (["export", "--checkpoint", "{tmp}/missing.ckpt", "--out", "{tmp}/x.st"], "not found"),
+    ],
+)
+def test_bad_input_gives_one_line_error(args, expected, tmp_path, capsys):
+    args = [a.format(tmp=tmp_path) for a in args]
+    assert main([*args, "--out", str(tmp_path / "out")] if "pretrain" in args else args) == 2
+    assert expected in _error_line(capsys)
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_unknown_flag_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["pretrain", "moco_v2", "--no-such-flag"])
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+
+
+def test_error_exit_code_from_a_real_process(tmp_path):
+    """The console entry point: exit status 2 and one line on stderr, no traceback."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "vislearn", "eval", "knn", "--checkpoint", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("vislearn: error: checkpoint not found")
+
+
+def test_pretrain_writes_its_artifacts(run_dir):
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert cfg["method"] == "moco_v2"
+    assert cfg["model"]["backbone_kwargs"] == {"stem": "small_ds", "width": 8}
+    assert cfg["model"]["queue_size"] == 64 and cfg["data"]["batch_size"] == 32
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "train/loss" in header and "val/knn_top1" in header
+    assert any((run_dir / "tensorboard").iterdir())
+    state = load_file(str(run_dir / "backbone.safetensors"))
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    for k, v in state.items():
+        assert torch.equal(v, ckpt["state_dict"][f"backbone.{k}"]), k
+
+
+def _eval_json(capsys, checkpoint: Path, *extra: str) -> dict:
+    assert main(["eval", "knn", "--checkpoint", str(checkpoint), "--k", "20", *extra]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_eval_knn_from_ckpt_and_safetensors(run_dir, capsys, tmp_path):
+    from_ckpt = _eval_json(
+        capsys, run_dir / "checkpoints" / "last.ckpt", "--json", str(tmp_path / "r.json")
+    )
+    assert 0.0 <= from_ckpt["knn_top1"] <= 100.0
+    assert from_ckpt["knn_top1"] > 20.0  # far above chance (10 %) even for a random ResNet
+    assert json.loads((tmp_path / "r.json").read_text()) == from_ckpt
+    from_st = _eval_json(capsys, run_dir / "backbone.safetensors")
+    assert from_st["knn_top1"] == from_ckpt["knn_top1"]  # the same weights
+
+
+def test_export_writes_loadable_safetensors(run_dir, tmp_path, capsys):
+    out = tmp_path / "exported.safetensors"
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(run_dir / "checkpoints" / "last.ckpt"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert "wrote" in capsys.readouterr().out
+    model = create_backbone("resnet_tiny", in_chans=1, stem="small_ds", width=8)
+    load_weights(model, out)
+    reference = load_file(str(run_dir / "backbone.safetensors"))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, reference[k]), k
+    rebuilt = load_backbone(out)  # the metadata names the architecture
+    assert rebuilt.num_features == model.num_features
+
+
+def test_eval_with_wrong_architecture(run_dir, capsys):
+    args = ["eval", "knn", "--checkpoint", str(run_dir / "backbone.safetensors")]
+    assert main([*args, "--backbone", "resnet18"]) == 2
+    assert "shape mismatch" in _error_line(capsys)
+
+
+def test_corrupt_image_in_folder_is_skipped(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(folder / f"{i}.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    args = ["pretrain", "simclr", "--data", str(folder), "--out", str(tmp_path / "run")]
+    overrides = [o for o in TINY if "queue_size" not in o and "batch_size" not in o]
+    overrides += ["data.batch_size=16", "data.image_size=28", "data.channels=1"]
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable image file\(s\).*broken\.png"):
+        assert main([*args, *overrides]) == 0
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
