@@ -100,7 +100,7 @@ def _run_rank(r: int) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
-    return run_ranks(_run_rank, tmp_path_factory.mktemp("ddp"), WORLD)
+    return run_ranks(_run_rank, tmp_path_factory.mktemp("ddp"), WORLD, start_method="fork")
 
 
 def _single(fn, *names):
