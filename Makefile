@@ -24,7 +24,7 @@ demo: install
 
 test: install
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest tests
 
 bench: install
 	$(BIN)/python benchmarks/fmnist_ssl.py
