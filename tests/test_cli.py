@@ -173,3 +173,12 @@ def test_corrupt_image_in_folder_is_skipped(tmp_path):
     with pytest.warns(UserWarning, match=r"skipped 1 unreadable image file\(s\).*broken\.png"):
         assert main([*args, *overrides]) == 0
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_eval_linear_probe_end_to_end(run_dir, capsys):
+    """pretrain -> frozen features -> linear probe on the embedded 5k/1k split."""
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    assert main(["eval", "linear", "--checkpoint", str(ckpt), "--epochs", "3"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(res) == {"checkpoint", "dataset", "linear_top1"}
+    assert 40.0 < res["linear_top1"] <= 100.0  # chance is 10 %
