@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from vislearn.errors import VislearnError
@@ -298,6 +297,28 @@ COMMANDS = {
 }
 
 
+def _quiet_lightning() -> None:
+    """Hide Lightning/torch notices that are noise for a vislearn user."""
+    import logging
+    import warnings
+
+    for pattern in (
+        ".*LeafSpec.*",
+        ".*smaller than the logging interval.*",
+        ".*does not have many workers.*",
+        ".*all_gather is deprecated.*",
+        ".*across ranks is zero.*",
+    ):
+        warnings.filterwarnings("ignore", message=pattern)
+
+    class _NoTips(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "litlogger" not in record.getMessage()
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_NoTips())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
@@ -306,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         extra = [e for e in extra if e not in args.overrides]
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    _quiet_lightning()
     try:
         COMMANDS[args.command](args)
     except VislearnError as exc:
