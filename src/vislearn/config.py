@@ -43,7 +43,7 @@ DEFAULTS: dict[str, Any] = {
         "strategy": "auto",
         "precision": "32-true",
         "sync_batchnorm": False,
-        "log_every_n_steps": 20,
+        "log_every_n_steps": 10,
         "check_val_every_n_epoch": 1,
         "limit_train_batches": None,
         "progress": True,

@@ -61,7 +61,7 @@ def build_trainer(
     strategy: str = "auto",
     precision: str = "32-true",
     sync_batchnorm: bool = False,
-    log_every_n_steps: int = 20,
+    log_every_n_steps: int = 10,
     check_val_every_n_epoch: int = 1,
     limit_train_batches: int | float | None = None,
     max_steps: int = -1,
