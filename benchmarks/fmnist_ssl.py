@@ -103,6 +103,7 @@ def main() -> None:
     p.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache" / "fmnist_ssl"))
     p.add_argument("--out", default=str(ROOT / "docs" / "results" / "fmnist_ssl.json"))
     p.add_argument("--report-only", action="store_true", help="write results from the cache")
+    p.add_argument("--note", default="", help="free-text note stored in settings.notes")
     a = p.parse_args()
 
     jobs = []
@@ -110,6 +111,7 @@ def main() -> None:
         for method in a.methods:
             for impl in ("vislearn", "lightly"):  # adjacent -> run concurrently as a pair
                 jobs.append({"impl": impl, "method": method, "seed": seed})
+    for seed in a.seeds:  # the reference rows last, so they never break up a pair
         jobs.append({"impl": "supervised", "method": "supervised", "seed": seed})
         jobs.append({"impl": "random_init", "method": "supervised", "seed": seed})
     cache = Path(a.cache)
@@ -171,6 +173,17 @@ def write_results(runs: list[dict], a: argparse.Namespace) -> None:
                 row[f"{metric}_per_seed"] = [round(v, 2) for v in vals]
                 row[f"{metric}_spread"] = round(max(vals) - min(vals), 2)
         rows.append(row)
+    by_name = {r["name"]: r for r in rows}
+    for m in METHODS:  # speed as a ratio against the peer, per seed (same-seed runs are paired)
+        ours, peer = groups.get(f"vislearn/{m}", []), groups.get(f"lightly/{m}", [])
+        peer_by_seed = {r["seed"]: r["images_per_s"] for r in peer}
+        ratios = [
+            r["images_per_s"] / peer_by_seed[r["seed"]] for r in ours if r["seed"] in peer_by_seed
+        ]
+        if ratios:
+            by_name[f"vislearn/{m}"]["speed_ratio_vs_lightly_per_seed"] = [
+                round(x, 3) for x in ratios
+            ]
     order = [f"{i}/{m}" for m in METHODS for i in ("vislearn", "lightly")]
     rows.sort(key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
     recipes = {
@@ -194,6 +207,7 @@ def write_results(runs: list[dict], a: argparse.Namespace) -> None:
         "hardware": f"{platform.processor() or platform.machine()}, 2 CPU cores, torch "
         f"{torch.__version__}, no GPU",
         "recipes": recipes,
+        "notes": a.note,
     }
     write_json(a.out, {"benchmark": "fmnist_ssl", "settings": settings, "rows": rows})
     print(f"wrote {a.out}")

@@ -77,7 +77,15 @@ class ImageDataModule(L.LightningDataModule):
         return Subset(self.train_set, np.sort(idx).tolist())
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True, drop_last=True)
+        return self._loader(self._train_dataset(), shuffle=True, drop_last=True)
+
+    def _train_dataset(self) -> Dataset:
+        """The training set, passed through the model's optional hook
+        ``wrap_train_dataset(dataset) -> Dataset`` when it defines one (CsMl pairs each image
+        with a kNN neighbour); unchanged for every other method."""
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        wrap = getattr(module, "wrap_train_dataset", None)
+        return wrap(self.train_set) if callable(wrap) else self.train_set
 
     def val_dataloader(self) -> list[DataLoader]:
         if self.test_set is None:
