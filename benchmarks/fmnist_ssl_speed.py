@@ -1,0 +1,117 @@
+"""Training throughput of vislearn vs lightly, measured in one process with interleaved
+repeats (median), the fairest ratio on a shared machine -> docs/results/fmnist_ssl_speed.json.
+
+Each repeat fits one epoch of ``--batches`` batches of full Fashion-MNIST with the recipe of
+configs/fmnist_ssl/<method>.yaml; implementations alternate (v, l, v, l, ...) so drifting
+machine load hits both alike. The first batch of every fit is excluded (warm-up).
+
+    python benchmarks/fmnist_ssl_speed.py --repeats 3 --batches 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def main() -> None:
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import Callback
+
+    from lightly_methods import LIGHTLY_METHODS
+    from vislearn.config import load_config
+    from vislearn.engine.trainer import build_trainer
+    from vislearn.pipeline import build_datamodule, build_from_config
+    from vislearn.utils import write_json
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--methods", nargs="+", default=["moco_v2", "simclr", "byol"])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batches", type=int, default=40)
+    p.add_argument("--dataset", default="fmnist")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default=str(ROOT / "docs" / "results" / "fmnist_ssl_speed.json"))
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+
+    class StepTimer(Callback):
+        def __init__(self) -> None:
+            self.t0, self.images = None, 0
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            if batch_idx == 0:  # warm-up batch excluded
+                self.t0 = time.perf_counter()
+            else:
+                self.images += int(batch[0].shape[0])
+
+        def images_per_s(self) -> float:
+            return self.images / (time.perf_counter() - self.t0)
+
+    rows = []
+    for method in a.methods:
+        cfg = load_config(
+            ROOT / "configs" / "fmnist_ssl" / f"{method}.yaml",
+            data={"dataset": a.dataset},
+            trainer={"progress": False},
+        )
+        dm = build_datamodule(cfg)
+        speeds: dict[str, list[float]] = {"vislearn": [], "lightly": []}
+        for rep in range(a.repeats):
+            for impl in ("vislearn", "lightly"):
+                L.seed_everything(rep, verbose=False)
+                if impl == "vislearn":
+                    model = build_from_config(cfg, dm)
+                else:
+                    kw = {
+                        "in_chans": dm.channels,
+                        "image_size": dm.image_size,
+                        "num_classes": dm.num_classes,
+                        "seed": rep,
+                        **cfg["model"],
+                    }
+                    model = LIGHTLY_METHODS[method](**kw)
+                timer = StepTimer()
+                trainer = build_trainer(
+                    f"/tmp/vislearn_speed/{method}_{impl}",
+                    max_epochs=1,
+                    limit_train_batches=a.batches,
+                    progress=False,
+                    check_val_every_n_epoch=10**6,
+                    callbacks=[timer],
+                )
+                trainer.fit(model, datamodule=dm)
+                speeds[impl].append(timer.images_per_s())
+                print(f"{method} {impl} repeat {rep}: {speeds[impl][-1]:.0f} images/s", flush=True)
+        med = {k: statistics.median(v) for k, v in speeds.items()}
+        for impl in ("vislearn", "lightly"):
+            rows.append(
+                {
+                    "name": f"{impl}/{method}",
+                    "images_per_s": round(med[impl], 1),
+                    "images_per_s_repeats": [round(x, 1) for x in speeds[impl]],
+                }
+            )
+        rows[-2]["speed_ratio_vs_lightly"] = round(med["vislearn"] / med["lightly"], 3)
+    settings = {
+        "data": f"{a.dataset}, batch 256, recipes configs/fmnist_ssl/<method>.yaml",
+        "protocol": f"{a.repeats} interleaved repeats x {a.batches} batches (first excluded), "
+        "median; one process, training step incl. augmentation, optimiser and "
+        "online probe, no validation",
+        "threads": a.threads,
+        "hardware": f"{platform.machine()}, 2 CPU cores, torch {torch.__version__}, no GPU",
+    }
+    write_json(a.out, {"benchmark": "fmnist_ssl_speed", "settings": settings, "rows": rows})
+    for r in rows:
+        print(r)
+
+
+if __name__ == "__main__":
+    main()
