@@ -6,6 +6,7 @@ vislearn eval knn|linear --checkpoint CKPT        offline evaluation of a frozen
 vislearn export --checkpoint CKPT --out F         backbone weights -> safetensors
 vislearn embed --checkpoint CKPT --out F.png      t-SNE plot of features
 vislearn demo                                     the end-to-end demo on embedded data
+vislearn dit sample|bench --model DIR ...         DiT sampling with feature caching (DuCa)
 """
 
 from __future__ import annotations
@@ -98,6 +99,10 @@ def _parser() -> argparse.ArgumentParser:
     de = sub.add_parser("demo", help="pretrain MoCo v2 on the embedded data, evaluate, plot")
     de.add_argument("--out", default="runs/demo")
     de.add_argument("--epochs", type=int, default=DEMO_EPOCHS)
+
+    from vislearn.accel.cli import add_dit_parser
+
+    add_dit_parser(sub)
     return p
 
 
@@ -287,6 +292,12 @@ def cmd_methods(a: argparse.Namespace) -> None:
     print("backbones:\n  " + ", ".join(list_backbones()))
 
 
+def cmd_dit(a: argparse.Namespace) -> None:
+    from vislearn.accel.cli import run_dit
+
+    run_dit(a)
+
+
 COMMANDS = {
     "pretrain": cmd_pretrain,
     "eval": cmd_eval,
@@ -294,6 +305,7 @@ COMMANDS = {
     "embed": cmd_embed,
     "demo": cmd_demo,
     "methods": cmd_methods,
+    "dit": cmd_dit,
 }
 
 

@@ -1,0 +1,61 @@
+"""Render docs/results/<benchmark>.json as a Markdown table into docs/RESULTS.md, between
+``<!-- <benchmark>:start -->`` and ``<!-- <benchmark>:end -->`` markers.
+
+    python benchmarks/render_results.py fmnist_ssl
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# (column title, row key, spread key or None)
+COLUMNS = {
+    "fmnist_ssl": [
+        ("kNN top-1 %", "knn_top1", "knn_top1_per_seed"),
+        ("linear top-1 %", "linear_top1", "linear_top1_per_seed"),
+        ("images/s", "images_per_s", None),
+        ("speed vs lightly", "speed_ratio_vs_lightly", None),
+    ],
+}
+
+
+def _cell(row: dict, key: str, per_seed: str | None) -> str:
+    if key not in row:
+        return "–"
+    value = row[key]
+    text = f"{value:.2f}" if isinstance(value, float) and value < 10 else f"{value:.1f}"
+    if per_seed and len(row.get(per_seed, [])) > 1:
+        text += " (" + " / ".join(f"{v:.1f}" for v in row[per_seed]) + ")"
+    return text
+
+
+def render(name: str) -> str:
+    data = json.loads((ROOT / "docs" / "results" / f"{name}.json").read_text())
+    cols = COLUMNS[name]
+    lines = ["| name | " + " | ".join(c[0] for c in cols) + " |", "|---|" + "---:|" * len(cols)]
+    for row in data["rows"]:
+        lines.append(
+            f"| `{row['name']}` | " + " | ".join(_cell(row, k, s) for _, k, s in cols) + " |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    doc = ROOT / "docs" / "RESULTS.md"
+    text = doc.read_text()
+    for name in sys.argv[1:]:
+        start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+        if start not in text or end not in text:
+            raise SystemExit(f"docs/RESULTS.md has no {start} ... {end} markers")
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        text = f"{head}{start}\n{render(name)}\n{end}{tail}"
+    doc.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
