@@ -150,6 +150,8 @@ def main() -> None:
 def row_name(r: dict) -> str:
     if r["impl"] in ("supervised", "random_init"):
         return r["impl"]
+    if r["impl"] == "vislearn_joint":  # the same method with model.joint_views=true
+        return f"vislearn/{r['method']}_joint_views"
     return f"{r['impl']}/{r['method']}"
 
 
@@ -193,7 +195,8 @@ def write_results(runs: list[dict], a: argparse.Namespace) -> None:
             by_name[f"vislearn/{m}"]["speed_ratio_concurrent_runs_per_seed"] = [
                 round(x, 3) for x in ratios
             ]
-    order = [f"{i}/{m}" for m in METHODS for i in ("vislearn", "lightly")]
+    order = [n for m in METHODS for n in (f"vislearn/{m}", f"lightly/{m}",
+                                          f"vislearn/{m}_joint_views")]
     rows.sort(key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
     recipes = {
         m: load_config(ROOT / "configs" / "fmnist_ssl" / f"{m}.yaml")["model"]

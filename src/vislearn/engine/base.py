@@ -10,6 +10,7 @@ checkpointing of every random stream. A method only builds its heads and defines
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import lightning as L
@@ -42,6 +43,10 @@ class SSLMethod(L.LightningModule):
         probe_lr: learning rate of the online linear probe (its own no-decay group).
         knn_k, knn_t: online kNN neighbours and temperature.
         seed: seed of the augmentation random stream.
+        joint_views: run all views through a network in one concatenated batch (BatchNorm
+            statistics shared across views, fewer kernel launches) instead of one call per
+            view (the default: per-view statistics as in the reference implementations; on
+            CPU also ~15-20 % faster, as two half batches fit the caches better).
     """
 
     default_augment: ClassVar[str] = "moco_v2"
@@ -65,6 +70,7 @@ class SSLMethod(L.LightningModule):
         knn_k: int = 200,
         knn_t: float = 0.07,
         seed: int = 0,
+        joint_views: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -84,6 +90,17 @@ class SSLMethod(L.LightningModule):
         first view, used by the online probe); other entries are logged as ``train/<key>``.
         """
         raise NotImplementedError
+
+    def forward_views(self, fn: Callable[[Tensor], Any], views: list[Tensor]) -> list[Any]:
+        """``[fn(v) for v in views]``, or one batched call when ``joint_views=True``.
+        Tuple outputs are split element-wise, so ``fn`` may return ``(feats, z)``."""
+        if not self.hparams.joint_views:
+            return [fn(v) for v in views]
+        out = fn(torch.cat(views))
+        n = views[0].shape[0]
+        if isinstance(out, tuple):
+            return list(zip(*(o.split(n) for o in out), strict=True))
+        return list(out.split(n))
 
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         """(online, momentum) module pairs updated by EMA before every step."""

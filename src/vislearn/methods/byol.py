@@ -38,11 +38,16 @@ class BYOL(SSLMethod):
     def momentum_pairs(self):
         return [(self.backbone, self.momentum_backbone), (self.projector, self.momentum_projector)]
 
+    def _online(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        feats = self.backbone(x)
+        return feats, self.predictor(self.projector(feats))
+
+    def _target(self, x: Tensor) -> Tensor:
+        return self.momentum_projector(self.momentum_backbone(x))
+
     def ssl_step(self, views: list[Tensor], labels: Tensor) -> dict[str, Tensor]:
-        n = views[0].shape[0]
-        feats = self.backbone(torch.cat(views[:2]))
-        p1, p2 = self.predictor(self.projector(feats)).split(n)
+        (f1, p1), (_, p2) = self.forward_views(self._online, views[:2])
         with torch.no_grad():
-            z1, z2 = self.momentum_projector(self.momentum_backbone(torch.cat(views[:2]))).split(n)
+            z1, z2 = self.forward_views(self._target, views[:2])
         loss = (byol_loss(p1, z2) + byol_loss(p2, z1)) / 2
-        return {"loss": loss, "feats": feats[:n]}
+        return {"loss": loss, "feats": f1}

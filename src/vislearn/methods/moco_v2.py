@@ -46,12 +46,17 @@ class MoCoV2(SSLMethod):
     def momentum_pairs(self):
         return [(self.backbone, self.momentum_backbone), (self.projector, self.momentum_projector)]
 
+    def _online(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        feats = self.backbone(x)
+        return feats, self.projector(feats)
+
+    def _momentum(self, x: Tensor) -> Tensor:
+        return self.momentum_projector(self.momentum_backbone(x))
+
     def ssl_step(self, views: list[Tensor], labels: Tensor) -> dict[str, Tensor]:
-        n = views[0].shape[0]
-        feats = self.backbone(torch.cat(views[:2]))
-        q1, q2 = self.projector(feats).split(n)
+        (f1, q1), (f2, q2) = self.forward_views(self._online, views[:2])
         with torch.no_grad():
-            k1, k2 = self.momentum_projector(self.momentum_backbone(torch.cat(views[:2]))).split(n)
+            k1, k2 = self.forward_views(self._momentum, views[:2])
         t, negatives = self.hparams.temperature, self.queue.negatives
         if self.hparams.symmetric:
             loss = (info_nce(q1, k2, negatives, t) + info_nce(q2, k1, negatives, t)) / 2
@@ -62,4 +67,4 @@ class MoCoV2(SSLMethod):
         else:
             loss = info_nce(q1, k2, negatives, t)
             self.queue.enqueue(k2)
-        return {"loss": loss, "feats": feats[:n]}
+        return {"loss": loss, "feats": f1}

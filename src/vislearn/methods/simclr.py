@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from vislearn.engine.base import SSLMethod
@@ -25,9 +24,11 @@ class SimCLR(SSLMethod):
         self.save_hyperparameters()
         self.projector = MLPHead(self.backbone.num_features, proj_hidden_dim, proj_dim)
 
+    def _encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        feats = self.backbone(x)
+        return feats, self.projector(feats)
+
     def ssl_step(self, views: list[Tensor], labels: Tensor) -> dict[str, Tensor]:
-        n = views[0].shape[0]
-        feats = self.backbone(torch.cat(views[:2]))
-        z1, z2 = self.projector(feats).split(n)
+        (f1, z1), (_, z2) = self.forward_views(self._encode, views[:2])
         loss = nt_xent(z1, z2, self.hparams.temperature, gather_distributed=True)
-        return {"loss": loss, "feats": feats[:n]}
+        return {"loss": loss, "feats": f1}
