@@ -127,6 +127,10 @@ def main() -> None:
         )
         f = cache / f"{j['key']}.json"
         (done.append(json.loads(f.read_text())) if f.exists() else todo.append(j))
+    keys = {j["key"] for j in jobs}  # also report extra cached variants (e.g. joint views)
+    for f in sorted(cache.glob(f"*_e{a.epochs}.json")):
+        if f.stem not in keys and json.loads(f.read_text())["seed"] in a.seeds:
+            done.append(json.loads(f.read_text()))
     print(f"{len(done)} cached, {len(todo)} to run", flush=True)
     if a.report_only:
         todo = []
@@ -195,8 +199,9 @@ def write_results(runs: list[dict], a: argparse.Namespace) -> None:
             by_name[f"vislearn/{m}"]["speed_ratio_concurrent_runs_per_seed"] = [
                 round(x, 3) for x in ratios
             ]
-    order = [n for m in METHODS for n in (f"vislearn/{m}", f"lightly/{m}",
-                                          f"vislearn/{m}_joint_views")]
+    order = [
+        n for m in METHODS for n in (f"vislearn/{m}", f"lightly/{m}", f"vislearn/{m}_joint_views")
+    ]
     rows.sort(key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
     recipes = {
         m: load_config(ROOT / "configs" / "fmnist_ssl" / f"{m}.yaml")["model"]

@@ -2,8 +2,9 @@
 repeats (median), the fairest ratio on a shared machine -> docs/results/fmnist_ssl_speed.json.
 
 Each repeat fits one epoch of ``--batches`` batches of full Fashion-MNIST with the recipe of
-configs/fmnist_ssl/<method>.yaml; implementations alternate (v, l, v, l, ...) so drifting
-machine load hits both alike. The first batch of every fit is excluded (warm-up).
+configs/fmnist_ssl/<method>.yaml; implementations alternate (vislearn, lightly, vislearn
+with ``joint_views=True``, ...) so drifting machine load hits all alike. The first batch
+of every fit is excluded (warm-up).
 
     python benchmarks/fmnist_ssl_speed.py --repeats 3 --batches 40
 """
@@ -63,12 +64,14 @@ def main() -> None:
             trainer={"progress": False},
         )
         dm = build_datamodule(cfg)
-        speeds: dict[str, list[float]] = {"vislearn": [], "lightly": []}
+        impls = ("vislearn", "lightly", "vislearn_joint")
+        speeds: dict[str, list[float]] = {i: [] for i in impls}
         for rep in range(a.repeats):
-            for impl in ("vislearn", "lightly"):
+            for impl in impls:
                 L.seed_everything(rep, verbose=False)
-                if impl == "vislearn":
-                    model = build_from_config(cfg, dm)
+                if impl.startswith("vislearn"):
+                    joint = {"joint_views": impl == "vislearn_joint"}
+                    model = build_from_config({**cfg, "model": {**cfg["model"], **joint}}, dm)
                 else:
                     kw = {
                         "in_chans": dm.channels,
