@@ -94,15 +94,20 @@ def main() -> None:
                 speeds[impl].append(timer.images_per_s())
                 print(f"{method} {impl} repeat {rep}: {speeds[impl][-1]:.0f} images/s", flush=True)
         med = {k: statistics.median(v) for k, v in speeds.items()}
-        for impl in ("vislearn", "lightly"):
-            rows.append(
-                {
-                    "name": f"{impl}/{method}",
-                    "images_per_s": round(med[impl], 1),
-                    "images_per_s_repeats": [round(x, 1) for x in speeds[impl]],
-                }
-            )
-        rows[-2]["speed_ratio_vs_lightly"] = round(med["vislearn"] / med["lightly"], 3)
+        names = {
+            "vislearn": f"vislearn/{method}",
+            "lightly": f"lightly/{method}",
+            "vislearn_joint": f"vislearn/{method}_joint_views",
+        }
+        for impl in impls:
+            row = {
+                "name": names[impl],
+                "images_per_s": round(med[impl], 1),
+                "images_per_s_repeats": [round(x, 1) for x in speeds[impl]],
+            }
+            if impl != "lightly":
+                row["speed_ratio_vs_lightly"] = round(med[impl] / med["lightly"], 3)
+            rows.append(row)
     settings = {
         "data": f"{a.dataset}, batch 256, recipes configs/fmnist_ssl/<method>.yaml",
         "protocol": f"{a.repeats} interleaved repeats x {a.batches} batches (first excluded), "
