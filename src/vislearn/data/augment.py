@@ -114,9 +114,7 @@ class ViewAugment(nn.Module):
     def __init__(self, cfg: ViewConfig, size: int, channels: int) -> None:
         super().__init__()
         self.cfg, self.size, self.channels = cfg, size, channels
-        mean, std = (GRAY_MEAN, GRAY_STD) if channels == 1 else (RGB_MEAN, RGB_STD)
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        self.normalize = Normalize(channels)
         self.use_blur = cfg.blur_p > 0 and size > 64
 
     def crop_flip(self, x: Tensor, g: torch.Generator) -> Tensor:
@@ -163,7 +161,7 @@ class ViewAugment(nn.Module):
         if cfg.solarize_p > 0:
             on = _bernoulli(n, cfg.solarize_p, g).to(x.device).view(-1, 1, 1, 1)
             x = torch.where(on & (x >= 0.5), 1.0 - x, x)
-        return (x - self.mean) / self.std
+        return self.normalize(x)
 
 
 class MultiViewAugment(nn.Module):
