@@ -114,30 +114,45 @@ def main() -> None:
     for seed in a.seeds:  # the reference rows last, so they never break up a pair
         jobs.append({"impl": "supervised", "method": "supervised", "seed": seed})
         jobs.append({"impl": "random_init", "method": "supervised", "seed": seed})
-    cache = Path(a.cache)
+    done = run_pending(jobs, a.epochs, a.dataset, a.seeds, Path(a.cache), a.jobs, a.report_only)
+    write_results(done, a)
+
+
+def run_pending(
+    jobs: list[dict],
+    epochs: int,
+    dataset: str,
+    seeds: list[int],
+    cache: Path,
+    n_jobs: int,
+    report_only: bool = False,
+) -> list[dict]:
+    """Run the ``jobs`` not in ``cache`` yet (``n_jobs`` at a time, one thread each when
+    several) and return every finished run: these, plus cached runs of the same epochs and
+    seeds (e.g. variants run earlier)."""
     cache.mkdir(parents=True, exist_ok=True)
     todo, done = [], []
     for j in jobs:
         j.update(
-            epochs=a.epochs,
-            dataset=a.dataset,
-            threads=1 if a.jobs > 1 else 2,
+            epochs=epochs,
+            dataset=dataset,
+            threads=1 if n_jobs > 1 else 2,
             cache=str(cache),
-            key=f"{j['impl']}_{j['method']}_s{j['seed']}_e{a.epochs}",
+            key=f"{j['impl']}_{j['method']}_s{j['seed']}_e{epochs}",
         )
         f = cache / f"{j['key']}.json"
         (done.append(json.loads(f.read_text())) if f.exists() else todo.append(j))
     keys = {j["key"] for j in jobs}  # also report extra cached variants (e.g. joint views)
-    for f in sorted(cache.glob(f"*_e{a.epochs}.json")):
-        if f.stem not in keys and json.loads(f.read_text())["seed"] in a.seeds:
+    for f in sorted(cache.glob(f"*_e{epochs}.json")):
+        if f.stem not in keys and json.loads(f.read_text())["seed"] in seeds:
             done.append(json.loads(f.read_text()))
     print(f"{len(done)} cached, {len(todo)} to run", flush=True)
-    if a.report_only:
+    if report_only:
         todo = []
     from vislearn.utils import write_json
 
     with ProcessPoolExecutor(
-        a.jobs, mp_context=get_context("spawn"), max_tasks_per_child=1
+        n_jobs, mp_context=get_context("spawn"), max_tasks_per_child=1
     ) as pool:
         for row in pool.map(run_job, todo):
             write_json(cache / f"{row['key']}.json", row)
@@ -148,7 +163,23 @@ def main() -> None:
                 flush=True,
             )
             done.append(row)
-    write_results(done, a)
+    return done
+
+
+def aggregate(groups: dict[str, list[dict]]) -> list[dict]:
+    """One row per named group of runs: mean, per-seed values and spread of each metric."""
+    rows = []
+    for name, rs in groups.items():
+        rs = sorted(rs, key=lambda r: r["seed"])
+        row: dict = {"name": name, "seeds": [r["seed"] for r in rs]}
+        for metric in ("knn_top1", "linear_top1", "images_per_s"):
+            vals = [r[metric] for r in rs if metric in r]
+            if vals:
+                row[metric] = round(statistics.mean(vals), 2)
+                row[f"{metric}_per_seed"] = [round(v, 2) for v in vals]
+                row[f"{metric}_spread"] = round(max(vals) - min(vals), 2)
+        rows.append(row)
+    return rows
 
 
 def row_name(r: dict) -> str:
@@ -168,17 +199,7 @@ def write_results(runs: list[dict], a: argparse.Namespace) -> None:
     groups: dict[str, list[dict]] = {}
     for r in runs:
         groups.setdefault(row_name(r), []).append(r)
-    rows = []
-    for name, rs in groups.items():
-        rs = sorted(rs, key=lambda r: r["seed"])
-        row: dict = {"name": name, "seeds": [r["seed"] for r in rs]}
-        for metric in ("knn_top1", "linear_top1", "images_per_s"):
-            vals = [r[metric] for r in rs if metric in r]
-            if vals:
-                row[metric] = round(statistics.mean(vals), 2)
-                row[f"{metric}_per_seed"] = [round(v, 2) for v in vals]
-                row[f"{metric}_spread"] = round(max(vals) - min(vals), 2)
-        rows.append(row)
+    rows = aggregate(groups)
     by_name = {r["name"]: r for r in rows}
     speed_file = Path(a.out).with_name("fmnist_ssl_speed.json")
     if speed_file.exists():  # interleaved same-process timing (fmnist_ssl_speed.py) wins

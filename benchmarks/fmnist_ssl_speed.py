@@ -22,14 +22,42 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
+def time_fit(model, dm, batches: int, name: str) -> float:
+    """Images/s of one fit of ``batches`` training batches (first batch excluded; images =
+    ``batch[0]`` rows, the anchors)."""
+    from lightning.pytorch.callbacks import Callback
+
+    from vislearn.engine.trainer import build_trainer
+
+    class StepTimer(Callback):
+        def __init__(self) -> None:
+            self.t0, self.images = None, 0
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            if batch_idx == 0:  # warm-up batch excluded
+                self.t0 = time.perf_counter()
+            else:
+                self.images += int(batch[0].shape[0])
+
+    timer = StepTimer()
+    trainer = build_trainer(
+        f"/tmp/vislearn_speed/{name}",
+        max_epochs=1,
+        limit_train_batches=batches,
+        progress=False,
+        check_val_every_n_epoch=10**6,
+        callbacks=[timer],
+    )
+    trainer.fit(model, datamodule=dm)
+    return timer.images / (time.perf_counter() - timer.t0)
+
+
 def main() -> None:
     import lightning as L
     import torch
-    from lightning.pytorch.callbacks import Callback
 
     from lightly_methods import LIGHTLY_METHODS
     from vislearn.config import load_config
-    from vislearn.engine.trainer import build_trainer
     from vislearn.pipeline import build_datamodule, build_from_config
     from vislearn.utils import write_json
 
@@ -42,19 +70,6 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "docs" / "results" / "fmnist_ssl_speed.json"))
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-
-    class StepTimer(Callback):
-        def __init__(self) -> None:
-            self.t0, self.images = None, 0
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            if batch_idx == 0:  # warm-up batch excluded
-                self.t0 = time.perf_counter()
-            else:
-                self.images += int(batch[0].shape[0])
-
-        def images_per_s(self) -> float:
-            return self.images / (time.perf_counter() - self.t0)
 
     rows = []
     for method in a.methods:
@@ -81,17 +96,7 @@ def main() -> None:
                         **cfg["model"],
                     }
                     model = LIGHTLY_METHODS[method](**kw)
-                timer = StepTimer()
-                trainer = build_trainer(
-                    f"/tmp/vislearn_speed/{method}_{impl}",
-                    max_epochs=1,
-                    limit_train_batches=a.batches,
-                    progress=False,
-                    check_val_every_n_epoch=10**6,
-                    callbacks=[timer],
-                )
-                trainer.fit(model, datamodule=dm)
-                speeds[impl].append(timer.images_per_s())
+                speeds[impl].append(time_fit(model, dm, a.batches, f"{method}_{impl}"))
                 print(f"{method} {impl} repeat {rep}: {speeds[impl][-1]:.0f} images/s", flush=True)
         med = {k: statistics.median(v) for k, v in speeds.items()}
         names = {

@@ -65,9 +65,11 @@ class CsMl(MoCoV2):
 
     **Ablation switches**: ``use_cross_sample`` (neighbour query group and cross terms),
     ``use_mix``, ``use_multilevel``; the divisor ``3`` becomes the number of query groups in
-    use, so all three off is exactly asymmetric MoCo v2. Other choices: all online views go
-    through the backbone in one batch (shared BN statistics), ``ema_base`` 0.99 as vislearn's
-    MoCo v2 (the release: 0.999), no shuffle-BN (use ``--sync-batchnorm`` on several GPUs).
+    use, so all three off is exactly asymmetric MoCo v2. Other choices: each view group
+    (anchor, neighbour, mixed query; anchor, neighbour key) is its own backbone batch, i.e.
+    its own BN statistics as in MoCo v2 (``joint_views=True`` batches them); ``ema_base``
+    0.99 as vislearn's MoCo v2 (the release: 0.999); no shuffle-BN (use ``--sync-batchnorm``
+    on several GPUs).
     """
 
     def __init__(
@@ -258,12 +260,23 @@ class CsMl(MoCoV2):
             batch = (torch.cat([anchor, neighbour]), labels)
         return super().training_step(batch, batch_idx)
 
-    def _encode(self, backbone: nn.Module, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """Pooled features and the pooled maps of the multi-level stages."""
-        if not self.ml_stages:
-            return backbone(x), []
-        pooled, maps = backbone.forward_features(x, return_stages=True)
-        return pooled, [maps[s].mean(dim=(2, 3)) for s in self.ml_stages]
+    def _encoder(self, backbone: nn.Module):
+        """``x -> (pooled, *pooled maps of the multi-level stages)`` for ``forward_views``."""
+
+        def encode(x: Tensor) -> tuple[Tensor, ...]:
+            if not self.ml_stages:
+                return (backbone(x),)
+            pooled, maps = backbone.forward_features(x, return_stages=True)
+            return (pooled, *(maps[s].mean(dim=(2, 3)) for s in self.ml_stages))
+
+        return encode
+
+    def _encode_groups(self, backbone: nn.Module, groups: list[Tensor]) -> list[Tensor]:
+        """Per level (top, then multi-level stages): the features of all ``groups`` stacked
+        in order. Each group is one view batch (separate BN statistics unless
+        ``joint_views``), like MoCo v2's two views."""
+        outs = self.forward_views(self._encoder(backbone), groups)
+        return [torch.cat(level) for level in zip(*outs, strict=True)]
 
     def ssl_step(self, views: list[Tensor], labels: Tensor) -> dict[str, Tensor]:
         """``views[i]`` is ``[anchors; neighbours]`` (``2N`` rows) or anchors only (``N``)."""
@@ -281,9 +294,10 @@ class CsMl(MoCoV2):
         if mix:
             mixed, lam = cutmix(x_q[:n], x_q[n:], h.mix_alpha, self.augment.generator)
             online.append(mixed)
-        feats, ml_feats = self._encode(self.backbone, torch.cat(online))
+        feats, *ml_feats = self._encode_groups(self.backbone, online)
         with torch.no_grad():
-            key_feats, key_ml_feats = self._encode(self.momentum_backbone, x_k)
+            key_groups = [x_k[:n], x_k[n:]] if with_nb else [x_k]
+            key_feats, *key_ml_feats = self._encode_groups(self.momentum_backbone, key_groups)
             keys = [self.momentum_projector(key_feats)]
             heads = self.momentum_ml_projectors
             keys += [head(f) for head, f in zip(heads, key_ml_feats, strict=True)]

@@ -117,13 +117,21 @@ class KSCL(SSLMethod):
         if len(views) != 1 + k:
             raise VislearnError(f"kscl with num_keys={k} needs {1 + k} views, got {len(views)}")
         online = h.subspace_encoder == "online"
-        feats = self.backbone(torch.cat(views) if online else views[0])
-        z = self.projector(feats)
-        q = z[:n]
+
+        def encode(x: Tensor) -> tuple[Tensor, Tensor]:
+            feats = self.backbone(x)
+            return feats, self.projector(feats)
+
+        outs = self.forward_views(encode, views if online else views[:1])
+        feats, q = outs[0]
         with torch.no_grad():
-            z_m = self.momentum_projector(self.momentum_backbone(torch.cat(views[1:])))
-            keys_m = z_m.reshape(k, n, -1).transpose(0, 1)  # [n, K, d]
-        keys = z[n:].reshape(k, n, -1).transpose(0, 1) if online else keys_m
+            keys_m = torch.stack(
+                self.forward_views(
+                    lambda x: self.momentum_projector(self.momentum_backbone(x)), views[1:]
+                ),
+                dim=1,
+            )  # [n, K, d]
+        keys = torch.stack([z for _, z in outs[1:]], dim=1) if online else keys_m
         logits = kscl_logits(
             q, keys, self.queue.bases, h.temperature, self.subspace_dim, h.eps, h.score == "squared"
         )
@@ -132,7 +140,7 @@ class KSCL(SSLMethod):
         s = logits.detach() * h.temperature
         return {
             "loss": loss,
-            "feats": feats[:n],
+            "feats": feats,
             "pos_score": s[:, 0].mean(),
             "neg_score": s[:, 1:].mean(),
         }

@@ -1,0 +1,187 @@
+"""Fashion-MNIST benchmark of CsMl (with its ablations) and KSCL (K = 2, 3, 4) against
+MoCo v2 -> docs/results/fmnist_csml_kscl.json.
+
+Same protocol as ``fmnist_ssl.py`` (whose runner and cache it shares, so its MoCo v2 runs are
+reused): full Fashion-MNIST, the recipes in ``configs/fmnist_ssl/``, 4 epochs, then the
+offline kNN and linear evaluation. ``moco_v2_asym`` is the one-directional MoCo v2 that CsMl
+(all switches off) and KSCL (K = 1) reduce to, i.e. the direct control for both.
+
+    python benchmarks/fmnist_csml_kscl.py --seeds 0 1 --ablation-seeds 0 --jobs 2
+    python benchmarks/fmnist_csml_kscl.py --speed      # interleaved cost per step, then
+    python benchmarks/fmnist_csml_kscl.py --report-only
+
+``--speed`` times each recipe's training step in one process (interleaved repeats, median,
+``fmnist_ssl_speed.time_fit``) and CsMl's kNN-bag refresh over the 60k training images,
+and writes ``fmnist_csml_kscl_speed.json``, which the report merges.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from fmnist_ssl import aggregate, run_pending  # noqa: E402
+
+MAIN = ("moco_v2", "csml")  # every --seeds
+ABLATIONS = ("moco_v2_asym", "csml_no_multilevel", "csml_no_mix", "kscl_k2", "kscl_k3", "kscl_k4")
+ORDER = (
+    "moco_v2",
+    "moco_v2_asym",
+    "csml",
+    "csml_no_multilevel",
+    "csml_no_mix",
+    "kscl_k2",
+    "kscl_k3",
+    "kscl_k4",
+)
+# rough cost per run, to start the longest first (two workers finish together)
+COST = {"csml": 3, "csml_no_mix": 2.5, "csml_no_multilevel": 2.5, "kscl_k4": 2, "kscl_k3": 1.7}
+RESULTS = ROOT / "docs" / "results"
+
+
+def recipe(name: str) -> dict:
+    from vislearn.config import load_config
+
+    return load_config(ROOT / "configs" / "fmnist_ssl" / f"{name}.yaml")
+
+
+def measure_speed(a: argparse.Namespace) -> None:
+    import lightning as L
+    import torch
+
+    from fmnist_ssl_speed import time_fit
+    from vislearn.eval.neighbours import dataset_knn_bags
+    from vislearn.pipeline import build_datamodule, build_from_config
+    from vislearn.utils import write_json
+
+    torch.set_num_threads(a.threads)
+    speeds: dict[str, list[float]] = {n: [] for n in ORDER}
+    dms = {}
+    for rep in range(a.repeats):
+        for name in ORDER:
+            cfg = recipe(name)
+            cfg["trainer"]["progress"] = False
+            if cfg["method"] == "csml":
+                cfg["model"]["bag_cache"] = False  # every fit computes its epoch-0 bags
+            dm = dms.get(name) or build_datamodule(cfg)
+            dms[name] = dm
+            L.seed_everything(rep, verbose=False)
+            model = build_from_config(cfg, dm)
+            speeds[name].append(time_fit(model, dm, a.batches, f"csml_kscl_{name}"))
+            print(f"{name} repeat {rep}: {speeds[name][-1]:.0f} images/s", flush=True)
+    med = {n: statistics.median(v) for n, v in speeds.items()}
+    rows = [
+        {
+            "name": f"vislearn/{n}",
+            "images_per_s": round(med[n], 1),
+            "images_per_s_repeats": [round(x, 1) for x in speeds[n]],
+            "step_cost_vs_moco_v2": round(med["moco_v2"] / med[n], 3),
+            "step_cost_vs_moco_v2_asym": round(med["moco_v2_asym"] / med[n], 3),
+        }
+        for n in ORDER
+    ]
+    # CsMl's other cost: one kNN-bag refresh = momentum-encoder pass + exact search over 60k
+    cfg = recipe("csml")
+    dm = dms["csml"]
+    model = build_from_config(cfg, dm)
+    t0 = time.perf_counter()
+    dataset_knn_bags(model.momentum_backbone, dm.train_set, cfg["model"]["bag_k"], "cpu")
+    refresh = time.perf_counter() - t0
+    epoch_s = len(dm.train_set) / med["csml"]
+    settings = {
+        "protocol": f"{a.repeats} interleaved repeats x {a.batches} batches of 256 (first "
+        f"excluded), median; one process, {a.threads} threads; training step incl. "
+        "augmentation, optimiser and online probe, no validation; images = anchors",
+        "bag_refresh_seconds": round(refresh, 1),
+        "bag_refresh_fraction_of_csml_epoch": round(refresh / epoch_s, 3),
+        "hardware": f"{platform.machine()}, 2 CPU cores, torch {torch.__version__}, no GPU",
+    }
+    out = RESULTS / "fmnist_csml_kscl_speed.json"
+    write_json(out, {"benchmark": "fmnist_csml_kscl_speed", "settings": settings, "rows": rows})
+    print(json.dumps(rows, indent=1), settings)
+
+
+def write_results(runs: list[dict], a: argparse.Namespace) -> None:
+    import torch
+
+    from vislearn.utils import write_json
+
+    groups: dict[str, list[dict]] = {}
+    for r in runs:
+        if r["impl"] == "vislearn" and r["method"] in ORDER:
+            groups.setdefault(f"vislearn/{r['method']}", []).append(r)
+    rows = aggregate(groups)
+    speed_file = RESULTS / "fmnist_csml_kscl_speed.json"
+    if speed_file.exists():
+        speed = {s["name"]: s for s in json.loads(speed_file.read_text())["rows"]}
+        for r in rows:
+            s = speed.get(r["name"], {})
+            r["images_per_s_concurrent_runs"] = r.pop("images_per_s", None)
+            for k in ("images_per_s", "step_cost_vs_moco_v2", "step_cost_vs_moco_v2_asym"):
+                if k in s:
+                    r[k] = s[k]
+    rows.sort(key=lambda r: ORDER.index(r["name"].split("/")[1]))
+    settings = {
+        "data": f"Fashion-MNIST ({a.dataset}), train 60k / test 10k, 28x28 grayscale",
+        "epochs": a.epochs,
+        "batch_size": 256,
+        "seeds": {"main": a.seeds, "ablations": a.ablation_seeds},
+        "protocol": "as docs/results/fmnist_ssl.json (same backbone, optimiser, augmentation, "
+        "kNN k=200 T=0.07 on 60k/10k, 100-epoch linear probe); the moco_v2 runs are shared "
+        "with that benchmark",
+        "images_per_s": "from fmnist_csml_kscl_speed.json (one process, interleaved repeats, "
+        "median); step_cost_vs_moco_v2 = MoCo v2 images/s / this images/s",
+        "hardware": f"{platform.processor() or platform.machine()}, 2 CPU cores, torch "
+        f"{torch.__version__}, no GPU",
+        "recipes": {n: recipe(n)["model"] for n in ORDER},
+        "notes": a.note,
+    }
+    out = RESULTS / "fmnist_csml_kscl.json"
+    write_json(out, {"benchmark": "fmnist_csml_kscl", "settings": settings, "rows": rows})
+    print(f"wrote {out}")
+    for r in rows:
+        print(
+            f"| {r['name']} | {r.get('knn_top1')} ± {r.get('knn_top1_spread')} | "
+            f"{r.get('linear_top1')} ± {r.get('linear_top1_spread')} | {r.get('images_per_s')} |"
+        )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="moco_v2 and csml")
+    p.add_argument("--ablation-seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--dataset", default="fmnist")
+    p.add_argument("--jobs", type=int, default=2, help="concurrent runs (threads each = 1)")
+    p.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache" / "fmnist_ssl"))
+    p.add_argument("--report-only", action="store_true", help="write results from the cache")
+    p.add_argument("--note", default="", help="free-text note stored in settings.notes")
+    p.add_argument("--speed", action="store_true", help="only time the steps (see above)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batches", type=int, default=30)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args()
+    if a.speed:
+        measure_speed(a)
+        return
+    jobs = [
+        {"impl": "vislearn", "method": m, "seed": s}
+        for m in ORDER
+        for s in (a.seeds if m in MAIN else a.ablation_seeds)
+    ]
+    jobs.sort(key=lambda j: -COST.get(j["method"], 1))
+    seeds = sorted(set(a.seeds) | set(a.ablation_seeds))
+    done = run_pending(jobs, a.epochs, a.dataset, seeds, Path(a.cache), a.jobs, a.report_only)
+    write_results(done, a)
+
+
+if __name__ == "__main__":
+    main()
