@@ -3,6 +3,7 @@
 vislearn dit sample --model DIR --cache duca --steps 50 --cfg 4 --out grid.png
 vislearn dit bench  --model DIR --cache duca --interval 3 --steps 50 --cfg 4 --json row.json
 vislearn dit train  --data fmnist --out runs/dit --epochs 20      (exports runs/dit/model)
+vislearn dit classifier --data fmnist --out runs/dit/classifier.safetensors   (for FD)
 
 This module imports nothing heavy at import time (the main CLI builds its parser from it).
 """
@@ -68,6 +69,16 @@ def add_dit_parser(sub: Any) -> None:
     tr.add_argument("--accelerator", default="auto", help="cpu, gpu, ... (Lightning)")
     tr.add_argument("--devices", default="auto", help="devices per node (Lightning)")
     tr.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, ...")
+    cl = dsub.add_parser(
+        "classifier", help="train the feature classifier that FD / class consistency use"
+    )
+    cl.add_argument("--data", default="fmnist-mini", help="fmnist-mini (default), fmnist, folder")
+    cl.add_argument("--data-dir", help="where the Fashion-MNIST files are ($VISLEARN_DATA)")
+    cl.add_argument("--out", required=True, help="output .safetensors file")
+    cl.add_argument("--image-size", type=int, default=32, help="the DiT's sample size")
+    cl.add_argument("--channels", type=int, default=1)
+    cl.add_argument("--epochs", type=int, default=3)
+    cl.add_argument("--seed", type=int, default=0)
 
 
 def _policy_overrides(a: argparse.Namespace) -> dict:
@@ -217,5 +228,43 @@ def cmd_train(a: argparse.Namespace) -> None:
     print(f"vislearn: wrote {model_dir}")
 
 
+def _as_tensors(ds):
+    """All images (uint8 ``[N, C, H, W]``) and labels of a data set, in memory."""
+    import torch
+
+    if hasattr(ds, "images") and getattr(ds, "labels", None) is not None:
+        return ds.images, torch.as_tensor(ds.labels)
+    items = [ds[i] for i in range(len(ds))]
+    return torch.stack([im for im, _ in items]), torch.tensor([int(y) for _, y in items])
+
+
+def cmd_classifier(a: argparse.Namespace) -> None:
+
+    from vislearn.accel.fid import save_classifier, train_feature_classifier
+    from vislearn.data.datasets import get_dataset
+    from vislearn.errors import VislearnError
+
+    if not str(a.out).endswith(".safetensors"):
+        raise VislearnError("--out must be a .safetensors file")
+    train, test = (
+        get_dataset(a.data, split, a.data_dir, a.image_size, a.channels)
+        for split in ("train", "test")
+    )
+    if getattr(train, "labels", None) is None:
+        raise VislearnError(f"{a.data}: the classifier needs labels (class sub-folders)")
+    (x, y), (xt, yt) = _as_tensors(train), _as_tensors(test)
+    model = train_feature_classifier(x, y, epochs=a.epochs, seed=a.seed)
+    _, logits = model.embed(xt)
+    acc = float((logits.argmax(1) == yt).float().mean())
+    save_classifier(model, a.out, data=a.data, epochs=a.epochs, test_top1=round(100 * acc, 2))
+    print(f"vislearn: wrote {a.out} (test top-1 {100 * acc:.1f}%)")
+
+
 def run_dit(a: argparse.Namespace) -> None:
-    {"sample": cmd_sample, "bench": cmd_bench, "train": cmd_train}[a.dit_command](a)
+    commands = {
+        "sample": cmd_sample,
+        "bench": cmd_bench,
+        "train": cmd_train,
+        "classifier": cmd_classifier,
+    }
+    commands[a.dit_command](a)

@@ -43,8 +43,14 @@ def _transformer_dir(path: Path) -> Path:
     )
 
 
-def load_transformer(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """A diffusers transformer from a model folder or a pipeline folder (``transformer/``)."""
+def load_transformer(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = torch.float32,
+) -> nn.Module:
+    """A diffusers transformer from a model folder or a pipeline folder (``transformer/``),
+    cast to ``dtype`` (default float32, so half-precision files run on CPU; ``None`` keeps
+    the stored dtype)."""
     path = Path(path)
     if not path.exists():
         raise VislearnError(f"{path}: no such model folder")
@@ -58,7 +64,7 @@ def load_transformer(path: str | Path, device: str | torch.device = "cpu") -> nn
     if cls is None or not hasattr(cls, "from_pretrained"):
         raise VislearnError(f"{tdir}: unknown diffusers model class {cls_name!r}")
     try:
-        model = cls.from_pretrained(tdir, low_cpu_mem_usage=False)
+        model = cls.from_pretrained(tdir, low_cpu_mem_usage=False, torch_dtype=dtype)
     except (OSError, ValueError, RuntimeError) as exc:
         raise VislearnError(f"{tdir}: cannot load {cls_name}: {exc}".splitlines()[0]) from exc
     return model.to(device).eval()

@@ -1,0 +1,287 @@
+"""DiT feature-caching benchmark: vislearn's FORA / ToCa / DuCa against diffusers' cache hooks
+and cache-dit, on one diffusers DiT checkpoint -> docs/results/dit_cache.json and a
+speed-vs-FD Pareto plot (docs/dit_cache_pareto.png).
+
+    python benchmarks/dit_cache.py --config configs/dit_cache/fmnist.yaml
+    python benchmarks/dit_cache.py --config ... --only none vislearn/duca_n3   # a subset
+    python benchmarks/dit_cache.py --config ... --report-only
+
+Per setting (all with the same labels, noise and sampler):
+
+* quality: ``n`` images sampled in runs of ``batch`` (each run starts with a fresh cache);
+  Fréchet distance (FD) and class consistency from the feature classifier
+  (:mod:`vislearn.accel.fid`) against the real test split; PSNR and relative L2 against the
+  uncached images of the same noise;
+* FLOPs: one run of ``flops_n`` images under ``torch.utils.flop_counter``, as a ratio to the
+  uncached run;
+* wall clock: ``timing.repeats`` rounds, each timing one run of ``timing.n`` images of every
+  setting in turn (interleaved, so drifting load hits all alike); speed-up = median uncached /
+  median cached.
+
+Quality results are cached per setting under ``--cache`` (an interrupted benchmark resumes);
+the timing phase always runs over every setting of the config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+RESULTS = ROOT / "docs" / "results" / "dit_cache.json"
+PLOT = ROOT / "docs" / "dit_cache_pareto.png"
+
+
+class VislearnCache:
+    """A :class:`vislearn.accel.DuCaCache` behind the same interface as the peers."""
+
+    def __init__(self, name: str, model, num_steps: int, policy: str = "duca", **overrides):
+        from vislearn.accel import DuCaCache
+
+        self.name = name
+        self.cache = DuCaCache(model, policy, num_steps=num_steps, **overrides)
+        self.settings = {"preset": policy, **self.cache.policy.to_dict()}
+
+    def calibrate(self, run) -> None:
+        pass
+
+    def __enter__(self):
+        self.cache.enable()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.cache.disable()
+
+    def counts(self) -> dict:
+        return self.cache.counts()
+
+
+def family(entry: dict) -> str:
+    """The curve a setting belongs to in the plot: ``family`` from the config, else the name
+    up to its first ``_`` (``vislearn/duca_n3`` -> ``vislearn/duca``)."""
+    return entry.get("family") or entry["name"].split("_")[0]
+
+
+def build_setting(entry: dict, model, num_steps: int):
+    if "vislearn" in entry:
+        return VislearnCache(entry["name"], model, num_steps, **entry["vislearn"])
+    from dit_peers import make_peer
+
+    peer = make_peer(entry["peer"], model, num_steps, **entry.get("params", {}))
+    peer.name = entry["name"]
+    return peer
+
+
+def main() -> None:
+    import torch
+    import yaml
+
+    from vislearn.accel.fid import (
+        class_consistency,
+        feature_stats,
+        frechet_distance,
+        load_classifier,
+        to_signed,
+    )
+    from vislearn.accel.metrics import count_flops, flops_ratio, psnr, relative_l2
+    from vislearn.accel.sampling import load_transformer, make_scheduler, sample_class_conditional
+    from vislearn.data.datasets import get_dataset
+    from vislearn.utils import write_json
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=str(ROOT / "configs" / "dit_cache" / "fmnist.yaml"))
+    p.add_argument("--only", nargs="+", help="run only these setting names (plus none)")
+    p.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache" / "dit_cache"))
+    p.add_argument("--report-only", action="store_true", help="write results from the cache")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--flops-n", type=int, default=4)
+    p.add_argument("--out", default=str(RESULTS))
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    cfg = yaml.safe_load(Path(a.config).read_text())
+    settings = [s for s in cfg["settings"] if not a.only or s["name"] in {"none", *a.only}]
+    cache_dir = Path(a.cache)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+
+    model_dir = ROOT / cfg["model"]
+    model = load_transformer(model_dir)
+    classifier, cls_info = load_classifier(ROOT / cfg["classifier"])
+    sc = cfg["sampler"]
+    steps, guidance = int(sc["steps"]), float(sc["cfg"])
+    scheduler = make_scheduler(sc["scheduler"], model_dir)
+    mc = model.config
+    n_classes = int(mc.num_embeds_ada_norm)
+    n, batch = int(cfg["n"]), int(cfg["batch"])
+    labels = torch.arange(n) % n_classes
+    gen = torch.Generator().manual_seed(int(cfg["seed"]))
+    noise = torch.randn(n, mc.in_channels, mc.sample_size, mc.sample_size, generator=gen)
+
+    def sample(count: int) -> torch.Tensor:
+        outs = []
+        for i in range(0, count, batch):
+            j = min(count, i + batch)
+            x = sample_class_conditional(
+                model, scheduler, labels[i:j], steps, guidance, noise=noise[i:j]
+            )
+            outs.append(x.clamp(-1, 1))
+        return torch.cat(outs)
+
+    real = get_dataset(cfg["reference"], "test", image_size=mc.sample_size, channels=1)
+    real_feats, _ = classifier.embed(to_signed(real.images))
+    mu_r, s_r = feature_stats(real_feats)
+
+    def run_setting(entry: dict, ref: torch.Tensor | None) -> dict:
+        f = cache_dir / f"{entry['name'].replace('/', '__')}.json"
+        if f.exists():
+            return json.loads(f.read_text())
+        if a.report_only:
+            raise SystemExit(f"{entry['name']}: not in the cache; run without --report-only")
+        setting = build_setting(entry, model, steps)
+        setting.calibrate(lambda: sample(min(n, batch)))
+        t0 = time.perf_counter()
+        counts: dict = {}
+        outs = []
+        for i in range(0, n, batch):
+            with setting:
+                j = min(n, i + batch)
+                outs.append(
+                    sample_class_conditional(
+                        model, scheduler, labels[i:j], steps, guidance, noise=noise[i:j]
+                    ).clamp(-1, 1)
+                )
+                if i == 0:
+                    counts = setting.counts()
+        seconds = time.perf_counter() - t0
+        images = torch.cat(outs)
+        feats, logits = classifier.embed(images)
+        mu, s = feature_stats(feats)
+
+        def small_run():
+            with setting:
+                return sample_class_conditional(
+                    model,
+                    scheduler,
+                    labels[: a.flops_n],
+                    steps,
+                    guidance,
+                    noise=noise[: a.flops_n],
+                )
+
+        _, flops = count_flops(small_run)
+        row = {
+            "name": entry["name"],
+            "family": family(entry),
+            "fd": frechet_distance(mu, s, mu_r, s_r),
+            "class_consistency": class_consistency(logits, labels),
+            "flops": flops,
+            "sample_seconds": seconds,
+            "steps": counts,
+            "settings": setting.settings,
+        }
+        if ref is not None:
+            row["psnr"] = psnr(images, ref, data_range=2.0)
+            row["rel_l2"] = relative_l2(images, ref)
+        torch.save(images, cache_dir / f"{f.stem}.pt")
+        write_json(f, row)
+        print(json.dumps({k: row[k] for k in ("name", "fd", "class_consistency", "steps")}))
+        return row
+
+    ref_row = run_setting(settings[0], None)
+    ref = torch.load(cache_dir / "none.pt", weights_only=True)
+    rows = [ref_row] + [run_setting(e, ref) for e in settings[1:]]
+
+    # wall clock: interleaved rounds over every setting
+    tn = int(cfg["timing"]["n"])
+    times: dict[str, list[float]] = {e["name"]: [] for e in settings}
+    objs = {e["name"]: build_setting(e, model, steps) for e in settings}
+    for e in settings:  # calibration (MagCache) before any timing
+        objs[e["name"]].calibrate(lambda: sample(min(n, batch)))
+    if not a.report_only:
+        for rep in range(int(cfg["timing"]["repeats"])):
+            for e in settings:
+                with objs[e["name"]]:
+                    t0 = time.perf_counter()
+                    sample_class_conditional(
+                        model, scheduler, labels[:tn], steps, guidance, noise=noise[:tn]
+                    )
+                    times[e["name"]].append(time.perf_counter() - t0)
+            print(
+                f"timing round {rep}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items())
+            )
+    base_fd, base_flops = ref_row["fd"], ref_row["flops"]
+    base_t = statistics.median(times["none"]) if times["none"] else None
+    for r in rows:
+        t = times.get(r["name"])
+        if t and base_t:
+            r["seconds_median"] = statistics.median(t)
+            r["speedup_wall"] = base_t / statistics.median(t)
+        r["flops_ratio"] = flops_ratio(base_flops, r["flops"])
+        r["fd_ratio_vs_none"] = r["fd"] / base_fd
+    settings_out = {
+        "model": cfg["model"],
+        "model_config": {
+            k: mc[k]
+            for k in (
+                "num_layers",
+                "num_attention_heads",
+                "attention_head_dim",
+                "patch_size",
+                "sample_size",
+            )
+        },
+        "sampler": sc,
+        "n": n,
+        "batch": batch,
+        "timing": cfg["timing"],
+        "classifier": {"path": cfg["classifier"], **cls_info},
+        "fd": f"Fréchet distance on the classifier's {real_feats.shape[1]}-d features, "
+        f"{n} samples vs the {len(real)} real test images",
+        "hardware": f"{platform.machine()}, {a.threads} threads, torch {torch.__version__}, no GPU",
+    }
+    write_json(a.out, {"benchmark": "dit_cache", "settings": settings_out, "rows": rows})
+    print(f"wrote {a.out}")
+    pareto_plot(rows, PLOT)
+    for r in rows:
+        print(
+            f"| {r['name']} | {r.get('speedup_wall', float('nan')):.2f} | {r['flops_ratio']:.2f}"
+            f" | {r['fd']:.2f} | {r['class_consistency']:.3f} | {r.get('psnr', float('inf')):.1f} |"
+        )
+
+
+def pareto_plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    families: dict[str, list[dict]] = {}
+    for r in rows:
+        if "speedup_wall" not in r:
+            continue
+        fam = r.get("family", r["name"])
+        families.setdefault(fam, []).append(r)
+    for fam, rs in sorted(families.items()):
+        rs = sorted(rs, key=lambda r: r["speedup_wall"])
+        style = "-o" if fam.startswith("vislearn/duca") else "--o"
+        ax.plot([r["speedup_wall"] for r in rs], [r["fd"] for r in rs], style, label=fam, ms=4)
+    ax.set_xlabel("wall-clock speed-up vs uncached (CPU)")
+    ax.set_ylabel("FD (lower is better)")
+    ax.set_title("DiT caching on Fashion-MNIST: speed vs quality")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
