@@ -21,6 +21,7 @@ import torch
 from ddp_utils import run_ranks
 from vislearn.distributed import gather, gather_no_grad, rank, world_size
 from vislearn.engine import MemoryQueue
+from vislearn.engine.subspace_queue import SubspaceQueue
 from vislearn.losses import info_nce, nt_xent
 
 WORLD = 2
@@ -95,6 +96,11 @@ def _run_rank(r: int) -> dict[str, object]:
         mq.enqueue(g[name][r * N : (r + 1) * N])
     res["queue"] = (mq.queue.clone(), int(mq.ptr))
 
+    torch.manual_seed(0)
+    sq = SubspaceQueue(5, 2, DIM)  # KSCL's queue of bases: whole entries, rank order
+    sq.enqueue(_bases(g)[r * N : (r + 1) * N])
+    res["subspace_queue"] = sq.bases
+
     return res
 
 
@@ -160,6 +166,19 @@ def test_info_nce_queue_equals_global_batch(ranks):
     _check_against_single(
         ranks, "info_nce_queue", lambda a, b: info_nce(a, b, queue, TAU_NCE), "q", "k"
     )
+
+
+def _bases(g: dict) -> torch.Tensor:
+    """[B, 2, DIM] bases with row norms <= 1 built from the two key sets."""
+    return 0.5 * torch.stack([g["keys1"], g["keys2"]], dim=1)
+
+
+def test_subspace_queue_same_on_all_ranks_as_single_process(ranks):
+    torch.manual_seed(0)
+    sq = SubspaceQueue(5, 2, DIM)
+    sq.enqueue(_bases(_global_inputs()))
+    for res in ranks:
+        torch.testing.assert_close(res["subspace_queue"], sq.bases)
 
 
 def test_memory_queue_same_on_all_ranks_as_single_process(ranks):
