@@ -42,8 +42,10 @@ def main() -> None:
     from diffusers import DiTTransformer2DModel
 
     out = Path(a.out)
-    model = DiTTransformer2DModel.from_pretrained(Path(a.run) / "model" / "transformer")
-    model.to(torch.float16).save_pretrained(out / "transformer")
+    model = DiTTransformer2DModel.from_pretrained(
+        Path(a.run) / "model" / "transformer", torch_dtype=torch.float16
+    )
+    model.save_pretrained(out / "transformer")
     shutil.copytree(Path(a.run) / "model" / "scheduler", out / "scheduler", dirs_exist_ok=True)
     if (out / "classifier.safetensors").is_file() and not a.retrain_classifier:
         print(f"kept {out / 'classifier.safetensors'} (--retrain-classifier to redo it)")
