@@ -104,6 +104,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--flops-n", type=int, default=4)
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--plot", default=str(PLOT), help="the Pareto plot (PNG)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     cfg = yaml.safe_load(Path(a.config).read_text())
@@ -248,7 +249,7 @@ def main() -> None:
     }
     write_json(a.out, {"benchmark": "dit_cache", "settings": settings_out, "rows": rows})
     print(f"wrote {a.out}")
-    pareto_plot(rows, PLOT)
+    pareto_plot(rows, Path(a.plot))
     for r in rows:
         print(
             f"| {r['name']} | {r.get('speedup_wall', float('nan')):.2f} | {r['flops_ratio']:.2f}"
