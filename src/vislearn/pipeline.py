@@ -35,6 +35,9 @@ def build_datamodule(cfg: dict) -> ImageDataModule:
         num_workers=d["num_workers"],
         knn_bank_size=d["knn_bank_size"],
         seed=cfg["seed"],
+        label_fraction=d["label_fraction"],
+        labelled_batch_size=d["labelled_batch_size"],
+        label_seed=d["label_seed"],
     )
 
 
