@@ -426,7 +426,7 @@ def test_cli_eval_bad_input_one_line_error(args, expected, tiny_backbone_file, c
     assert err.startswith("vislearn: error: ") and expected in err
 
 
-def test_cli_pretrain_with_a_label_fraction(tmp_path):
+def test_cli_pretrain_with_a_label_fraction_then_fewshot_on_its_checkpoint(tmp_path, capsys):
     out = tmp_path / "pl"
     overrides = [
         "model.backbone_kwargs={stem: small_ds, width: 8}",
@@ -443,3 +443,8 @@ def test_cli_pretrain_with_a_label_fraction(tmp_path):
     cfg = load_config(out / "config.yaml")
     assert cfg["data"]["label_fraction"] == 0.1 and cfg["data"]["label_seed"] == 0
     assert (out / "backbone.safetensors").is_file()
+    ckpt = str(out / "checkpoints" / "last.ckpt")
+    args = ["eval", "fewshot", "--ckpt", ckpt, "--shots", "1", "--episodes", "5"]
+    assert main([*args, "--classifier", "logistic"]) == 0
+    res = _json_line(capsys)
+    assert 20.0 < res["5w1s"]["logistic_top1"] <= 100.0

@@ -6,6 +6,11 @@ Protocol (the common one of few-shot papers): each episode draws ``ways`` classe
 classifier sees the support features only and is scored on the ``ways · queries`` query images.
 The report is the mean episode accuracy and its 95 % interval ``1.96 · std / √episodes``
 (population ``std`` over episodes).
+
+The episode pool is a labelled split (``vislearn eval fewshot`` uses the test split by default).
+On a data set whose classes the backbone was trained on (Fashion-MNIST for every vislearn
+recipe), this measures how few labelled examples the representation needs, not generalisation
+to novel classes (which needs a class split such as miniImageNet's).
 """
 
 from __future__ import annotations

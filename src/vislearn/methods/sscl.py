@@ -232,6 +232,6 @@ class PseudoLabel(SsCL):
     """
 
     def __init__(self, **kwargs) -> None:
-        if "use_contrastive" in kwargs:
+        if kwargs.pop("use_contrastive", False):  # False: saved hyper-parameters, reloaded
             raise VislearnError("pseudolabel has no contrastive branch; use sscl for one")
         super().__init__(use_contrastive=False, **kwargs)
