@@ -34,7 +34,9 @@ Families (:data:`PEERS`; settings and their defaults on each class):
     predicts ``proj_out``, which DiT does not have (``proj_out_1/2``), so neither is offered.
     Settings: ``interval`` (a full step every N), ``order`` (Taylor order), ``warmup`` (full
     steps before caching starts), ``stop`` (full steps from this index on; ``None``: never),
-    ``factors_dtype`` (``"float32"`` by default; the library default is bfloat16).
+    ``factors_dtype`` (``"float32"`` by default; the library default is bfloat16). The
+    library's schedule computes calls ``0..warmup-1`` and then ``warmup+1``, ``warmup+1+N``,
+    ...: the call at index ``warmup`` is already a predicted one.
 ``diffusers_pab``
     ``PyramidAttentionBroadcastConfig`` on the self-attention (``attn1``) of every block, the
     only attention DiT has: recompute it every ``skip`` calls while the timestep is inside
@@ -68,6 +70,12 @@ Families (:data:`PEERS`; settings and their defaults on each class):
     first (``max_warmup_steps``, library default 8), at most ``max_cached`` cached steps in total
     and ``max_continuous`` in a row (-1: no limit). ``taylorseer=True`` adds the TaylorSeer
     calibrator (order ``order``) that forecasts the cached residual instead of reusing it.
+    cache-dit treats ``threshold <= 0`` as "never cache" and ``threshold >= 1`` as "always
+    cache" (after warm-up, within the limits). With ``Fn=1, Bn=0, warmup=0`` DBCache is the same
+    rule as FirstBlockCache, and the two adapters give the same run (tested). The cache-dit
+    context is created per ``with`` block: in transformer-only mode cache-dit refreshes its
+    context by counting calls against ``num_inference_steps``, and reusing one enabled model
+    for several runs gave a third run shifted by one call.
 ``teacache``
     Not a library: TeaCache's rule implemented here by wrapping the blocks' ``forward`` from
     outside (see :class:`TeaCachePeer`). What differs from TeaCache: **no rescaling
@@ -92,7 +100,7 @@ instance attributes and child modules as they were at ``__enter__``. Both librar
 traces otherwise: diffusers leaves a ``_diffusers_hook`` registry and an instance ``forward``
 (the original bound method) on every hooked module; cache-dit leaves its patched ``forward``,
 ``_is_patched`` and a ``_norm1_emb`` submodule on the transformer (which adds duplicate keys to
-``state_dict()``), and every cached call moves ``transformer_blocks`` to the end of the
+``state_dict()``), and every call while enabled moves ``transformer_blocks`` to the end of the
 transformer's children (it swaps the block list in and out with ``unittest.mock.patch.object``,
 which deletes and re-adds the attribute), so the order of ``named_modules()``, ``parameters()``
 and ``state_dict()`` changes; the order is put back too.
@@ -100,9 +108,10 @@ and ``state_dict()`` changes; the order is put back too.
 Counts: :meth:`Peer.counts` reports, for the last run, how much of the block stack was really
 computed, measured the same way for every peer with forward pre-hooks on the first ``Linear`` of
 each block's ``attn1`` and ``ff`` (they fire only when the module really computes, and count
-batch rows): ``full`` / ``partial`` / ``skipped`` calls (every / some / no block module
-computed for the whole batch) and ``attn_fraction`` / ``mlp_fraction`` of the module rows of a
-plain run; cache-dit adds its own ``cached_steps`` and residual diffs.
+batch rows): ``full`` / ``partial`` / ``skipped`` calls (every / some / no ``attn1`` or ``ff``
+computed for the whole batch; the blocks' norms and gates may still run, e.g. on TaylorSeer's
+predicted calls) and ``attn_fraction`` / ``mlp_fraction`` of the module rows of a plain run;
+cache-dit adds its own ``cached_steps``, ``cached_step_indices`` and ``residual_diffs``.
 """
 
 from __future__ import annotations

@@ -20,6 +20,20 @@ COLUMNS = {
         ("images/s", "images_per_s", None),
         ("speed vs lightly", "speed_ratio_vs_lightly", None),
     ],
+    "fmnist_csml_kscl": [
+        ("kNN top-1 %", "knn_top1", "knn_top1_per_seed"),
+        ("linear top-1 %", "linear_top1", "linear_top1_per_seed"),
+        ("images/s", "images_per_s", None),
+        ("step cost vs MoCo v2", "step_cost_vs_moco_v2", None),
+    ],
+    "dit_cache": [
+        ("speed-up (wall)", "speedup_wall", None),
+        ("FLOPs ratio", "flops_ratio", None),
+        ("FD", "fd", None),
+        ("FD / uncached", "fd_ratio_vs_none", None),
+        ("class consistency", "class_consistency", None),
+        ("PSNR dB", "psnr", None),
+    ],
 }
 
 

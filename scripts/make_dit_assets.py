@@ -26,10 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=2000, help="DiT optimiser steps (batch 64)")
+    p.add_argument("--steps", type=int, default=4500, help="DiT optimiser steps (batch 64)")
     p.add_argument("--run", default=str(ROOT / "runs" / "dit_fmnist"))
     p.add_argument("--out", default=str(ROOT / "assets" / "dit_fmnist"))
     p.add_argument("--classifier-epochs", type=int, default=3)
+    p.add_argument("--retrain-classifier", action="store_true")
     a = p.parse_args()
     vislearn = [sys.executable, "-m", "vislearn.cli"]
     subprocess.run(
@@ -41,9 +42,14 @@ def main() -> None:
     from diffusers import DiTTransformer2DModel
 
     out = Path(a.out)
-    model = DiTTransformer2DModel.from_pretrained(Path(a.run) / "model" / "transformer")
-    model.to(torch.float16).save_pretrained(out / "transformer")
+    model = DiTTransformer2DModel.from_pretrained(
+        Path(a.run) / "model" / "transformer", torch_dtype=torch.float16
+    )
+    model.save_pretrained(out / "transformer")
     shutil.copytree(Path(a.run) / "model" / "scheduler", out / "scheduler", dirs_exist_ok=True)
+    if (out / "classifier.safetensors").is_file() and not a.retrain_classifier:
+        print(f"kept {out / 'classifier.safetensors'} (--retrain-classifier to redo it)")
+        return
     subprocess.run(
         [*vislearn, "dit", "classifier", "--data", "fmnist", "--out",
          str(out / "classifier.safetensors"), "--epochs", str(a.classifier_epochs)],

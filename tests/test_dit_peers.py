@@ -215,6 +215,22 @@ def test_registry_and_errors(setup):
     assert not any("forward" in vars(m) for m in model.modules())
 
 
+def test_refuses_a_model_with_duca_enabled_and_compares_with_it(setup):
+    from vislearn.accel import DuCaCache
+
+    model, run, base = setup
+    peer = peers.make_peer("teacache", model, STEPS, threshold=0.3)
+    duca = DuCaCache(model, "duca", num_steps=STEPS, interval=3, score="random")
+    with duca:
+        with pytest.raises(RuntimeError, match="wrapped forwards"), peer:
+            pass
+        ours = run()
+    with peer:
+        theirs = run()
+    assert ours.shape == theirs.shape == base.shape
+    assert torch.equal(run(), base)
+
+
 def test_fastercache_refuses_a_call_without_cfg(setup):
     from vislearn.accel.sampling import sample_class_conditional
 

@@ -102,7 +102,11 @@ class DiTDiffusion(L.LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        ema_update(self.model, self.ema_model, self.hparams.ema)
+        # EMA warm-up (as diffusers' EMAModel / timm): a constant 0.999 from step 0 would
+        # leave 0.999^steps of the random initialisation in the exported weights (20 % after
+        # 1,600 steps: a broken model), so the decay ramps up as (1 + s) / (10 + s)
+        step = self.global_step
+        ema_update(self.model, self.ema_model, min(self.hparams.ema, (1 + step) / (10 + step)))
 
     def configure_optimizers(self):
         h = self.hparams
