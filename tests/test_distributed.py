@@ -20,9 +20,10 @@ import torch
 
 from ddp_utils import run_ranks
 from vislearn.distributed import gather, gather_no_grad, rank, world_size
-from vislearn.engine import MemoryQueue
+from vislearn.engine import LabelledMemoryQueue, MemoryQueue
 from vislearn.engine.subspace_queue import SubspaceQueue
 from vislearn.losses import info_nce, nt_xent
+from vislearn.losses.semi import DistributionAlignment
 
 WORLD = 2
 N = 3  # per-rank batch
@@ -101,7 +102,19 @@ def _run_rank(r: int) -> dict[str, object]:
     sq.enqueue(_bases(g)[r * N : (r + 1) * N])
     res["subspace_queue"] = sq.bases
 
+    torch.manual_seed(0)
+    lq = LabelledMemoryQueue(7, DIM)  # SsCL's queue: classes and flags travel with the keys
+    rows = slice(r * N, (r + 1) * N)
+    lq.enqueue(g["keys1"][rows], _classes()[rows], _classes()[rows] % 2 == 0)
+    res["labelled_queue"] = (lq.queue.clone(), lq.labels.clone(), lq.is_labelled.clone())
+
+    align = DistributionAlignment(DIM, history=4)  # the batch mean is over all ranks
+    res["dist_align"] = align(g["keys2"][rows].softmax(dim=1))
     return res
+
+
+def _classes() -> torch.Tensor:
+    return torch.tensor([3, -1, 0, 5, 5, -1])
 
 
 @pytest.fixture(scope="module")
@@ -191,3 +204,16 @@ def test_memory_queue_same_on_all_ranks_as_single_process(ranks):
         buf, ptr = res["queue"]
         torch.testing.assert_close(buf, mq.queue)
         assert ptr == int(mq.ptr) == 12 % 7
+
+
+def test_labelled_queue_and_distribution_alignment_as_single_process(ranks):
+    g = _global_inputs()
+    torch.manual_seed(0)
+    lq = LabelledMemoryQueue(7, DIM)
+    lq.enqueue(g["keys1"], _classes(), _classes() % 2 == 0)
+    probs = g["keys2"].softmax(dim=1)
+    aligned = DistributionAlignment(DIM, history=4)(probs)
+    expected = (lq.queue, lq.labels, lq.is_labelled)
+    for r, res in enumerate(ranks):
+        assert all(map(torch.equal, res["labelled_queue"], expected))
+        torch.testing.assert_close(res["dist_align"], aligned[r * N : (r + 1) * N])

@@ -3,6 +3,8 @@
 vislearn methods                                  list methods and backbones
 vislearn pretrain METHOD [--config F] [k=v ...]   self-supervised pretraining
 vislearn eval knn|linear --checkpoint CKPT        offline evaluation of a frozen backbone
+vislearn eval semi --ckpt CKPT --fraction 0.01    fine-tune on a seeded 1 % of the labels
+vislearn eval fewshot --ckpt CKPT --ways 5        N-way K-shot episodes on frozen features
 vislearn export --checkpoint CKPT --out F         backbone weights -> safetensors
 vislearn embed --checkpoint CKPT --out F.png      t-SNE plot of features
 vislearn demo                                     the end-to-end demo on embedded data
@@ -18,6 +20,8 @@ import sys
 from vislearn.errors import VislearnError
 
 DEMO_EPOCHS = 15
+LINEAR = (100, 0.1)  # linear-probe epochs, lr
+SEMI = (20, 0.02, 64)  # semi-supervised fine-tune epochs, lr, batch size
 CPU_BACKBONE = {"backbone": "resnet_tiny", "backbone_kwargs": {"stem": "small_ds", "width": 16}}
 
 
@@ -74,15 +78,49 @@ def _parser() -> argparse.ArgumentParser:
         help="after training, run offline kNN + linear probe and print a table",
     )
 
-    ev = sub.add_parser("eval", help="evaluate a frozen backbone (kNN or linear probe)")
-    ev.add_argument("protocol", choices=["knn", "linear"])
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate a backbone: kNN, linear probe, semi-supervised fine-tune, few-shot",
+        description="knn/linear/fewshot use frozen features; semi fine-tunes a copy of the "
+        "whole backbone with a linear head on a seeded class-balanced label fraction.",
+    )
+    ev.add_argument("protocol", choices=["knn", "linear", "semi", "fewshot"])
     _checkpoint_args(ev)
     ev.add_argument("--data", default="fmnist-mini", help="labelled dataset with a test split")
     ev.add_argument("--data-dir")
     ev.add_argument("--k", type=int, default=200, help="kNN neighbours (default 200)")
     ev.add_argument("--t", type=float, default=0.07, help="kNN temperature (default 0.07)")
-    ev.add_argument("--epochs", type=int, default=100, help="linear-probe epochs (default 100)")
-    ev.add_argument("--lr", type=float, default=0.1, help="linear-probe learning rate")
+    ev.add_argument(
+        "--epochs",
+        type=int,
+        help=f"linear-probe / fine-tune epochs (default {LINEAR[0]} / {SEMI[0]})",
+    )
+    ev.add_argument(
+        "--lr", type=float, help=f"linear-probe / fine-tune learning rate ({LINEAR[1]} / {SEMI[1]})"
+    )
+    ev.add_argument("--fraction", type=float, help="semi: labelled fraction in (0, 1], e.g. 0.01")
+    ev.add_argument(
+        "--batch-size", type=int, default=SEMI[2], help=f"semi: batch size (default {SEMI[2]})"
+    )
+    ev.add_argument(
+        "--seed", type=int, default=0, help="semi: labelled subset; fewshot: episodes (default 0)"
+    )
+    ev.add_argument("--ways", type=int, default=5, help="fewshot: classes per episode (5)")
+    ev.add_argument(
+        "--shots", type=int, nargs="+", default=[1, 5], help="fewshot: shots per class (1 5)"
+    )
+    ev.add_argument("--queries", type=int, default=15, help="fewshot: queries per class (15)")
+    ev.add_argument("--episodes", type=int, default=600, help="fewshot: episodes (600)")
+    ev.add_argument(
+        "--classifier",
+        nargs="+",
+        choices=["prototype", "logistic"],
+        default=["prototype", "logistic"],
+        help="fewshot: classifiers on the support features (both)",
+    )
+    ev.add_argument(
+        "--split", default="test", choices=["train", "test"], help="fewshot: episode pool (test)"
+    )
     ev.add_argument("--json", help="also write the result to this JSON file")
 
     ex = sub.add_parser("export", help="export backbone weights to safetensors")
@@ -109,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
 def _checkpoint_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--checkpoint",
+        "--ckpt",
         required=True,
         help="vislearn .ckpt / .safetensors, or external weights with --backbone",
     )
@@ -189,25 +228,56 @@ def cmd_pretrain(a: argparse.Namespace) -> None:
         )
 
 
+def _given(value, default):
+    return default if value is None else value
+
+
 def cmd_eval(a: argparse.Namespace) -> None:
-    from vislearn.pipeline import evaluate, load_backbone
+    from vislearn.pipeline import evaluate, evaluate_fewshot, evaluate_semi, load_backbone
     from vislearn.utils import write_json
 
+    if a.protocol == "semi" and a.fraction is None:
+        raise VislearnError("eval semi needs --fraction, the labelled fraction in (0, 1]")
+    if a.protocol == "semi" and not 0.0 < a.fraction <= 1.0:
+        raise VislearnError(f"--fraction must be in (0, 1], got {a.fraction}")
     bb = load_backbone(a.checkpoint, a.backbone, in_chans=a.in_chans)
-    res = evaluate(
-        bb,
-        a.data,
-        a.data_dir,
-        protocols=(a.protocol,),
-        knn_k=a.k,
-        knn_t=a.t,
-        linear_epochs=a.epochs,
-        linear_lr=a.lr,
-        progress=True,
-    )
-    print(json.dumps({"checkpoint": str(a.checkpoint), "dataset": a.data, **res}))
+    if a.protocol == "semi":
+        epochs, lr = _given(a.epochs, SEMI[0]), _given(a.lr, SEMI[1])
+        res = evaluate_semi(
+            bb, a.fraction, a.data, a.data_dir, a.seed, epochs, lr, a.batch_size, progress=True
+        )
+    elif a.protocol == "fewshot":
+        res = {"ways": a.ways, "queries": a.queries, "episodes": a.episodes, "seed": a.seed}
+        res["split"] = a.split
+        res |= evaluate_fewshot(
+            bb,
+            a.data,
+            a.data_dir,
+            a.split,
+            a.ways,
+            tuple(a.shots),
+            a.queries,
+            a.episodes,
+            a.seed,
+            tuple(a.classifier),
+            progress=True,
+        )
+    else:
+        res = evaluate(
+            bb,
+            a.data,
+            a.data_dir,
+            protocols=(a.protocol,),
+            knn_k=a.k,
+            knn_t=a.t,
+            linear_epochs=_given(a.epochs, LINEAR[0]),
+            linear_lr=_given(a.lr, LINEAR[1]),
+            progress=True,
+        )
+    out = {"checkpoint": str(a.checkpoint), "dataset": a.data, **res}
+    print(json.dumps(out))
     if a.json:
-        write_json(a.json, {"checkpoint": str(a.checkpoint), "dataset": a.data, **res})
+        write_json(a.json, out)
 
 
 def cmd_export(a: argparse.Namespace) -> None:

@@ -34,6 +34,11 @@ DEFAULTS: dict[str, Any] = {
         "batch_size": 256,
         "num_workers": 0,
         "knn_bank_size": 10000,
+        # semi-supervised runs: keep a seeded class-balanced fraction of the training labels
+        # (the rest are hidden, label -1); see vislearn.data.datamodule.ImageDataModule
+        "label_fraction": None,
+        "labelled_batch_size": None,
+        "label_seed": 0,
     },
     "trainer": {
         "max_epochs": 10,

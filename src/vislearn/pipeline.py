@@ -1,5 +1,6 @@
-"""End-to-end jobs shared by the CLI, the benchmarks and the Python API:
-pretrain a method from a config, load/export backbones, evaluate with kNN / linear probe."""
+"""End-to-end jobs shared by the CLI, the benchmarks and the Python API: pretrain a method from
+a config, load/export backbones, evaluate with kNN / linear probe / semi-supervised fine-tuning /
+few-shot episodes."""
 
 from __future__ import annotations
 
@@ -18,7 +19,14 @@ from vislearn.data.datasets import get_dataset
 from vislearn.engine.base import SSLMethod
 from vislearn.engine.trainer import Throughput, build_trainer
 from vislearn.errors import VislearnError
-from vislearn.eval import extract_features, knn_accuracy, linear_probe
+from vislearn.eval import (
+    extract_features,
+    few_shot_eval,
+    knn_accuracy,
+    linear_probe,
+    semi_supervised_finetune,
+)
+from vislearn.eval.fewshot import FEW_SHOT_CLASSIFIERS, episode_classes
 from vislearn.methods import build_method
 from vislearn.models import create_backbone, load_weights, read_state_file
 from vislearn.utils import atomic_path
@@ -35,6 +43,9 @@ def build_datamodule(cfg: dict) -> ImageDataModule:
         num_workers=d["num_workers"],
         knn_bank_size=d["knn_bank_size"],
         seed=cfg["seed"],
+        label_fraction=d["label_fraction"],
+        labelled_batch_size=d["labelled_batch_size"],
+        label_seed=d["label_seed"],
     )
 
 
@@ -163,12 +174,8 @@ def evaluate(
     progress: bool = False,
 ) -> dict[str, float]:
     """Offline kNN / linear-probe top-1 (in %) of a frozen backbone on train -> test."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    chans = _in_chans(backbone)
-    train = get_dataset(dataset, "train", data_dir, channels=chans)
-    test = get_dataset(dataset, "test", data_dir, image_size=train[0][0].shape[-1], channels=chans)
-    if getattr(train, "labels", None) is None:
-        raise VislearnError(f"dataset {dataset!r} has no labels; kNN/linear need labels")
+    device = device or _default_device()
+    train, test = _labelled_splits(backbone, dataset, data_dir, "kNN/linear")
     xtr, ytr = extract_features(backbone, train, device=device, progress=progress)
     xte, yte = extract_features(backbone, test, device=device, progress=progress)
     res: dict[str, float] = {}
@@ -179,6 +186,85 @@ def evaluate(
             100 * linear_probe(xtr, ytr, xte, yte, linear_epochs, linear_lr)["test_top1"]
         )
     return res
+
+
+def evaluate_semi(
+    backbone: nn.Module,
+    fraction: float,
+    dataset: str = "fmnist-mini",
+    data_dir: str | None = None,
+    seed: int = 0,
+    epochs: int = 20,
+    lr: float = 0.02,
+    batch_size: int = 64,
+    device: str | None = None,
+    progress: bool = False,
+) -> dict[str, float | int]:
+    """Semi-supervised fine-tuning (:func:`~vislearn.eval.semi.semi_supervised_finetune`) of
+    ``backbone`` on a seeded ``fraction`` of ``dataset``'s training labels; top-1 on its test
+    split, with the fraction, seed and subset size."""
+    train, test = _labelled_splits(backbone, dataset, data_dir, "semi-supervised fine-tuning")
+    return semi_supervised_finetune(
+        backbone,
+        train,
+        test,
+        fraction,
+        seed=seed,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        device=device or _default_device(),
+        progress=progress,
+    )
+
+
+def evaluate_fewshot(
+    backbone: nn.Module,
+    dataset: str = "fmnist-mini",
+    data_dir: str | None = None,
+    split: str = "test",
+    ways: int = 5,
+    shots: tuple[int, ...] = (1, 5),
+    queries: int = 15,
+    episodes: int = 600,
+    seed: int = 0,
+    classifiers: tuple[str, ...] = FEW_SHOT_CLASSIFIERS,
+    device: str | None = None,
+    progress: bool = False,
+) -> dict[str, dict[str, float]]:
+    """Few-shot episodes (:func:`~vislearn.eval.fewshot.few_shot_eval`) on frozen features of
+    ``dataset``'s ``split``: ``{"<ways>w<shots>s": {"<classifier>_top1": %, ..._ci95}}``, one
+    entry per shot count, all drawn with the same seed."""
+    if split not in ("train", "test"):
+        raise VislearnError(f"split must be 'train' or 'test', got {split!r}")
+    train, test = _labelled_splits(backbone, dataset, data_dir, "few-shot evaluation")
+    pool = {"train": train, "test": test}[split]
+    for k in shots:  # bad settings fail before the features are computed
+        episode_classes(pool.labels, ways, k, queries, episodes)
+    feats, labels = extract_features(
+        backbone,
+        pool,
+        device=device or _default_device(),
+        progress=progress,
+    )
+    return {
+        f"{ways}w{k}s": few_shot_eval(feats, labels, ways, k, queries, episodes, seed, classifiers)
+        for k in shots
+    }
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _labelled_splits(backbone: nn.Module, dataset: str, data_dir: str | None, what: str):
+    """Train and test splits of ``dataset`` in ``backbone``'s input format; they need labels."""
+    chans = _in_chans(backbone)
+    train = get_dataset(dataset, "train", data_dir, channels=chans)
+    test = get_dataset(dataset, "test", data_dir, image_size=train[0][0].shape[-1], channels=chans)
+    if getattr(train, "labels", None) is None:
+        raise VislearnError(f"dataset {dataset!r} has no labels; {what} needs labels")
+    return train, test
 
 
 def _in_chans(backbone: nn.Module) -> int:

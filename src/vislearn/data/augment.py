@@ -57,13 +57,16 @@ class AugmentConfig:
 _SIMCLR = ViewConfig(crop_scale=(0.08, 1.0), jitter=(0.8, 0.8, 0.8, 0.2))
 _BYOL_1 = ViewConfig(crop_scale=(0.08, 1.0), jitter=(0.4, 0.4, 0.2, 0.1), blur_p=1.0)
 _BYOL_2 = replace(_BYOL_1, blur_p=0.1, solarize_p=0.2)
+#: crop (scale 0.5-1) + flip only: supervised training and the weak view of semi-supervised methods
+_WEAK = ViewConfig(crop_scale=(0.5, 1.0), jitter_p=0.0, gray_p=0.0, blur_p=0.0)
 PRESETS: dict[str, AugmentConfig] = {
     "moco_v2": AugmentConfig((ViewConfig(), ViewConfig())),
     "simclr": AugmentConfig((_SIMCLR, _SIMCLR)),
     "byol": AugmentConfig((_BYOL_1, _BYOL_2)),
-    "supervised": AugmentConfig(
-        (ViewConfig(crop_scale=(0.5, 1.0), jitter_p=0.0, gray_p=0.0, blur_p=0.0),)
-    ),
+    "supervised": AugmentConfig((_WEAK,)),
+    # FixMatch-style (weak, strong) pair; the strong view is MoCo v2's (crop 0.2-1, flip, colour
+    # jitter p=0.8, grayscale p=0.2, blur p=0.5) instead of RandAugment + Cutout
+    "semi": AugmentConfig((_WEAK, ViewConfig())),
 }
 
 

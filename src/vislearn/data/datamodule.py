@@ -5,9 +5,11 @@ from __future__ import annotations
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from vislearn.data.datasets import get_dataset
+from vislearn.data.semi import PartiallyLabelledDataset, SemiSupervisedSampler
+from vislearn.data.subsets import split_labelled_unlabelled
 from vislearn.errors import VislearnError
 
 
@@ -20,6 +22,18 @@ class ImageDataModule(L.LightningDataModule):
 
     Training order is driven by a seeded ``DistributedSampler`` (also on one device) whose
     epoch Lightning sets, so a resumed run sees exactly the batches it would have seen.
+
+    **Semi-supervised training** (``label_fraction``, the config's ``data.label_fraction``): only
+    a seeded class-balanced fraction of the training labels is kept
+    (:func:`~vislearn.data.subsets.split_labelled_unlabelled` with ``label_seed``); every other
+    training sample is served with label ``-1`` (:class:`~vislearn.data.semi.
+    PartiallyLabelledDataset`), and each batch holds ``labelled_batch_size`` labelled rows
+    followed by unlabelled ones (:class:`~vislearn.data.semi.SemiSupervisedSampler`; default a
+    quarter of the batch, i.e. FixMatch's ratio ``μ = 3``; set it to ``batch_size`` for
+    supervised training on the labelled subset alone). The epoch length stays
+    ``len(train) // batch_size``. The online kNN bank keeps the true labels: it only monitors.
+    ``label_fraction=None`` (default) keeps all labels; ``labelled_batch_size`` without a
+    ``label_fraction`` is an error.
     """
 
     def __init__(
@@ -33,11 +47,30 @@ class ImageDataModule(L.LightningDataModule):
         knn_bank_size: int = 10_000,
         seed: int = 0,
         online_eval: bool = True,
+        label_fraction: float | None = None,
+        labelled_batch_size: int | None = None,
+        label_seed: int = 0,
     ) -> None:
         super().__init__()
         self.dataset, self.batch_size, self.num_workers = dataset, batch_size, num_workers
         self.knn_bank_size, self.seed = knn_bank_size, seed
         self.train_set: Dataset = get_dataset(dataset, "train", data_dir, image_size, channels)
+        self.bank_source = self.train_set  # with all its labels: the online kNN bank
+        self.label_fraction, self.label_seed = label_fraction, label_seed
+        self.labelled_batch_size = labelled_batch_size
+        if label_fraction is None and labelled_batch_size is not None:
+            raise VislearnError("data.labelled_batch_size needs a data.label_fraction")
+        if label_fraction is not None:
+            labels = getattr(self.train_set, "labels", None)
+            if labels is None:
+                raise VislearnError(f"dataset {dataset!r} has no labels for data.label_fraction")
+            labelled, self.unlabelled_idx = split_labelled_unlabelled(
+                labels, fraction=label_fraction, seed=label_seed
+            )
+            self.train_set = PartiallyLabelledDataset(self.train_set, labelled)
+            if labelled_batch_size is None:
+                self.labelled_batch_size = batch_size // 4
+            self._semi_sampler(1, 0)  # bad batch composition: an error now, not at fit time
         if len(self.train_set) < batch_size:
             raise VislearnError(
                 f"dataset {dataset!r} has {len(self.train_set)} training images, fewer than "
@@ -53,10 +86,15 @@ class ImageDataModule(L.LightningDataModule):
         self.channels, self.image_size = int(first.shape[0]), int(first.shape[-1])
         self.num_classes = int(getattr(self.train_set, "num_classes", 0) or 0)
 
-    def _loader(self, ds: Dataset, shuffle: bool, drop_last: bool) -> DataLoader:
+    def _world_rank(self) -> tuple[int, int]:
         trainer = self.trainer
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
-        sampler = DistributedSampler(
+        return (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+
+    def _loader(
+        self, ds: Dataset, shuffle: bool, drop_last: bool, sampler: Sampler | None = None
+    ) -> DataLoader:
+        world, rank = self._world_rank()
+        sampler = sampler or DistributedSampler(
             ds, num_replicas=world, rank=rank, shuffle=shuffle, seed=self.seed, drop_last=drop_last
         )
         workers = self.num_workers
@@ -71,13 +109,28 @@ class ImageDataModule(L.LightningDataModule):
         )
 
     def bank_set(self) -> Dataset:
-        n = len(self.train_set)
+        n = len(self.bank_source)
         size = min(self.knn_bank_size, n)
         idx = np.random.default_rng(self.seed).permutation(n)[:size]
-        return Subset(self.train_set, np.sort(idx).tolist())
+        return Subset(self.bank_source, np.sort(idx).tolist())
+
+    def _semi_sampler(self, world: int, rank: int) -> SemiSupervisedSampler:
+        return SemiSupervisedSampler(
+            self.train_set.labelled,
+            self.unlabelled_idx,
+            self.batch_size,
+            self.labelled_batch_size,
+            len(self.train_set) // (self.batch_size * world),
+            self.seed,
+            rank,
+            world,
+        )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self._train_dataset(), shuffle=True, drop_last=True)
+        sampler = None
+        if self.label_fraction is not None:
+            sampler = self._semi_sampler(*self._world_rank())
+        return self._loader(self._train_dataset(), shuffle=True, drop_last=True, sampler=sampler)
 
     def _train_dataset(self) -> Dataset:
         """The training set, passed through the model's optional hook

@@ -15,12 +15,13 @@ import torch
 
 from vislearn.errors import VislearnError
 
-__all__ = ["balanced_subset", "split_labelled_unlabelled"]
+__all__ = ["as_labels", "balanced_subset", "split_labelled_unlabelled"]
 
 LabelsLike = np.ndarray | torch.Tensor | Sequence[int]
 
 
-def _as_labels(labels: LabelsLike) -> np.ndarray:
+def as_labels(labels: LabelsLike) -> np.ndarray:
+    """Validated int64 class labels: one-dimensional, non-empty, integer, none negative."""
     if isinstance(labels, torch.Tensor):
         labels = labels.detach().cpu().numpy()
     arr = np.asarray(labels)
@@ -60,7 +61,7 @@ def balanced_subset(
     (:class:`VislearnError`): both or neither given, ``fraction`` outside (0, 1], ``per_class``
     below 1 or larger than the smallest class, empty or negative labels.
     """
-    arr = _as_labels(labels)
+    arr = as_labels(labels)
     if (fraction is None) == (per_class is None):
         raise VislearnError("give exactly one of fraction= or per_class= for a labelled subset")
     if fraction is not None:
@@ -107,7 +108,7 @@ def split_labelled_unlabelled(
     is every other index. Both are sorted int64 arrays and together cover ``range(len(labels))``.
     """
     labelled = balanced_subset(labels, fraction=fraction, per_class=per_class, seed=seed)
-    n = len(_as_labels(labels))
+    n = len(as_labels(labels))
     mask = np.ones(n, dtype=bool)
     mask[labelled] = False
     return labelled, np.flatnonzero(mask).astype(np.int64)

@@ -3,12 +3,13 @@
 from vislearn.engine.base import SSLMethod
 from vislearn.engine.momentum import cosine_momentum, ema_update, momentum_copy
 from vislearn.engine.optim import LARS, build_optimizer, param_groups, warmup_cosine
-from vislearn.engine.queue import MemoryQueue
+from vislearn.engine.queue import LabelledMemoryQueue, MemoryQueue
 from vislearn.engine.trainer import AtomicCheckpoint, Throughput, build_trainer
 
 __all__ = [
     "LARS",
     "AtomicCheckpoint",
+    "LabelledMemoryQueue",
     "MemoryQueue",
     "SSLMethod",
     "Throughput",

@@ -41,7 +41,9 @@ class SSLMethod(L.LightningModule):
         ema_base, ema_final: momentum-encoder coefficient; ``ema_final=None`` keeps it
             constant (MoCo), otherwise it follows BYOL's cosine schedule to ``ema_final``.
         probe_lr: learning rate of the online linear probe (its own no-decay group).
-        knn_k, knn_t: online kNN neighbours and temperature.
+        knn_k, knn_t: online kNN neighbours and temperature. A method with a linear
+            ``classifier`` head over the backbone features (supervised, semi-supervised) also
+            reports its top-1 on the query set, ``val/classifier_top1``.
         seed: seed of the augmentation random stream.
         joint_views: run all views through a network in one concatenated batch (BatchNorm
             statistics shared across views, fewer kernel launches) instead of one call per
@@ -175,6 +177,10 @@ class SSLMethod(L.LightningModule):
         metrics = {"val/knn_top1": (pred == query_y).float().mean()}
         if self.probe is not None:
             metrics["val/probe_top1"] = (self.probe(query).argmax(1) == query_y).float().mean()
+        classifier = getattr(self, "classifier", None)  # methods trained with labels
+        if isinstance(classifier, nn.Linear) and classifier.out_features == num_classes:
+            top1 = (classifier(query).argmax(1) == query_y).float().mean()
+            metrics["val/classifier_top1"] = top1
         self.log_dict(metrics, prog_bar=True, sync_dist=True)  # equal on all ranks
         for d in (self._val_feats, self._val_labels):
             d[0].clear()

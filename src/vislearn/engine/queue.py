@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from vislearn.distributed import gather_no_grad
 
-__all__ = ["MemoryQueue"]
+__all__ = ["LabelledMemoryQueue", "MemoryQueue"]
 
 
 class MemoryQueue(nn.Module):
@@ -48,16 +48,22 @@ class MemoryQueue(nn.Module):
     @torch.no_grad()
     def enqueue(self, keys: Tensor) -> None:
         """Detach, L2-normalise, gather over ranks and write ``keys`` ``[B, dim]`` into the ring."""
+        self._write(keys)
+
+    def _write(self, keys: Tensor, **payload: Tensor) -> None:
+        """Write ``keys`` and, row for row, each ``payload[name]`` ``[B]`` into buffer ``name``."""
         if keys.dim() != 2 or keys.shape[1] != self.dim:
             raise ValueError(f"keys must have shape [B, {self.dim}], got {tuple(keys.shape)}")
-        keys = gather_no_grad(F.normalize(keys.detach(), dim=1))
-        keys = keys[-self.size :].to(device=self.queue.device, dtype=self.queue.dtype)
-        n = keys.shape[0]
+        columns = {"queue": F.normalize(keys.detach(), dim=1), **payload}
+        columns = {name: gather_no_grad(v)[-self.size :] for name, v in columns.items()}
+        n = columns["queue"].shape[0]
         if n == 0:
             return
         start = int(self.ptr)
         rows = (start + torch.arange(n, device=self.queue.device)) % self.size
-        self.queue[rows] = keys
+        for name, values in columns.items():
+            buffer = getattr(self, name)
+            buffer[rows] = values.to(device=buffer.device, dtype=buffer.dtype)
         self.ptr.fill_((start + n) % self.size)
 
     @property
@@ -71,3 +77,36 @@ class MemoryQueue(nn.Module):
 
     def extra_repr(self) -> str:
         return f"size={self.size}, dim={self.dim}"
+
+
+class LabelledMemoryQueue(MemoryQueue):
+    """A :class:`MemoryQueue` whose keys carry a class: a true label or a pseudo-label.
+
+    Extra persistent buffers, written row for row with the keys (gathered over ranks alike):
+
+    * ``labels`` ``[size]`` long: the key's class, ``-1`` for none (the random initial keys,
+      and samples without a confident pseudo-label);
+    * ``is_labelled`` ``[size]`` bool: the class is a ground-truth label (not a pseudo-label).
+    """
+
+    labels: Tensor
+    is_labelled: Tensor
+
+    def __init__(self, size: int, dim: int) -> None:
+        super().__init__(size, dim)
+        self.register_buffer("labels", torch.full((self.size,), -1, dtype=torch.long))
+        self.register_buffer("is_labelled", torch.zeros(self.size, dtype=torch.bool))
+
+    @torch.no_grad()
+    def enqueue(  # type: ignore[override]
+        self, keys: Tensor, labels: Tensor, is_labelled: Tensor
+    ) -> None:
+        """Write ``keys`` ``[B, dim]`` with their classes ``labels`` ``[B]`` (``-1``: none) and
+        ``is_labelled`` ``[B]`` flags."""
+        if labels.shape != (keys.shape[0],) or is_labelled.shape != labels.shape:
+            raise ValueError(
+                f"labels and is_labelled must have shape [{keys.shape[0]}], got "
+                f"{tuple(labels.shape)} and {tuple(is_labelled.shape)}"
+            )
+        # flags travel as uint8: gloo cannot all_gather bool tensors
+        self._write(keys, labels=labels.long(), is_labelled=is_labelled.to(torch.uint8))

@@ -21,7 +21,13 @@ from torch import Tensor
 
 from vislearn.distributed import gather, rank
 
-__all__ = ["info_nce", "multi_positive_info_nce", "nt_xent"]
+__all__ = [
+    "class_positive_mask",
+    "class_positive_info_nce",
+    "info_nce",
+    "multi_positive_info_nce",
+    "nt_xent",
+]
 
 
 def _check_temperature(temperature: float) -> None:
@@ -227,3 +233,75 @@ def multi_positive_info_nce(
     if bool((w < 0).any()) or not bool(w.sum() > 0):
         raise ValueError("weights must be non-negative with a positive sum")
     return (w * terms).sum() / w.sum()
+
+
+def class_positive_mask(query_classes: Tensor, queue_classes: Tensor) -> Tensor:
+    """``[N, K]`` bool: queue entry ``j`` is a positive of query ``i`` iff both carry a class
+    (``>= 0``; ``-1`` means none: unlabelled without a confident pseudo-label) and it is the
+    same one."""
+    if query_classes.dim() != 1 or queue_classes.dim() != 1:
+        raise ValueError("query_classes and queue_classes must be one-dimensional")
+    same = query_classes.unsqueeze(1) == queue_classes.to(query_classes.device).unsqueeze(0)
+    return same & (query_classes >= 0).unsqueeze(1)
+
+
+def class_positive_info_nce(
+    query: Tensor,
+    key: Tensor,
+    queue: Tensor,
+    query_classes: Tensor,
+    queue_classes: Tensor,
+    temperature: float = 0.2,
+    instance_weight: float | None = None,
+) -> Tensor:
+    r"""MoCo's InfoNCE whose positives are the own key *and* every queue entry of the query's
+    class (SupCon's :math:`L_{out}` form over a MoCo queue; the class positives of SsCL).
+
+    With ``q_i, k_i`` normalised, queue rows ``n_j`` and candidates
+    ``s_i = [q_i·k_i, q_i·n_1, ..., q_i·n_K] / τ`` (one softmax over all of them, positives
+    included), positives ``P_i = {0} ∪ {j : c_j = c_i ≥ 0}``
+    (:func:`class_positive_mask`) and weights ``w_i`` summing to one over ``P_i``:
+
+    .. math::
+        L = \frac{1}{N}\sum_i -\sum_{j \in P_i} w_{ij} \log
+            \frac{e^{s_{ij}}}{\sum_{j'=0}^{K} e^{s_{ij'}}}
+
+    ``instance_weight=None``: uniform, ``w_ij = 1/|P_i|``. A number ``α ∈ [0, 1]``: the own key
+    gets ``α`` and the class positives share ``1 - α`` (the own key gets 1 when the query has
+    none). A query without class positives, or ``α = 1``, gives exactly :func:`info_nce`.
+
+    Args:
+        query: ``[N, D]`` queries, any norm.
+        key: ``[N, D]`` own positive keys, any norm.
+        queue: ``[K, D]`` unit rows (detached inside).
+        query_classes: ``[N]`` long, the query's class or ``-1``.
+        queue_classes: ``[K]`` long, each queue entry's class or ``-1``.
+        temperature: ``τ > 0``.
+        instance_weight: ``None`` or the own key's weight ``α`` in ``[0, 1]``.
+
+    Returns:
+        Scalar mean over the queries.
+    """
+    _check_pair(query, key, "query and key")
+    _check_temperature(temperature)
+    _check_queue(queue, query.shape[1])
+    if query_classes.shape != (query.shape[0],) or queue_classes.shape != (queue.shape[0],):
+        raise ValueError(
+            f"query_classes must have shape [{query.shape[0]}] and queue_classes "
+            f"[{queue.shape[0]}], got {tuple(query_classes.shape)} and "
+            f"{tuple(queue_classes.shape)}"
+        )
+    if instance_weight is not None and not 0.0 <= instance_weight <= 1.0:
+        raise ValueError(f"instance_weight must be None or in [0, 1], got {instance_weight}")
+    q = F.normalize(query, dim=1)
+    k = F.normalize(key, dim=1)
+    negatives = queue.detach().to(dtype=q.dtype)
+    logits = torch.cat([(q * k).sum(dim=1, keepdim=True), q @ negatives.T], dim=1) / temperature
+    class_pos = class_positive_mask(query_classes, queue_classes).to(q.dtype)  # [N, K]
+    n_class = class_pos.sum(dim=1, keepdim=True)
+    if instance_weight is None:
+        weights = torch.cat([torch.ones_like(n_class), class_pos], dim=1) / (1 + n_class)
+    else:
+        own = torch.where(n_class > 0, float(instance_weight), 1.0)
+        weights = torch.cat([own, class_pos * (1 - own) / n_class.clamp(min=1)], dim=1)
+    return -(weights * F.log_softmax(logits, dim=1)).sum(dim=1).mean()

@@ -1,6 +1,14 @@
 """Methods: one module each, composed from losses, heads and the engine."""
 
-from vislearn.methods import byol, csml, kscl, moco_v2, simclr, supervised  # noqa: F401  (register)
+from vislearn.methods import (  # noqa: F401  (register)
+    byol,
+    csml,
+    kscl,
+    moco_v2,
+    simclr,
+    sscl,
+    supervised,
+)
 from vislearn.methods.registry import build_method, get_method, list_methods, register_method
 
 __all__ = ["build_method", "get_method", "list_methods", "register_method"]
