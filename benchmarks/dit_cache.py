@@ -66,8 +66,11 @@ class VislearnCache:
 
 def family(entry: dict) -> str:
     """The curve a setting belongs to in the plot: ``family`` from the config, else the name
-    up to its first ``_`` (``vislearn/duca_n3`` -> ``vislearn/duca``)."""
-    return entry.get("family") or entry["name"].split("_")[0]
+    up to the first ``_`` after its ``/`` (``cache_dit/dbcache_r0.24`` -> ``cache_dit/dbcache``)."""
+    if entry.get("family"):
+        return entry["family"]
+    org, _, rest = entry["name"].rpartition("/")
+    return f"{org}/{rest.split('_')[0]}" if org else rest
 
 
 def build_setting(entry: dict, model, num_steps: int):
@@ -219,7 +222,14 @@ def main() -> None:
             )
     base_fd, base_flops = ref_row["fd"], ref_row["flops"]
     base_t = statistics.median(times["none"]) if times["none"] else None
+    previous = {}  # --report-only: keep the wall-clock numbers of the last full run
+    if a.report_only and Path(a.out).is_file():
+        previous = {r["name"]: r for r in json.loads(Path(a.out).read_text())["rows"]}
     for r in rows:
+        r["family"] = family(next(e for e in settings if e["name"] == r["name"]))
+        for key in ("seconds_median", "speedup_wall"):
+            if key in previous.get(r["name"], {}):
+                r[key] = previous[r["name"]][key]
         t = times.get(r["name"])
         if t and base_t:
             r["seconds_median"] = statistics.median(t)
