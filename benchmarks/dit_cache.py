@@ -25,6 +25,7 @@ the timing phase always runs over every setting of the config.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
@@ -128,15 +129,31 @@ def main() -> None:
     gen = torch.Generator().manual_seed(int(cfg["seed"]))
     noise = torch.randn(n, mc.in_channels, mc.sample_size, mc.sample_size, generator=gen)
 
-    def sample(count: int) -> torch.Tensor:
+    def sample(count: int, setting=None, counts: dict | None = None) -> torch.Tensor:
+        """The first ``count`` images, in runs of ``batch``; each run inside its own ``with
+        setting`` (fresh cache state), or uncached when ``setting`` is None. The step counts
+        of the first run go into ``counts``."""
         outs = []
         for i in range(0, count, batch):
             j = min(count, i + batch)
-            x = sample_class_conditional(
-                model, scheduler, labels[i:j], steps, guidance, noise=noise[i:j]
-            )
+            with setting if setting is not None else contextlib.nullcontext():
+                x = sample_class_conditional(
+                    model, scheduler, labels[i:j], steps, guidance, noise=noise[i:j]
+                )
+                if counts is not None and i == 0:
+                    counts.update(setting.counts())
             outs.append(x.clamp(-1, 1))
         return torch.cat(outs)
+
+    built: dict[str, Any] = {}
+
+    def get_setting(entry: dict):
+        """Each setting is built and calibrated (MagCache) once, for both phases."""
+        if entry["name"] not in built:
+            setting = build_setting(entry, model, steps)
+            setting.calibrate(lambda: sample(min(n, batch)))
+            built[entry["name"]] = setting
+        return built[entry["name"]]
 
     real = get_dataset(cfg["reference"], "test", image_size=mc.sample_size, channels=1)
     real_feats, _ = classifier.embed(to_signed(real.images))
@@ -148,38 +165,14 @@ def main() -> None:
             return json.loads(f.read_text())
         if a.report_only:
             raise SystemExit(f"{entry['name']}: not in the cache; run without --report-only")
-        setting = build_setting(entry, model, steps)
-        setting.calibrate(lambda: sample(min(n, batch)))
+        setting = get_setting(entry)
         t0 = time.perf_counter()
         counts: dict = {}
-        outs = []
-        for i in range(0, n, batch):
-            with setting:
-                j = min(n, i + batch)
-                outs.append(
-                    sample_class_conditional(
-                        model, scheduler, labels[i:j], steps, guidance, noise=noise[i:j]
-                    ).clamp(-1, 1)
-                )
-                if i == 0:
-                    counts = setting.counts()
+        images = sample(n, setting, counts)
         seconds = time.perf_counter() - t0
-        images = torch.cat(outs)
         feats, logits = classifier.embed(images)
         mu, s = feature_stats(feats)
-
-        def small_run():
-            with setting:
-                return sample_class_conditional(
-                    model,
-                    scheduler,
-                    labels[: a.flops_n],
-                    steps,
-                    guidance,
-                    noise=noise[: a.flops_n],
-                )
-
-        _, flops = count_flops(small_run)
+        _, flops = count_flops(sample, a.flops_n, setting)
         row = {
             "name": entry["name"],
             "family": family(entry),
@@ -205,13 +198,12 @@ def main() -> None:
     # wall clock: interleaved rounds over every setting
     tn = int(cfg["timing"]["n"])
     times: dict[str, list[float]] = {e["name"]: [] for e in settings}
-    objs = {e["name"]: build_setting(e, model, steps) for e in settings}
-    for e in settings:  # calibration (MagCache) before any timing
-        objs[e["name"]].calibrate(lambda: sample(min(n, batch)))
     if not a.report_only:
+        for e in settings:  # every setting built and calibrated before any timing
+            get_setting(e)
         for rep in range(int(cfg["timing"]["repeats"])):
             for e in settings:
-                with objs[e["name"]]:
+                with get_setting(e):
                     t0 = time.perf_counter()
                     sample_class_conditional(
                         model, scheduler, labels[:tn], steps, guidance, noise=noise[:tn]
