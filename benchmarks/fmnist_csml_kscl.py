@@ -68,7 +68,6 @@ def measure_speed(a: argparse.Namespace) -> None:
     for rep in range(a.repeats):
         for name in ORDER:
             cfg = recipe(name)
-            cfg["trainer"]["progress"] = False
             if cfg["method"] == "csml":
                 cfg["model"]["bag_cache"] = False  # every fit computes its epoch-0 bags
             dm = dms.get(name) or build_datamodule(cfg)

@@ -20,6 +20,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from vislearn.accel.fid import to_signed
 from vislearn.engine.momentum import ema_update, momentum_copy
 
 __all__ = ["DiTDiffusion", "train_dit"]
@@ -85,7 +86,7 @@ class DiTDiffusion(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         h = self.hparams
         images, labels = batch
-        x = images.float() / 127.5 - 1.0
+        x = to_signed(images)
         b = x.shape[0]
         drop = torch.rand(b, device=x.device) < h.p_uncond
         labels = torch.where(drop, torch.full_like(labels, h.num_classes), labels)
