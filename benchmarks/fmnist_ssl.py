@@ -126,10 +126,11 @@ def run_pending(
     cache: Path,
     n_jobs: int,
     report_only: bool = False,
+    worker=None,
 ) -> list[dict]:
     """Run the ``jobs`` not in ``cache`` yet (``n_jobs`` at a time, one thread each when
-    several) and return every finished run: these, plus cached runs of the same epochs and
-    seeds (e.g. variants run earlier)."""
+    several, each by ``worker``: default :func:`run_job`) and return every finished run:
+    these, plus cached runs of the same epochs and seeds (e.g. variants run earlier)."""
     cache.mkdir(parents=True, exist_ok=True)
     todo, done = [], []
     for j in jobs:
@@ -154,7 +155,7 @@ def run_pending(
     with ProcessPoolExecutor(
         n_jobs, mp_context=get_context("spawn"), max_tasks_per_child=1
     ) as pool:
-        for row in pool.map(run_job, todo):
+        for row in pool.map(worker or run_job, todo):
             write_json(cache / f"{row['key']}.json", row)
             print(
                 json.dumps(
