@@ -3,20 +3,14 @@ cross-sample positives, CutMix seeding and multi-level (intermediate-layer) loss
 
 from __future__ import annotations
 
-import warnings
-from pathlib import Path
-
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
 from vislearn.data.mixing import cutmix
-from vislearn.data.pairs import NeighbourPairDataset, draw_partners
-from vislearn.engine.bags import BagCache, all_ranks_agree, module_fingerprint, tensor_digest
+from vislearn.engine.bag_pairs import BagPairs
 from vislearn.engine.momentum import momentum_copy
 from vislearn.engine.queue import MemoryQueue
 from vislearn.errors import VislearnError
-from vislearn.eval.neighbours import dataset_knn_bags
 from vislearn.losses.cross_sample import cross_sample_info_nce
 from vislearn.methods.moco_v2 import MoCoV2
 from vislearn.methods.registry import register_method
@@ -24,7 +18,7 @@ from vislearn.models import MLPHead
 
 
 @register_method("csml")
-class CsMl(MoCoV2):
+class CsMl(BagPairs, MoCoV2):
     """CsMl: MoCo v2 + kNN cross-sample positives + CutMix seeding + multi-level heads.
 
     **Bags** (``bag_*``). At every epoch ``e`` with ``e % bag_refresh_epochs == 0`` (epoch 0
@@ -36,9 +30,8 @@ class CsMl(MoCoV2):
     (running BN statistics) -- the release's mode is not recorded; this is our choice. Bags are
     cached under ``<default_root_dir>/bags/bags_epochEEEE.pt`` (:class:`~vislearn.engine.bags.
     BagCache`), so a resumed run reloads instead of recomputing. Each epoch every sample is
-    paired with one bag member drawn uniformly (seeded by ``(seed, epoch)``), through
-    :meth:`wrap_train_dataset`, a hook :class:`~vislearn.data.datamodule.ImageDataModule`
-    calls when it builds the training loader; batches are ``(anchor, neighbour, label)``.
+    paired with one bag member drawn uniformly (seeded by ``(seed, epoch)``); batches are
+    ``(anchor, neighbour, label)`` (:class:`~vislearn.engine.bag_pairs.BagPairs`).
 
     **Views.** The 2-view augmentation runs on ``cat([anchor, neighbour])``, giving four
     independent views: query/key of the anchor and of the neighbour.
@@ -121,16 +114,7 @@ class CsMl(MoCoV2):
         self.ml_queues = nn.ModuleList(
             MemoryQueue(h.queue_size, h.proj_dim) for _ in self.ml_stages
         )
-        self._pairs: NeighbourPairDataset | None = None
-        self._bags: Tensor | None = None
-        self._bags_epoch: int | None = None
-        self._bag_digest: str | None = None
-        self._resumed_bag_digest: str | None = None
-        self._resume_epoch: int | None = None
-        self._prepared_epoch: int | None = None
-        self._loader_fresh = False
-        self._bag_purity: float | None = None
-        self.bag_events: list[tuple[str, int]] = []  # ("computed" | "loaded", bag epoch)
+        self._init_bag_pairs()
 
     @property
     def uses_neighbours(self) -> bool:
@@ -142,123 +126,9 @@ class CsMl(MoCoV2):
             pairs.append((self.ml_projectors, self.momentum_ml_projectors))
         return pairs
 
-    # ---- data: kNN bags and anchor/neighbour pairs ------------------------------------------
-    def wrap_train_dataset(self, dataset: Dataset) -> Dataset:
-        """``ImageDataModule`` hook: pair every training sample with a bag member."""
-        if not self.uses_neighbours:
-            return dataset
-        if len(dataset) <= self.hparams.bag_k:
-            raise VislearnError(
-                f"csml bag_k={self.hparams.bag_k} needs more than {self.hparams.bag_k} training "
-                f"images, got {len(dataset)}"
-            )
-        self._pairs = NeighbourPairDataset(dataset)
-        self._prepared_epoch = None
-        self._loader_fresh = True
-        # The epoch about to run. Lightning builds the loader (and its first batches) while
-        # configuring the optimiser, before it restores the loops of a resumed run, so the
-        # epoch comes from the checkpoint (on_load_checkpoint) when there is one.
-        processed = self.trainer.fit_loop.epoch_progress.current.processed
-        self._prepare_epoch(max(processed, self._resume_epoch or 0))
-        return self._pairs
-
-    def on_train_epoch_start(self) -> None:
-        if self._pairs is None:
-            return
-        fresh, self._loader_fresh = self._loader_fresh, False
-        if fresh and self._prepared_epoch != self.current_epoch:
-            # the loader's first batches were drawn already (Lightning creates the iterator of
-            # a fit's first epoch early); only strategies that restore the checkpoint after
-            # building the loader (FSDP, DeepSpeed) get here
-            warnings.warn(
-                f"csml: the training loader was prepared for epoch {self._prepared_epoch} but "
-                f"epoch {self.current_epoch} starts; its first batches may use other pairs",
-                stacklevel=2,
-            )
-        self._prepare_epoch(self.current_epoch)
-        if self._bag_purity is not None:
-            self.log("train/bag_purity", self._bag_purity, on_step=False, on_epoch=True)
-
-    def _prepare_epoch(self, epoch: int) -> None:
-        """Refresh the bags if ``epoch`` is a refresh epoch (or they are missing), then draw
-        this epoch's partners. Idempotent per epoch."""
-        if epoch == self._prepared_epoch:
-            return
-        bag_epoch = epoch - epoch % self.hparams.bag_refresh_epochs
-        if self._bags is None or self._bags_epoch != bag_epoch:
-            self._bags = self._bags_for(bag_epoch, refresh=epoch == bag_epoch)
-            self._bags_epoch = bag_epoch
-            labels = getattr(self._pairs.base, "labels", None)
-            if labels is not None:
-                y = torch.as_tensor(labels)
-                self._bag_purity = (y[self._bags] == y.unsqueeze(1)).float().mean().item()
-        self._pairs.set_partners(draw_partners(self._bags, self.hparams.seed, epoch))
-        self._prepared_epoch = epoch
-
-    def _bags_for(self, bag_epoch: int, refresh: bool) -> Tensor:
-        """Load the bags of ``bag_epoch`` from the cache if they provably belong to this run,
-        else compute them (all ranks take the same decision)."""
-        h = self.hparams
-        n = len(self._pairs)
-        cache = BagCache(Path(self.trainer.default_root_dir) / "bags") if h.bag_cache else None
-        entry = cache.load(bag_epoch, n, h.bag_k) if cache is not None else None
-        fingerprint = module_fingerprint(self.momentum_backbone)
-        if refresh:  # the encoder now is the one the bags of this epoch are computed with
-            ok = entry is not None and entry["fingerprint"] == fingerprint
-        else:  # resumed between refreshes: the checkpoint names the bags it was using
-            ok = entry is not None and entry["digest"] == self._resumed_bag_digest
-        if all_ranks_agree(ok, self.device):
-            self.bag_events.append(("loaded", bag_epoch))
-            self._bag_digest = entry["digest"]
-            return entry["bags"]
-        if not refresh:
-            warnings.warn(
-                f"csml: the kNN bags of epoch {bag_epoch} are not in the cache; recomputing them "
-                f"with the current momentum encoder (epoch {self.current_epoch})",
-                stacklevel=2,
-            )
-        bags = dataset_knn_bags(
-            self.momentum_backbone,
-            self._pairs.base,
-            h.bag_k,
-            self.device,
-            h.bag_batch_size,
-            h.bag_num_workers,
-        )
-        if cache is not None and self.trainer.is_global_zero:
-            cache.save(bag_epoch, bags, fingerprint)
-        self._bag_digest = tensor_digest(bags)
-        self.bag_events.append(("computed", bag_epoch))
-        return bags
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        super().on_save_checkpoint(checkpoint)
-        if self._bags is not None:
-            checkpoint["csml_bags"] = {"epoch": self._bags_epoch, "digest": self._bag_digest}
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        super().on_load_checkpoint(checkpoint)
-        self._resumed_bag_digest = (checkpoint.get("csml_bags") or {}).get("digest")
-        try:
-            progress = checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]
-            self._resume_epoch = int(progress["processed"])
-        except (KeyError, TypeError):
-            self._resume_epoch = None
-
-    def on_train_end(self) -> None:
-        self._resume_epoch = None
-
-    # ---- training -------------------------------------------------------------------------
-    def training_step(self, batch, batch_idx: int) -> Tensor:
-        if self.uses_neighbours:
-            if len(batch) != 3:
-                raise VislearnError(
-                    "csml trains on (anchor, neighbour, label) batches; use ImageDataModule "
-                    "(as `vislearn pretrain` does), which applies CsMl.wrap_train_dataset"
-                )
-            anchor, neighbour, labels = batch
-            batch = (torch.cat([anchor, neighbour]), labels)
-        return super().training_step(batch, batch_idx)
+    @property
+    def bag_encoder(self) -> nn.Module:
+        return self.momentum_backbone
 
     def _encoder(self, backbone: nn.Module):
         """``x -> (pooled, *pooled maps of the multi-level stages)`` for ``forward_views``."""
