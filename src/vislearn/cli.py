@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     pre.add_argument("--backbone", help="backbone name (see `vislearn methods`)")
     pre.add_argument("--lr", type=float, help="peak learning rate")
     pre.add_argument("--seed", type=int)
+    pre.add_argument(
+        "--teacher", help="bingo: frozen pretrained teacher, a local .ckpt (model.teacher)"
+    )
     pre.add_argument("--accelerator", help="cpu, gpu, ... (Lightning)")
     pre.add_argument("--devices", help="devices per node, e.g. 8 or auto (Lightning)")
     pre.add_argument("--num-nodes", type=int, help="number of nodes (Lightning)")
@@ -162,6 +165,8 @@ def _flags_to_updates(a: argparse.Namespace) -> dict:
         model["backbone"] = a.backbone
     if a.lr is not None:
         model["lr"] = a.lr
+    if a.teacher:
+        model["teacher"] = a.teacher
     if a.data:
         data["dataset"] = a.data
     if a.data_dir:

@@ -35,10 +35,11 @@ __all__ = ["BagPairs"]
 class BagPairs:
     """Mixin for an :class:`~vislearn.engine.base.SSLMethod` trained on bag pairs.
 
-    The method's hyper-parameters must include ``bag_k``, ``bag_refresh_epochs`` (int, or
-    None for bags computed once), ``bag_batch_size``, ``bag_num_workers``, ``bag_cache`` and
-    ``seed``. It provides :attr:`bag_encoder` (the network whose pooled features define the
-    kNN bags) and may override :attr:`uses_neighbours` and :meth:`compute_bags`.
+    The method's hyper-parameters must include ``bag_k``, ``bag_batch_size``,
+    ``bag_num_workers``, ``bag_cache`` and ``seed`` (and ``bag_refresh_epochs`` unless it
+    overrides :attr:`bag_refresh_every`). It provides :attr:`bag_encoder` (the network whose
+    pooled features define the kNN bags) and may override :attr:`uses_neighbours`,
+    :meth:`bag_fingerprint` and :meth:`compute_bags`.
     """
 
     def _init_bag_pairs(self) -> None:
@@ -60,6 +61,11 @@ class BagPairs:
     @property
     def bag_encoder(self) -> nn.Module:
         raise NotImplementedError
+
+    @property
+    def bag_refresh_every(self) -> int | None:
+        """Epochs between bag refreshes (``hparams.bag_refresh_epochs``); None: computed once."""
+        return self.hparams.bag_refresh_epochs
 
     def bag_fingerprint(self) -> str:
         """Identifies the encoder the bags of the current refresh are computed with."""
@@ -112,7 +118,7 @@ class BagPairs:
             self.log("train/bag_purity", self._bag_purity, on_step=False, on_epoch=True)
 
     def _bag_epoch(self, epoch: int) -> int:
-        every = self.hparams.bag_refresh_epochs
+        every = self.bag_refresh_every
         return 0 if every is None else epoch - epoch % every
 
     def _prepare_epoch(self, epoch: int) -> None:

@@ -9,6 +9,9 @@ CsMl and BINGO releases use.
 ``k`` nearest other samples ("bags", CsMl/BINGO). Under ``torch.distributed`` each rank embeds
 and searches one shard and the shards are gathered, so every rank returns the same bags
 (computed once, not once per rank).
+
+:func:`kmeans` clusters features and :func:`group_bags` turns any grouping (clusters, class
+labels) into bags of random same-group members: BINGO's alternative bagging rules.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from torch.utils.data import Dataset, Subset
 from vislearn.distributed import gather_no_grad, rank, world_size
 from vislearn.eval.features import extract_features
 
-__all__ = ["dataset_knn_bags", "knn_search"]
+__all__ = ["dataset_knn_bags", "group_bags", "kmeans", "knn_search"]
 
 
 @torch.no_grad()
@@ -116,3 +119,66 @@ def dataset_knn_bags(
     own = torch.tensor(shard, dtype=torch.long, device=feats.device)
     _, idx = knn_search(feats, bank, k, own, query_chunk, bank_chunk)
     return gather_no_grad(idx)[:n].cpu()
+
+
+@torch.no_grad()
+def kmeans(
+    features: Tensor, num_clusters: int, iters: int = 30, seed: int = 0, chunk: int = 65536
+) -> Tensor:
+    """Spherical k-means of ``features`` ``[N, D]`` (L2-normalised, cosine assignment; the
+    release clusters faiss-style on normalised features): cluster index ``[N]`` per row.
+
+    Centres start at ``num_clusters`` distinct rows drawn with ``seed``; an emptied cluster is
+    re-seeded with the row farthest from its centre. Deterministic given ``seed``.
+    """
+    n = features.shape[0]
+    if not 1 <= num_clusters <= n:
+        raise ValueError(f"num_clusters must be in [1, {n}], got {num_clusters}")
+    x = F.normalize(features.float(), dim=1)
+    g = torch.Generator().manual_seed(seed)
+    centres = x[torch.randperm(n, generator=g)[:num_clusters].to(x.device)].clone()
+    assign = torch.full((n,), -1, dtype=torch.long, device=x.device)
+    for _ in range(iters):
+        sims, new = [], []
+        for block in x.split(chunk):
+            best, idx = (block @ centres.T).max(dim=1)
+            sims.append(best)
+            new.append(idx)
+        best, new = torch.cat(sims), torch.cat(new)
+        counts = torch.bincount(new, minlength=num_clusters)
+        for c in (counts == 0).nonzero().flatten().tolist():  # re-seed empty clusters
+            far = int(best.argmin())
+            new[far], best[far] = c, 1.0
+        if torch.equal(new, assign):
+            break
+        assign = new
+        centres = torch.zeros_like(centres).index_add_(0, assign, x)
+        centres = F.normalize(centres, dim=1)
+    return assign
+
+
+def group_bags(groups: Tensor, k: int, seed: int = 0) -> Tensor:
+    """Bags ``[N, k]`` of ``k`` members of each row's group (cluster or class), drawn
+    uniformly with replacement among the *other* members (seeded). A row alone in its group
+    gets itself. With BINGO's one-partner-per-epoch draw, a large ``k`` approaches a uniform
+    draw over the whole group, as the paper's cluster / label bags define it."""
+    groups = torch.as_tensor(groups).long().cpu()
+    if groups.dim() != 1 or k < 1:
+        raise ValueError(f"groups must be [N] and k >= 1, got {tuple(groups.shape)}, {k}")
+    g = torch.Generator().manual_seed(seed)
+    order = torch.argsort(groups, stable=True)
+    sorted_groups = groups[order]
+    _, counts = torch.unique_consecutive(sorted_groups, return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    gid = torch.repeat_interleave(torch.arange(len(counts)), counts)  # group id per sorted row
+    size, start = counts[gid], starts[gid]
+    pos = torch.arange(len(groups)) - start  # each sorted row's position in its group
+    # draw among the size - 1 others: an offset in [1, size - 1] from the row's own position
+    offset = (
+        1 + (torch.rand(len(groups), k, generator=g) * (size - 1).clamp(min=1).unsqueeze(1)).long()
+    )
+    offset = torch.where(size.unsqueeze(1) > 1, offset, torch.zeros_like(offset))
+    members = order[start.unsqueeze(1) + (pos.unsqueeze(1) + offset) % size.unsqueeze(1)]
+    bags = torch.empty_like(members)
+    bags[order] = members
+    return bags

@@ -1,6 +1,7 @@
 """Methods: one module each, composed from losses, heads and the engine."""
 
 from vislearn.methods import (  # noqa: F401  (register)
+    bingo,
     byol,
     csml,
     kscl,
