@@ -25,7 +25,13 @@ from vislearn.methods import build_method, get_method, list_methods
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 TINY_BACKBONE = {"backbone": "resnet_tiny", "backbone_kwargs": {"stem": "small_ds", "width": 8}}
-TINY_HEADS = {"proj_hidden_dim": 32, "pred_hidden_dim": 32, "queue_size": 64}
+TINY_HEADS = {
+    "proj_hidden_dim": 32,
+    "pred_hidden_dim": 32,
+    "queue_size": 64,
+    "decoder_code_dim": 16,  # SaGe
+    "decoder_stem_channels": 8,
+}
 
 
 def tiny_kwargs(name: str, **overrides) -> dict:
@@ -65,9 +71,12 @@ def fit(
 
 # ---- every method fits ----------------------------------------------------------------------
 @pytest.mark.parametrize("name", list_methods())
-def test_method_fits(name, tmp_path):
+def test_method_fits(name, tmp_path, request):
+    extra = {}
+    if "evaluator" in inspect.signature(get_method(name).__init__).parameters:  # SaGe
+        extra["evaluator"] = str(request.getfixturevalue("tiny_evaluator")["ckpt"])
     L.seed_everything(0, verbose=False)
-    model = build_method(name, **tiny_kwargs(name))
+    model = build_method(name, **tiny_kwargs(name, **extra))
     before = {k: v.clone() for k, v in model.backbone.named_parameters()}
     model, trainer = fit(name, tmp_path, model=model)
     metrics = trainer.callback_metrics

@@ -52,6 +52,8 @@ class SSLMethod(L.LightningModule):
     """
 
     default_augment: ClassVar[str] = "moco_v2"
+    # children (attribute names) a method optimises itself; the main optimiser skips them
+    own_optimizer_children: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -189,7 +191,8 @@ class SSLMethod(L.LightningModule):
     # ---- optimisation --------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
         h = self.hparams
-        trainable = [m for n, m in self.named_children() if n != "probe"]
+        skip = {"probe", *self.own_optimizer_children}
+        trainable = [m for n, m in self.named_children() if n not in skip]
         groups = param_groups(trainable, h.weight_decay)
         if self.probe is not None:
             groups += [

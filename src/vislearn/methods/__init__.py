@@ -6,6 +6,7 @@ from vislearn.methods import (  # noqa: F401  (register)
     csml,
     kscl,
     moco_v2,
+    sage,
     simclr,
     sscl,
     supervised,
