@@ -73,8 +73,10 @@ def fit(
 @pytest.mark.parametrize("name", list_methods())
 def test_method_fits(name, tmp_path, request):
     extra = {}
-    if "evaluator" in inspect.signature(get_method(name).__init__).parameters:  # SaGe
-        extra["evaluator"] = str(request.getfixturevalue("tiny_evaluator")["ckpt"])
+    params = inspect.signature(get_method(name).__init__).parameters
+    for key in ("evaluator", "teacher"):  # SaGe, BINGO: a frozen pretrained network
+        if key in params:
+            extra[key] = str(request.getfixturevalue("tiny_evaluator")["ckpt"])
     L.seed_everything(0, verbose=False)
     model = build_method(name, **tiny_kwargs(name, **extra))
     before = {k: v.clone() for k, v in model.backbone.named_parameters()}

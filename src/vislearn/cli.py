@@ -69,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     pre.add_argument(
         "--teacher", help="bingo: frozen pretrained teacher, a local .ckpt (model.teacher)"
     )
+    pre.add_argument(
+        "--evaluator",
+        help="sage: frozen label-free evaluator, a local .ckpt/.safetensors (model.evaluator)",
+    )
     pre.add_argument("--accelerator", help="cpu, gpu, ... (Lightning)")
     pre.add_argument("--devices", help="devices per node, e.g. 8 or auto (Lightning)")
     pre.add_argument("--num-nodes", type=int, help="number of nodes (Lightning)")
@@ -165,8 +169,9 @@ def _flags_to_updates(a: argparse.Namespace) -> dict:
         model["backbone"] = a.backbone
     if a.lr is not None:
         model["lr"] = a.lr
-    if a.teacher:
-        model["teacher"] = a.teacher
+    for key in ("teacher", "evaluator"):
+        if getattr(a, key):
+            model[key] = getattr(a, key)
     if a.data:
         data["dataset"] = a.data
     if a.data_dir:

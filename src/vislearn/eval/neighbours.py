@@ -128,15 +128,24 @@ def kmeans(
     """Spherical k-means of ``features`` ``[N, D]`` (L2-normalised, cosine assignment; the
     release clusters faiss-style on normalised features): cluster index ``[N]`` per row.
 
-    Centres start at ``num_clusters`` distinct rows drawn with ``seed``; an emptied cluster is
-    re-seeded with the row farthest from its centre. Deterministic given ``seed``.
+    Centres start by k-means++ seeding (seeded by ``seed``: each next centre drawn with
+    probability proportional to its squared distance ``2 - 2 cos`` to the nearest centre so
+    far); an emptied cluster is re-seeded with the row farthest from its centre.
+    Deterministic given ``seed``.
     """
     n = features.shape[0]
     if not 1 <= num_clusters <= n:
         raise ValueError(f"num_clusters must be in [1, {n}], got {num_clusters}")
     x = F.normalize(features.float(), dim=1)
     g = torch.Generator().manual_seed(seed)
-    centres = x[torch.randperm(n, generator=g)[:num_clusters].to(x.device)].clone()
+    chosen = [int(torch.randint(n, (1,), generator=g))]
+    nearest = x @ x[chosen[0]]
+    for _ in range(1, num_clusters):
+        weight = (2 - 2 * nearest).clamp(min=0).cpu().double()
+        pick = int(torch.multinomial(weight, 1, generator=g)) if weight.sum() > 0 else 0
+        chosen.append(pick)
+        nearest = torch.maximum(nearest, x @ x[pick])
+    centres = x[chosen].clone()
     assign = torch.full((n,), -1, dtype=torch.long, device=x.device)
     for _ in range(iters):
         sims, new = [], []
