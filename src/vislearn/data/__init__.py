@@ -1,4 +1,5 @@
-"""Data: Fashion-MNIST (full and embedded subset), image folders, labelled subsets."""
+"""Data: Fashion-MNIST (full and embedded subset), image folders, labelled subsets, video
+folders and files, synthetic moving-sprite videos, FAME."""
 
 from vislearn.data.datasets import (
     BUILTIN_DATASETS,
@@ -7,6 +8,7 @@ from vislearn.data.datasets import (
     ImageFolderDataset,
     get_dataset,
 )
+from vislearn.data.fame import FAME, fame, fame_mask
 from vislearn.data.fmnist import (
     FMNIST_CLASSES,
     find_fashion_mnist,
@@ -15,18 +17,49 @@ from vislearn.data.fmnist import (
     read_idx,
 )
 from vislearn.data.subsets import balanced_subset, split_labelled_unlabelled
+from vislearn.data.synthetic import (
+    MotionClipDataset,
+    MotionVideos,
+    load_backgrounds,
+    motion_splits,
+    moving_sprite_videos,
+    write_video_folders,
+)
+from vislearn.data.video import (
+    ClipAugment,
+    VideoFolderDataset,
+    clip_indices,
+    read_clip,
+    read_video,
+    write_video,
+)
 
 __all__ = [
     "BUILTIN_DATASETS",
+    "FAME",
     "FMNIST_CLASSES",
     "IMAGE_EXTENSIONS",
     "ArrayImageDataset",
+    "ClipAugment",
     "ImageFolderDataset",
+    "MotionClipDataset",
+    "MotionVideos",
+    "VideoFolderDataset",
     "balanced_subset",
+    "clip_indices",
+    "fame",
+    "fame_mask",
     "find_fashion_mnist",
     "get_dataset",
     "load_embedded_fmnist",
+    "load_backgrounds",
     "load_fashion_mnist",
+    "motion_splits",
+    "moving_sprite_videos",
+    "read_clip",
     "read_idx",
+    "read_video",
     "split_labelled_unlabelled",
+    "write_video",
+    "write_video_folders",
 ]

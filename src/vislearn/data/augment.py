@@ -98,10 +98,15 @@ def _rotate_hue(x: Tensor, turns: Tensor) -> Tensor:
     return (c @ torch.linalg.inv(yiq).T).permute(0, 3, 1, 2)
 
 
-def _blur(x: Tensor, sigma: Tensor) -> Tensor:
-    """Per-sample Gaussian blur; kernel size ~10% of the image side (odd), as in SimCLR."""
+def _blur(x: Tensor, sigma: Tensor, kernel_size: int | None = None) -> Tensor:
+    """Per-sample Gaussian blur (separable, reflect padding).
+
+    ``kernel_size`` defaults to ~10% of the image side (odd, at least 3), as in SimCLR.
+    """
     b, c, h, w = x.shape
-    k = max(3, int(0.1 * min(h, w)) // 2 * 2 + 1)
+    k = max(3, int(0.1 * min(h, w)) // 2 * 2 + 1) if kernel_size is None else int(kernel_size)
+    if k < 1 or k % 2 == 0:
+        raise ValueError(f"kernel_size must be a positive odd integer, got {k}")
     r = torch.arange(k, device=x.device, dtype=x.dtype) - k // 2
     ker = torch.exp(-(r[None] ** 2) / (2 * sigma.to(x).view(-1, 1) ** 2))
     ker = (ker / ker.sum(1, keepdim=True)).repeat_interleave(c, 0)  # B*C, k
@@ -109,6 +114,64 @@ def _blur(x: Tensor, sigma: Tensor) -> Tensor:
     y = F.conv2d(y, ker.view(b * c, 1, k, 1), groups=b * c)
     y = F.conv2d(y, ker.view(b * c, 1, 1, k), groups=b * c)
     return y.view(b, c, h, w)
+
+
+def crop_flip_theta(
+    n: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    hflip_p: float,
+    g: torch.Generator,
+) -> Tensor:
+    """Affine matrices ``[n, 2, 3]`` (for ``affine_grid``) of random resized crops + flips.
+
+    Area fraction ~ U(scale), log aspect ratio ~ U(log ratio), centre uniform among the crops
+    that fit (sides clamped to the image), horizontal flip with probability ``hflip_p``.
+    """
+    area = _uniform(n, *scale, g)
+    logr = _uniform(n, math.log(ratio[0]), math.log(ratio[1]), g)
+    w = torch.sqrt(area * logr.exp()).clamp(max=1.0)
+    h = torch.sqrt(area / logr.exp()).clamp(max=1.0)
+    cx = (torch.rand(n, generator=g) * (1 - w) + w / 2) * 2 - 1
+    cy = (torch.rand(n, generator=g) * (1 - h) + h / 2) * 2 - 1
+    flip = torch.where(_bernoulli(n, hflip_p, g), -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2] = w * flip, cx
+    theta[:, 1, 1], theta[:, 1, 2] = h, cy
+    return theta
+
+
+def color_jitter(
+    x: Tensor, strength: tuple[float, float, float, float], p: float, g: torch.Generator
+) -> Tensor:
+    """Random colour jitter of a float batch ``[B, C, H, W]`` in [0, 1], applied with prob. ``p``.
+
+    Brightness, contrast (around the image's mean gray), saturation and hue rotation, in that
+    fixed order, one draw per sample; saturation and hue only for 3 channels. A clip can be
+    passed as ``[B, C, T*H, W]`` to get the same parameters for all of its frames.
+    """
+    n = x.shape[0]
+    bri, con, sat, hue = strength
+    if not (p > 0 and any(strength)):
+        return x
+    on = _bernoulli(n, p, g).to(x.device).view(-1, 1, 1, 1)
+    y = x * _uniform(n, 1 - bri, 1 + bri, g).to(x).view(-1, 1, 1, 1)
+    m = _gray(y).mean((1, 2, 3), keepdim=True)
+    y = (y - m) * _uniform(n, 1 - con, 1 + con, g).to(x).view(-1, 1, 1, 1) + m
+    y = y.clamp(0, 1)
+    if x.shape[1] == 3:
+        s = _uniform(n, 1 - sat, 1 + sat, g).to(x).view(-1, 1, 1, 1)
+        y = ((y - _gray(y)) * s + _gray(y)).clamp(0, 1)
+        y = _rotate_hue(y, _uniform(n, -hue, hue, g)).clamp(0, 1)
+    return torch.where(on, y, x)
+
+
+def random_grayscale(x: Tensor, p: float, g: torch.Generator) -> Tensor:
+    """Turn each sample of ``[B, C, H, W]`` to gray with probability ``p`` (3 channels only)."""
+    if not (p > 0 and x.shape[1] == 3):
+        return x
+    on = _bernoulli(x.shape[0], p, g).to(x.device).view(-1, 1, 1, 1)
+    return torch.where(on, _gray(x), x)
 
 
 class ViewAugment(nn.Module):
@@ -122,16 +185,7 @@ class ViewAugment(nn.Module):
 
     def crop_flip(self, x: Tensor, g: torch.Generator) -> Tensor:
         cfg, n = self.cfg, x.shape[0]
-        area = _uniform(n, *cfg.crop_scale, g)
-        logr = _uniform(n, math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1]), g)
-        w = torch.sqrt(area * logr.exp()).clamp(max=1.0)
-        h = torch.sqrt(area / logr.exp()).clamp(max=1.0)
-        cx = (torch.rand(n, generator=g) * (1 - w) + w / 2) * 2 - 1
-        cy = (torch.rand(n, generator=g) * (1 - h) + h / 2) * 2 - 1
-        flip = torch.where(_bernoulli(n, cfg.hflip_p, g), -1.0, 1.0)
-        theta = torch.zeros(n, 2, 3)
-        theta[:, 0, 0], theta[:, 0, 2] = w * flip, cx
-        theta[:, 1, 1], theta[:, 1, 2] = h, cy
+        theta = crop_flip_theta(n, cfg.crop_scale, cfg.crop_ratio, cfg.hflip_p, g)
         grid = F.affine_grid(
             theta.to(x), [n, x.shape[1], self.size, self.size], align_corners=False
         )
@@ -142,22 +196,8 @@ class ViewAugment(nn.Module):
     def forward(self, images: Tensor, g: torch.Generator) -> Tensor:
         cfg, n = self.cfg, images.shape[0]
         x = self.crop_flip(images.float() / 255.0, g)
-        bri, con, sat, hue = cfg.jitter
-        if cfg.jitter_p > 0 and any(cfg.jitter):
-            on = _bernoulli(n, cfg.jitter_p, g).to(x.device).view(-1, 1, 1, 1)
-            y = x * _uniform(n, 1 - bri, 1 + bri, g).to(x).view(-1, 1, 1, 1)
-            m = _gray(y).mean((1, 2, 3), keepdim=True)
-            y = (y - m) * _uniform(n, 1 - con, 1 + con, g).to(x).view(-1, 1, 1, 1) + m
-            y = y.clamp(0, 1)
-            if x.shape[1] == 3:
-                s = _uniform(n, 1 - sat, 1 + sat, g).to(x).view(-1, 1, 1, 1)
-                y = ((y - _gray(y)) * s + _gray(y)).clamp(0, 1)
-                y = _rotate_hue(y, _uniform(n, -hue, hue, g)).clamp(0, 1)
-            x = torch.where(on, y, x)
-        if cfg.gray_p > 0 and x.shape[1] == 3:
-            x = torch.where(
-                _bernoulli(n, cfg.gray_p, g).to(x.device).view(-1, 1, 1, 1), _gray(x), x
-            )
+        x = color_jitter(x, cfg.jitter, cfg.jitter_p, g)
+        x = random_grayscale(x, cfg.gray_p, g)
         if self.use_blur:
             on = _bernoulli(n, cfg.blur_p, g).to(x.device).view(-1, 1, 1, 1)
             x = torch.where(on, _blur(x, _uniform(n, *cfg.blur_sigma, g)), x)
