@@ -164,6 +164,7 @@ def main() -> None:
     p.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache" / "fmnist_bingo_sage"))
     p.add_argument("--out", default=str(ROOT / "docs" / "results" / "fmnist_bingo_sage.json"))
     p.add_argument("--report-only", action="store_true", help="write results from the cache")
+    p.add_argument("--only", nargs="+", help="run only these recipes (e.g. bingo sage)")
     a = p.parse_args()
     cache = Path(a.cache)
     cache.mkdir(parents=True, exist_ok=True)
@@ -189,6 +190,8 @@ def main() -> None:
         jobs.append(
             {"method": recipe, "key": f"{recipe}_s{a.seed}", "needs": needs, "field": field}
         )
+    if a.only:
+        jobs = [j for j in jobs if j["method"] in a.only]
     for j in jobs:
         j.update(seed=a.seed, threads=1 if a.jobs > 1 else 2, cache=str(cache))
     runs = [] if a.report_only else run_graph(jobs, cache, a.jobs, ready)

@@ -281,7 +281,7 @@ def test_image_folder_corrupt_files(tmp_path: Path) -> None:
     assert len(ds) == 3 and [Path(p).name for p in ds.skipped] == ["broken.jpg"]
     # a file that breaks after the scan is replaced by another sample, with one warning
     (tmp_path / "ok0.png").write_bytes(b"gone bad")
-    with pytest.warns(UserWarning, match="cannot read image"):
+    with pytest.warns(UserWarning, match="cannot read .*ok0.png"):
         image, label = ds[0]
     assert image.shape == (3, 8, 8) and label == -1 and ds.failed == 1
     assert len([ds[i] for i in range(len(ds))]) == 3

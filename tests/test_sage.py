@@ -13,9 +13,9 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback
 from PIL import Image
 
+from test_methods import CrashAtEpoch, _Crash
 from vislearn.config import load_config
 from vislearn.data.augment import GRAY_MEAN, GRAY_STD, RGB_MEAN, RGB_STD
 from vislearn.data.datamodule import ImageDataModule
@@ -275,19 +275,6 @@ def test_decoder_sgd_and_schedule(tiny_evaluator, tmp_path):
 
 
 # ---- resume -------------------------------------------------------------------------------------
-class _Crash(Exception):
-    pass
-
-
-class CrashAtEpoch(Callback):
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if trainer.current_epoch == self.epoch:
-            raise _Crash
-
-
 def test_resume_after_interruption_equals_uninterrupted(tiny_evaluator, tmp_path):
     """``train`` BN mode: the evaluator's drifted statistics must come back from the checkpoint
     too. A: 2 epochs straight; B: killed after epoch 1, resumed by a new Trainer."""

@@ -182,6 +182,39 @@ def load_image(path: str | os.PathLike, image_size: int, channels: int) -> torch
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
+def serve_readable(ds: Any, index: int) -> tuple[Any, int]:
+    """``ds[index]`` for a file-backed data set whose files may still fail to decode late:
+    ``ds._load(i)`` is tried from ``index`` on and the first readable sample is served
+    (``ds.transform`` applied) with its label ``ds.samples[i][1]``. A failing file is warned
+    about once, counted in ``ds.failed`` and remembered in ``ds._bad``, so an epoch never
+    crashes on one bad file; only when no sample is readable is it an error."""
+    n = len(ds.samples)
+    index = int(index)
+    if not -n <= index < n:
+        raise IndexError(f"index {index} out of range for {n} samples")
+    index %= n
+    for attempt in range(n):
+        i = (index + attempt) % n
+        if i in ds._bad:
+            continue
+        try:
+            item = ds._load(i)
+        except Exception as exc:  # noqa: BLE001 - a file that passed the checks but cannot be decoded
+            ds._bad.add(i)
+            ds.failed += 1
+            if ds.failed == 1:
+                warnings.warn(
+                    f"cannot read {ds.samples[i][0]} ({type(exc).__name__}: {exc}); using another "
+                    "sample instead (further failures are counted in .failed, not reported)",
+                    stacklevel=3,
+                )
+            continue
+        if ds.transform is not None:
+            item = ds.transform(item)
+        return item, ds.samples[i][1]
+    raise VislearnError(f"no readable sample left in {ds.root}")
+
+
 class ImageFolderDataset(Dataset):
     """Images in a folder, labelled by class sub-folder or unlabelled.
 
@@ -301,33 +334,12 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def _load(self, i: int) -> torch.Tensor:
+        path, _ = self.samples[i]
+        return load_image(path, self.image_size, self.channels)
+
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        n = len(self.samples)
-        index = int(index)
-        if not -n <= index < n:
-            raise IndexError(f"index {index} out of range for {n} samples")
-        index %= n
-        for attempt in range(n):
-            i = (index + attempt) % n
-            if i in self._bad:
-                continue
-            path, label = self.samples[i]
-            try:
-                image = load_image(path, self.image_size, self.channels)
-            except Exception as exc:  # a file that passed verify() but cannot be decoded
-                self._bad.add(i)
-                self.failed += 1
-                if self.failed == 1:
-                    warnings.warn(
-                        f"cannot read image {path} ({type(exc).__name__}: {exc}); using another "
-                        "sample instead (further failures are counted in .failed, not reported)",
-                        stacklevel=2,
-                    )
-                continue
-            if self.transform is not None:
-                image = self.transform(image)
-            return image, label
-        raise VislearnError(f"no readable image left in {self.root}")
+        return serve_readable(self, index)
 
 
 def _resize_array(images: np.ndarray, image_size: int) -> np.ndarray:

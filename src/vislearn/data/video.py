@@ -54,7 +54,7 @@ from vislearn.data.augment import (
     crop_flip_theta,
     random_grayscale,
 )
-from vislearn.data.datasets import IMAGE_EXTENSIONS, _to_mode
+from vislearn.data.datasets import IMAGE_EXTENSIONS, _to_mode, serve_readable
 from vislearn.errors import VislearnError
 
 __all__ = [
@@ -534,31 +534,7 @@ class VideoFolderDataset(Dataset):
         return clips if self.num_clips > 1 else clips[0]
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        n = len(self.samples)
-        index = int(index)
-        if not -n <= index < n:
-            raise IndexError(f"index {index} out of range for {n} videos")
-        index %= n
-        for attempt in range(n):
-            i = (index + attempt) % n
-            if i in self._bad:
-                continue
-            try:
-                clip = self._load(i)
-            except VislearnError as exc:
-                self._bad.add(i)
-                self.failed += 1
-                if self.failed == 1:
-                    warnings.warn(
-                        f"{exc}; using another video instead (further failures are counted "
-                        "in .failed, not reported)",
-                        stacklevel=2,
-                    )
-                continue
-            if self.transform is not None:
-                clip = self.transform(clip)
-            return clip, self.samples[i][1]
-        raise VislearnError(f"no readable video left in {self.root}")
+        return serve_readable(self, index)
 
 
 # ----------------------------------------------------------------------------- augmentation
