@@ -26,6 +26,22 @@ COLUMNS = {
         ("images/s", "images_per_s", None),
         ("step cost vs MoCo v2", "step_cost_vs_moco_v2", None),
     ],
+    "fmnist_semi": [
+        ("test top-1 %", "top1", "top1_per_seed"),
+        ("EMA teacher top-1 %", "ema_top1", None),
+        ("final mask rate", "last_mask_rate", None),
+        ("few-shot prototype %", "prototype_top1", None),
+        ("± 95 %", "prototype_ci95", None),
+        ("few-shot logistic %", "logistic_top1", None),
+        ("± 95 % ", "logistic_ci95", None),
+    ],
+    "fmnist_bingo_sage": [
+        ("kNN top-1 %", "knn_top1", "knn_top1_per_seed"),
+        ("linear top-1 %", "linear_top1", "linear_top1_per_seed"),
+        ("epochs", "epochs", None),
+        ("bag purity", "bag_purity", None),
+        ("images/s (2 runs sharing 2 cores)", "images_per_s", None),
+    ],
     "dit_cache": [
         ("speed-up (wall)", "speedup_wall", None),
         ("FLOPs ratio", "flops_ratio", None),
@@ -41,7 +57,10 @@ def _cell(row: dict, key: str, per_seed: str | None) -> str:
     if key not in row:
         return "–"
     value = row[key]
-    text = f"{value:.2f}" if isinstance(value, float) and value < 10 else f"{value:.1f}"
+    if isinstance(value, int):
+        text = str(value)
+    else:
+        text = f"{value:.2f}" if value < 10 else f"{value:.1f}"
     if per_seed and len(row.get(per_seed, [])) > 1:
         text += " (" + " / ".join(f"{v:.1f}" for v in row[per_seed]) + ")"
     return text
