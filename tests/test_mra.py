@@ -506,3 +506,16 @@ def test_cli_mra_grid(capsys, tmp_path, trained_mae):
     args = ["mra-grid", "--mae", str(mae_dir / "checkpoints" / "last.ckpt"), "--out", str(out)]
     assert main([*args, "--n", "4", "--score", "attention"]) == 0
     assert Image.open(out).size == (4 * 29 + 1, 4 * 29 + 1)
+
+
+def test_mae_method_bad_layouts():
+    from vislearn.methods import build_method
+
+    with pytest.raises(VislearnError, match="ViT"):
+        build_method("mae", backbone="resnet_tiny")
+    with pytest.raises(VislearnError, match="img_size=32"):
+        build_method("mae", image_size=32)
+    with pytest.raises(VislearnError, match="mask ratio"):
+        build_method("mae", mask_ratio=1.0)
+    model = build_method("mae", image_size=32, backbone_kwargs={"img_size": 32}, **TINY_DECODER)
+    assert model.num_patches == 64

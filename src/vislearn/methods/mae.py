@@ -38,10 +38,12 @@ class MAE(SSLMethod):
     target is the normalised input pixels (``norm_pix_loss=False``, the default: needed for
     MRA) or each patch standardised (``norm_pix_loss=True``, the paper's choice for features).
 
-    Layouts: 28-32 px, ``vit_mini`` (patch 4, width 128, 4 blocks) with a 128-wide, 2-block
-    decoder (the defaults); 224 px, ``backbone: vit_base`` (patch 16) with the paper's
-    ``decoder_dim: 512, decoder_depth: 8, decoder_heads: 16``. Paper optimiser: AdamW, betas
-    (0.9, 0.95), weight decay 0.05, lr 1.5e-4 x batch / 256, 40 warm-up epochs, cosine.
+    Layouts: 28-32 px, ``vit_mini`` (patch 4, width 128, 4 blocks; 32 px:
+    ``backbone_kwargs: {img_size: 32}``) with a 64-wide, 2-block, 4-head decoder (the defaults:
+    "lightweight" as in the paper, about 1/8 of an encoder block's cost per token; MRA pays for
+    the decoder at every augmented image); 224 px, ``backbone: vit_base`` (patch 16) with the
+    paper's ``decoder_dim: 512, decoder_depth: 8, decoder_heads: 16``. Paper optimiser: AdamW,
+    betas (0.9, 0.95), weight decay 0.05, lr 1.5e-4 x batch / 256, 40 warm-up epochs, cosine.
 
     The encoder is ``self.backbone`` (exported as ``backbone.safetensors`` and evaluated like any
     backbone). Its pooled feature is the backbone's ``pool``: the final class token by default
@@ -64,7 +66,7 @@ class MAE(SSLMethod):
         self,
         backbone: str = "vit_mini",
         mask_ratio: float = 0.75,
-        decoder_dim: int = 128,
+        decoder_dim: int = 64,
         decoder_depth: int = 2,
         decoder_heads: int = 4,
         norm_pix_loss: bool = False,
@@ -90,6 +92,13 @@ class MAE(SSLMethod):
                 f"mae needs a ViT backbone (vit_mini, vit_base, ...), got {backbone!r}"
             )
         enc = self.backbone
+        size = enc.grid * enc.patch_size
+        if size != self.hparams.image_size:
+            raise VislearnError(
+                f"mae: the {backbone} encoder is built for {size} px images but the data is "
+                f"{self.hparams.image_size} px; set model.backbone_kwargs.img_size="
+                f"{self.hparams.image_size}"
+            )
         self.decoder = MAEDecoder(
             enc.grid,
             enc.num_features,
@@ -111,10 +120,9 @@ class MAE(SSLMethod):
         """Random masking, encoder on the visible patches, decoder on all positions.
 
         Returns ``(latent [B, 1 + k, D], pred [B, L, p*p*C], mask [B, L])``."""
-        if x.shape[-1] != self.backbone.grid * self.backbone.patch_size:
-            raise VislearnError(
-                f"mae was built for {self.hparams.image_size} px images, got {x.shape[-1]} px"
-            )
+        size = self.backbone.grid * self.backbone.patch_size
+        if tuple(x.shape[-2:]) != (size, size):
+            raise VislearnError(f"mae was built for {size} px images, got {tuple(x.shape[-2:])}")
         keep = random_keep(
             x.shape[0], self.num_patches, self.hparams.mask_ratio, generator, x.device
         )

@@ -124,7 +124,7 @@ class MAEDecoder(nn.Module):
         grid: patches per side (the encoder's ``img_size // patch_size``).
         encoder_dim: encoder width; ``patch_size``, ``in_chans``: of the predicted pixels.
         dim, depth, num_heads: decoder width, blocks and heads (paper: 512, 8, 16 for ViT-B/16;
-            vislearn's 28 px recipe: 128, 2, 4).
+            vislearn's 28 px recipe: 64, 2, 4).
     """
 
     def __init__(
@@ -133,7 +133,7 @@ class MAEDecoder(nn.Module):
         encoder_dim: int,
         patch_size: int,
         in_chans: int,
-        dim: int = 128,
+        dim: int = 64,
         depth: int = 2,
         num_heads: int = 4,
         mlp_ratio: float = 4.0,
@@ -240,7 +240,7 @@ class MaskedAutoencoder(nn.Module):
 
 def _decoder_spec(hp: dict) -> dict:
     return {
-        "dim": int(hp.get("decoder_dim", 128)),
+        "dim": int(hp.get("decoder_dim", 64)),
         "depth": int(hp.get("decoder_depth", 2)),
         "num_heads": int(hp.get("decoder_heads", 4)),
     }
