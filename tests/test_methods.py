@@ -25,7 +25,11 @@ from vislearn.methods import build_method, get_method, list_methods
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 TINY_BACKBONE = {"backbone": "resnet_tiny", "backbone_kwargs": {"stem": "small_ds", "width": 8}}
+BACKBONE_OF = {"mae": {"backbone": "vit_mini", "backbone_kwargs": {}}}  # needs a ViT
 TINY_HEADS = {
+    "decoder_dim": 32,  # MAE
+    "decoder_depth": 1,
+    "decoder_heads": 2,
     "proj_hidden_dim": 32,
     "pred_hidden_dim": 32,
     "queue_size": 64,
@@ -37,7 +41,8 @@ TINY_HEADS = {
 def tiny_kwargs(name: str, **overrides) -> dict:
     """Small settings for ``name``: the tiny backbone plus whichever head sizes it accepts."""
     accepted = set(inspect.signature(get_method(name).__init__).parameters)
-    kwargs = {**TINY_BACKBONE, **{k: v for k, v in TINY_HEADS.items() if k in accepted}}
+    backbone = BACKBONE_OF.get(name, TINY_BACKBONE)
+    kwargs = {**backbone, **{k: v for k, v in TINY_HEADS.items() if k in accepted}}
     return {**kwargs, **overrides}
 
 
@@ -90,7 +95,7 @@ def test_method_fits(name, tmp_path, request):
     assert last.is_file()
     ckpt = torch.load(last, weights_only=False)
     assert ckpt["global_step"] == 2 and "augment_rng" in ckpt
-    assert ckpt["hyper_parameters"]["backbone"] == "resnet_tiny"
+    assert ckpt["hyper_parameters"]["backbone"] == tiny_kwargs(name)["backbone"]
     csv = (tmp_path / "csv" / "metrics.csv").read_text()
     assert "val/knn_top1" in csv.splitlines()[0]
     unchanged = [k for k, p in model.backbone.named_parameters() if torch.equal(p, before[k])]

@@ -85,6 +85,68 @@ def pretrain(cfg: dict, resume: bool = True) -> tuple[SSLMethod, Path, dict[str,
     return model, out, stats
 
 
+def evaluate_classifier(
+    model: SSLMethod,
+    dataset: str = "fmnist-mini",
+    data_dir: str | None = None,
+    occlusion_size: int | None = None,
+    occlusion_seed: int = 0,
+    occlusion_fill: int = 0,
+    occlusion_count: int = 1,
+    device: str | None = None,
+) -> dict[str, float]:
+    """Top-1 (%) of a method's ``backbone`` + linear ``classifier`` head on ``dataset``'s test
+    split (``top1``) and, with ``occlusion_size``, on the same images with seeded square
+    occluders (``occluded_top1``; :class:`~vislearn.data.occlusion.OccludedDataset`)."""
+    from vislearn.data.occlusion import OccludedDataset
+
+    classifier = getattr(model, "classifier", None)
+    if not isinstance(classifier, nn.Module):
+        raise VislearnError(f"{type(model).__name__} has no classifier head to evaluate")
+    head = nn.Sequential(model.backbone, classifier)
+    chans = _in_chans(model.backbone)
+    size = int(model.hparams.get("image_size") or 0) or None
+    test = get_dataset(dataset, "test", data_dir, image_size=size, channels=chans)
+    device = device or _default_device()
+    res = {"top1": _top1(head, test, device)}
+    if occlusion_size:
+        occluded = OccludedDataset(
+            test, occlusion_size, occlusion_seed, occlusion_fill, occlusion_count
+        )
+        res["occluded_top1"] = _top1(head, occluded, device)
+    return res
+
+
+def _top1(head: nn.Module, dataset, device: str) -> float:
+    logits, labels = extract_features(head, dataset, device=device)
+    return 100 * (logits.argmax(1) == labels).float().mean().item()
+
+
+def train_classifier(
+    cfg: dict, occlusion: dict | None = None, resume: bool = True
+) -> tuple[SSLMethod, Path, dict[str, Any]]:
+    """Train the supervised recipe ``cfg`` (:func:`pretrain`), then report the classifier
+    head's clean top-1 and, with ``occlusion`` (``size``, ``seed``, ``fill``, ``count``), its
+    occluded top-1 on the test split; writes ``results.json`` in the run directory."""
+    from vislearn.utils import write_json
+
+    model, out, stats = pretrain(cfg, resume=resume)
+    res: dict[str, Any] = dict(stats)
+    if model.global_rank == 0:
+        occ = occlusion or {}
+        res |= evaluate_classifier(
+            model,
+            cfg["data"]["dataset"],
+            cfg["data"]["data_dir"],
+            occlusion_size=occ.get("size"),
+            occlusion_seed=occ.get("seed", 0),
+            occlusion_fill=occ.get("fill", 0),
+            occlusion_count=occ.get("count", 1),
+        )
+        write_json(out / "results.json", {"settings": cfg, "occlusion": occ, **res})
+    return model, out, res
+
+
 def export_backbone(model: SSLMethod, path: str | os.PathLike) -> None:
     """Write a method's online backbone as safetensors, with what is needed to rebuild it."""
     h = model.hparams

@@ -37,3 +37,12 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as pretty JSON, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def save_png(image: Any, path: str | os.PathLike) -> None:
+    """Write a float image ``[C, H, W]`` in [0, 1] (e.g. a ``make_grid`` result) as PNG,
+    atomically."""
+    from torchvision.utils import save_image
+
+    with atomic_path(path) as tmp:
+        save_image(image, tmp, format="png")

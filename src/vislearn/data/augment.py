@@ -67,7 +67,10 @@ PRESETS: dict[str, AugmentConfig] = {
     # FixMatch-style (weak, strong) pair; the strong view is MoCo v2's (crop 0.2-1, flip, colour
     # jitter p=0.8, grayscale p=0.2, blur p=0.5) instead of RandAugment + Cutout
     "semi": AugmentConfig((_WEAK, ViewConfig())),
+    # MAE pretraining (He et al.): random resized crop (scale 0.2-1) + flip, nothing else
+    "mae": AugmentConfig((ViewConfig(jitter_p=0.0, gray_p=0.0, blur_p=0.0),)),
 }
+OP_STAGES = ("uint8", "normalized")
 
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> Tensor:
@@ -208,7 +211,12 @@ class ViewAugment(nn.Module):
 
 
 class MultiViewAugment(nn.Module):
-    """A list of :class:`ViewAugment`; ``forward(images)`` returns one tensor per view."""
+    """A list of :class:`ViewAugment`; ``forward(images)`` returns one tensor per view.
+
+    Extra batch operations can be attached to a view with :meth:`add_op` (RandAugment on the
+    ``uint8`` images before the view's crop, MRA on the finished normalised view, ...); they
+    draw their randomness from the same checkpointed :attr:`generator`.
+    """
 
     def __init__(self, cfg: AugmentConfig | str, size: int, channels: int, seed: int = 0) -> None:
         super().__init__()
@@ -218,9 +226,29 @@ class MultiViewAugment(nn.Module):
             cfg = PRESETS[cfg]
         self.views = nn.ModuleList(ViewAugment(v, size, channels) for v in cfg.views)
         self.generator = torch.Generator().manual_seed(seed)
+        self.ops = nn.ModuleDict()
+
+    def add_op(self, view: int, op: nn.Module, stage: str = "normalized") -> None:
+        """Run ``op(x, generator) -> x`` on view ``view``: at ``stage="uint8"`` on the ``uint8``
+        batch before the view's crop (shape and dtype kept), at ``"normalized"`` on the view's
+        normalised float output. One op per (view, stage)."""
+        if stage not in OP_STAGES:
+            raise VislearnError(f"augmentation stage must be one of {OP_STAGES}, got {stage!r}")
+        if not 0 <= view < len(self.views):
+            raise VislearnError(f"view {view} out of range: this preset has {len(self.views)}")
+        self.ops[f"{stage}_{view}"] = op
 
     def forward(self, images: Tensor) -> list[Tensor]:
-        return [view(images, self.generator) for view in self.views]
+        out = []
+        for i, view in enumerate(self.views):
+            x = images
+            if f"uint8_{i}" in self.ops:
+                x = self.ops[f"uint8_{i}"](x, self.generator)
+            x = view(x, self.generator)
+            if f"normalized_{i}" in self.ops:
+                x = self.ops[f"normalized_{i}"](x, self.generator)
+            out.append(x)
+        return out
 
 
 class Normalize(nn.Module):
@@ -236,3 +264,58 @@ class Normalize(nn.Module):
         if images.dtype == torch.uint8:
             images = images.float() / 255.0
         return (images - self.mean) / self.std
+
+
+class BatchRandAugment(nn.Module):
+    """RandAugment (Cubuk et al., 2020) on a ``uint8`` batch ``[B, C, H, W]``, per image.
+
+    torchvision's ``transforms.v2.RandAugment`` (its operations, magnitudes and fill; default
+    ``num_ops=2``, ``magnitude=9`` of 31 bins) draws one operation sequence per call, i.e. per
+    batch. Here every image draws its own ``num_ops`` operations and signs from ``generator``;
+    images that drew the same (operation, sign) are transformed together by torchvision's own
+    operation code (fixed magnitude, so the result equals the per-image transform; the
+    statistics of contrast, autocontrast and equalize are per image).
+    """
+
+    def __init__(
+        self, num_ops: int = 2, magnitude: int = 9, num_magnitude_bins: int = 31, fill: int = 0
+    ) -> None:
+        super().__init__()
+        from torchvision.transforms import v2
+
+        if num_ops < 0 or not 0 <= magnitude < num_magnitude_bins:
+            raise VislearnError(
+                f"RandAugment needs num_ops >= 0 and 0 <= magnitude < {num_magnitude_bins}, got "
+                f"{num_ops}, {magnitude}"
+            )
+        self.ra = v2.RandAugment(num_ops, magnitude, num_magnitude_bins, fill=fill)
+        self.names = list(self.ra._AUGMENTATION_SPACE)
+
+    def magnitude(self, name: str, height: int, width: int) -> tuple[float, bool]:
+        """The unsigned magnitude of operation ``name`` and whether it takes a random sign."""
+        fn, signed = self.ra._AUGMENTATION_SPACE[name]
+        values = fn(self.ra.num_magnitude_bins, height, width)
+        return (0.0 if values is None else float(values[self.ra.magnitude])), signed
+
+    def apply(self, x: Tensor, name: str, magnitude: float) -> Tensor:
+        """torchvision's operation ``name`` at ``magnitude`` on a ``uint8`` batch."""
+        ra = self.ra
+        return ra._apply_image_or_video_transform(x, name, magnitude, ra.interpolation, ra._fill)
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        if x.dtype != torch.uint8:
+            raise VislearnError(f"RandAugment runs on uint8 images, got {x.dtype}")
+        b, (h, w) = x.shape[0], x.shape[-2:]
+        out = x.clone()
+        for _ in range(self.ra.num_ops):
+            ops = torch.randint(len(self.names), (b,), generator=generator)
+            negative = torch.rand(b, generator=generator) <= 0.5
+            for op in ops.unique().tolist():
+                name = self.names[op]
+                mag, signed = self.magnitude(name, h, w)
+                for neg in (False, True) if signed else (None,):
+                    sel = ops == op if neg is None else (ops == op) & (negative == neg)
+                    idx = sel.nonzero().flatten().to(x.device)
+                    if len(idx):
+                        out[idx] = self.apply(out[idx], name, -mag if neg else mag)
+        return out

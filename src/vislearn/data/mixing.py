@@ -1,6 +1,8 @@
-"""Batch mixing on the training device: CutMix (Yun et al., 2019) with one box per batch.
+"""Batch mixing on the training device: CutMix (Yun et al., 2019) with one box per batch, and
+Mixup (Zhang et al., 2018).
 
-Used by CsMl ("seeding" an anchor view with a patch of a neighbour's view) and BINGO. All
+CutMix is used by CsMl ("seeding" an anchor view with a patch of a neighbour's view), BINGO
+and the supervised recipe's ``batch_augment="cutmix"``; Mixup by ``batch_augment="mixup"``. All
 randomness comes from an explicit ``torch.Generator`` (the method's checkpointed augmentation
 stream), so a run and its resumption draw the same boxes.
 """
@@ -13,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["beta_sample", "cutmix", "cutmix_box"]
+__all__ = ["beta_sample", "cutmix", "cutmix_box", "mixup"]
 
 
 def beta_sample(alpha: float, beta: float, generator: torch.Generator) -> float:
@@ -77,3 +79,25 @@ def cutmix(
     mixed = anchor.clone()
     mixed[..., y0:y1, x0:x1] = other[..., y0:y1, x0:x1]
     return mixed, 1.0 - (y1 - y0) * (x1 - x0) / float(h * w)
+
+
+def mixup(
+    anchor: Tensor, other: Tensor, alpha: float, generator: torch.Generator
+) -> tuple[Tensor, float]:
+    """``lam * anchor + (1 - lam) * other`` with one ``lam ~ Beta(alpha, alpha)`` per batch.
+
+    Args:
+        anchor, other: float batches of equal shape.
+        alpha: Beta shape parameter (Mixup: 0.2-0.4 on ImageNet, 1 on CIFAR).
+        generator: source of randomness.
+
+    Returns:
+        ``(mixed, lam)``; the inputs are not modified.
+    """
+    if anchor.shape != other.shape:
+        raise ValueError(
+            f"mixup needs batches of equal shape, got {tuple(anchor.shape)} and "
+            f"{tuple(other.shape)}"
+        )
+    lam = beta_sample(alpha, alpha, generator)
+    return anchor * lam + other * (1.0 - lam), lam

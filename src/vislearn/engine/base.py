@@ -36,7 +36,8 @@ class SSLMethod(L.LightningModule):
         num_classes: classes of the online probe / kNN; 0 disables online evaluation.
         augment: augmentation preset name (default: the method's own recipe).
         optimizer: ``sgd`` | ``lars`` | ``adamw``; ``lr`` is the peak learning rate for the
-            whole (global) batch -- no hidden scaling rule is applied.
+            whole (global) batch -- no hidden scaling rule is applied. ``adam_betas``: AdamW's
+            betas.
         warmup_epochs: linear warm-up length (may be fractional), then cosine to 0.
         ema_base, ema_final: momentum-encoder coefficient; ``ema_final=None`` keeps it
             constant (MoCo), otherwise it follows BYOL's cosine schedule to ``ema_final``.
@@ -67,6 +68,7 @@ class SSLMethod(L.LightningModule):
         lr: float = 0.06,
         weight_decay: float = 5e-4,
         sgd_momentum: float = 0.9,
+        adam_betas: tuple[float, float] | list[float] = (0.9, 0.999),
         warmup_epochs: float = 0.0,
         ema_base: float = 0.99,
         ema_final: float | None = None,
@@ -203,7 +205,9 @@ class SSLMethod(L.LightningModule):
                     "lars_exclude": True,
                 }
             ]
-        opt = build_optimizer(h.optimizer, groups, h.lr, momentum=h.sgd_momentum)
+        opt = build_optimizer(
+            h.optimizer, groups, h.lr, momentum=h.sgd_momentum, betas=tuple(h.adam_betas)
+        )
         total = self.total_steps
         epochs = max(1, self.trainer.max_epochs or 1)
         warmup = int(h.warmup_epochs * total / epochs)

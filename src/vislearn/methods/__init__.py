@@ -5,6 +5,7 @@ from vislearn.methods import (  # noqa: F401  (register)
     byol,
     csml,
     kscl,
+    mae,
     moco_v2,
     sage,
     simclr,

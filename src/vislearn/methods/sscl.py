@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vislearn.engine.augment_ops import attach_view_augment
 from vislearn.engine.base import SSLMethod
 from vislearn.engine.momentum import momentum_copy
 from vislearn.engine.queue import LabelledMemoryQueue
@@ -73,6 +74,12 @@ class SsCL(SSLMethod):
     (``L_x`` + MoCo) without pseudo-labels, calibration or class positives (CoMatch waits one
     epoch); the classes still enter the queue.
 
+    **Strong view extras** (``strong_augment``): ``"mra"`` adds MRA
+    (:class:`~vislearn.data.mra.MaskReconstruct`, the frozen MAE in file ``mae``, options
+    ``mra``) on top of the strong view, after its crop and colour jitter, each image with
+    probability ``mra["prob"]``; ``"randaugment"`` adds RandAugment (options ``randaugment``) on
+    the ``uint8`` images before the strong view's crop. ``None``: the preset alone.
+
     Other choices [UNVERIFIED]: the teacher (not the online network, as in FixMatch) makes
     the pseudo-labels, as the notes suggest, and its keys both fill the queue and serve the
     calibration; the unlabelled stream excludes the labelled images; defaults follow FixMatch
@@ -105,6 +112,10 @@ class SsCL(SSLMethod):
         dist_align: bool = False,
         dist_align_history: int = 128,
         pseudo_warmup_epochs: int = 0,
+        strong_augment: str | None = None,
+        mae: str | None = None,
+        mra: dict | None = None,
+        randaugment: dict | None = None,
         **kwargs,
     ) -> None:
         super().__init__(ema_base=ema_base, **kwargs)
@@ -127,6 +138,8 @@ class SsCL(SSLMethod):
             raise VislearnError(f"{name}: calib_weight must be >= 0 (<= 1 for 'mix')")
         if instance_weight is not None and not 0.0 <= instance_weight <= 1.0:
             raise VislearnError(f"{name}: instance_weight must be null or in [0, 1]")
+        if strong_augment is not None:
+            attach_view_augment(self.augment, 1, strong_augment, mae, mra, randaugment)
         self.classifier = nn.Linear(self.backbone.num_features, num_classes)
         self.momentum_backbone = momentum_copy(self.backbone)
         self.momentum_classifier = momentum_copy(self.classifier)

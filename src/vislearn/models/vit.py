@@ -1,7 +1,9 @@
 """A plain Vision Transformer (pre-norm blocks, class token, learned positions).
 
 Attention uses ``F.scaled_dot_product_attention`` (fused kernels on GPU). Positional
-embeddings are interpolated when the input size differs from ``img_size``.
+embeddings are interpolated when the input size differs from ``img_size``. The pooled feature
+is the final class token (``pool="cls"``, default) or the mean of the final patch tokens
+(``pool="mean"``); both after the final LayerNorm.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vislearn.errors import VislearnError
 from vislearn.models.registry import register_backbone
 
 
@@ -45,8 +48,12 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+POOLS = ("cls", "mean")
+
+
 class VisionTransformer(nn.Module):
-    """ViT returning the class token (and, on request, patch-token maps of every block)."""
+    """ViT returning the pooled final tokens (and, on request, patch-token maps of every
+    block). ``pool``: ``"cls"`` (class token) or ``"mean"`` (mean of the patch tokens)."""
 
     def __init__(
         self,
@@ -57,8 +64,12 @@ class VisionTransformer(nn.Module):
         depth: int = 12,
         num_heads: int = 6,
         mlp_ratio: float = 4.0,
+        pool: str = "cls",
     ) -> None:
         super().__init__()
+        if pool not in POOLS:
+            raise VislearnError(f"ViT pool must be one of {POOLS}, got {pool!r}")
+        self.pool = pool
         self.patch_size = patch_size
         self.patch_embed = nn.Conv2d(in_chans, embed_dim, patch_size, patch_size)
         self.grid = img_size // patch_size
@@ -100,7 +111,8 @@ class VisionTransformer(nn.Module):
             x = blk(x)
             if return_stages:
                 maps.append(x[:, 1:].transpose(1, 2).reshape(x.shape[0], -1, h, w))
-        pooled = self.norm(x)[:, 0]
+        x = self.norm(x)
+        pooled = x[:, 0] if self.pool == "cls" else x[:, 1:].mean(1)
         return (pooled, maps) if return_stages else pooled
 
     def forward(self, x: Tensor) -> Tensor:
@@ -108,21 +120,29 @@ class VisionTransformer(nn.Module):
 
 
 @register_backbone
-def vit_mini(in_chans: int = 1, img_size: int = 28, patch_size: int = 4) -> VisionTransformer:
+def vit_mini(
+    in_chans: int = 1, img_size: int = 28, patch_size: int = 4, pool: str = "cls"
+) -> VisionTransformer:
     """A 4-block, 128-wide ViT (~0.8 M params) for CPU runs on 28-32 px images."""
-    return VisionTransformer(img_size, patch_size, in_chans, 128, 4, 4)
+    return VisionTransformer(img_size, patch_size, in_chans, 128, 4, 4, pool=pool)
 
 
 @register_backbone
-def vit_tiny(in_chans: int = 3, img_size: int = 224, patch_size: int = 16) -> VisionTransformer:
-    return VisionTransformer(img_size, patch_size, in_chans, 192, 12, 3)
+def vit_tiny(
+    in_chans: int = 3, img_size: int = 224, patch_size: int = 16, pool: str = "cls"
+) -> VisionTransformer:
+    return VisionTransformer(img_size, patch_size, in_chans, 192, 12, 3, pool=pool)
 
 
 @register_backbone
-def vit_small(in_chans: int = 3, img_size: int = 224, patch_size: int = 16) -> VisionTransformer:
-    return VisionTransformer(img_size, patch_size, in_chans, 384, 12, 6)
+def vit_small(
+    in_chans: int = 3, img_size: int = 224, patch_size: int = 16, pool: str = "cls"
+) -> VisionTransformer:
+    return VisionTransformer(img_size, patch_size, in_chans, 384, 12, 6, pool=pool)
 
 
 @register_backbone
-def vit_base(in_chans: int = 3, img_size: int = 224, patch_size: int = 16) -> VisionTransformer:
-    return VisionTransformer(img_size, patch_size, in_chans, 768, 12, 12)
+def vit_base(
+    in_chans: int = 3, img_size: int = 224, patch_size: int = 16, pool: str = "cls"
+) -> VisionTransformer:
+    return VisionTransformer(img_size, patch_size, in_chans, 768, 12, 12, pool=pool)
