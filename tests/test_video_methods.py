@@ -158,6 +158,27 @@ def test_fame_view_is_own_foreground_on_donor_background_without_jitter():
     torch.testing.assert_close(v1, ClipNormalize(3)(x[:, 1]))
 
 
+# ---- data ---------------------------------------------------------------------------------
+def test_video_datamodule_reads_ucf_style_folders(tmp_path):
+    from vislearn.data.synthetic import motion_splits, write_video_folders
+
+    train, test = motion_splits(8, 4, frames=10, size=32, classes=("right", "left", "grow"))
+    write_video_folders(train, tmp_path / "train")
+    write_video_folders(test, tmp_path / "test")
+    dm = VideoDataModule(str(tmp_path), image_size=24, batch_size=4, frames=8)
+    assert dm.num_classes == 3 and not dm.flip_changes_label and dm.test_set is not None
+    clips, label = dm.train_set[0]
+    assert clips.shape == (2, 8, 3, 24, 24) and clips.dtype == torch.uint8
+    clip, _ = dm.test_set[0]
+    assert clip.shape == (8, 3, 24, 24)
+    names = sorted(("right", "left", "grow"))  # class folders in sorted order, both splits
+    assert dm.train_set.classes == dm.test_set.classes == names
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, 2, 8, 3, 24, 24) and y.shape == (4,)
+    with pytest.raises(VislearnError, match="synthetic"):
+        dm.split("train", target="background")
+
+
 # ---- methods ------------------------------------------------------------------------------
 def _fit(name, out, steps=2, spy=None, **overrides):
     L.seed_everything(0, verbose=False)
