@@ -75,7 +75,10 @@ def fit(
 
 
 # ---- every method fits ----------------------------------------------------------------------
-@pytest.mark.parametrize("name", list_methods())
+IMAGE_METHODS = [n for n in list_methods() if get_method(n).modality == "image"]
+
+
+@pytest.mark.parametrize("name", IMAGE_METHODS)  # video methods: tests/test_video_methods.py
 def test_method_fits(name, tmp_path, request):
     extra = {}
     params = inspect.signature(get_method(name).__init__).parameters

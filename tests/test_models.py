@@ -42,7 +42,7 @@ def test_registry_lists_the_core_backbones():
         create_backbone("resnet_tiny", no_such_kwarg=1)
 
 
-@pytest.mark.parametrize("name", list_backbones())
+@pytest.mark.parametrize("name", list_backbones(modality="image"))  # video: test_video_methods
 def test_backbone_shapes_stages_and_gradients(name):
     if name in META_ONLY:
         pytest.skip("large ViT: checked on the meta device in test_default_sizes_*")

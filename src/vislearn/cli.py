@@ -7,6 +7,8 @@ vislearn mra-grid --mae F --out grid.png          original / mask / reconstructi
 vislearn eval knn|linear --checkpoint CKPT        offline evaluation of a frozen backbone
 vislearn eval semi --ckpt CKPT --fraction 0.01    fine-tune on a seeded 1 % of the labels
 vislearn eval fewshot --ckpt CKPT --ways 5        N-way K-shot episodes on frozen features
+vislearn eval video-linear|video-finetune|retrieval|background-probe --ckpt CKPT
+                                                  video backbones (motion classes, clips)
 vislearn export --checkpoint CKPT --out F         backbone weights -> safetensors
 vislearn embed --checkpoint CKPT --out F.png      t-SNE plot of features
 vislearn demo                                     the end-to-end demo on embedded data
@@ -22,6 +24,13 @@ import sys
 from vislearn.errors import VislearnError
 
 DEMO_EPOCHS = 15
+#: `vislearn eval` protocol -> vislearn.pipeline.evaluate_video protocol
+VIDEO_PROTOCOLS = {
+    "video-linear": "linear",
+    "video-finetune": "finetune",
+    "retrieval": "retrieval",
+    "background-probe": "background",
+}
 LINEAR = (100, 0.1)  # linear-probe epochs, lr
 SEMI = (20, 0.02, 64)  # semi-supervised fine-tune epochs, lr, batch size
 CPU_BACKBONE = {"backbone": "resnet_tiny", "backbone_kwargs": {"stem": "small_ds", "width": 16}}
@@ -59,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     pre.add_argument(
         "--data",
         help="dataset: fmnist-mini (embedded, default), fmnist, or an "
-        "image folder (class sub-folders = labelled; flat = unlabelled)",
+        "image folder (class sub-folders = labelled; flat = unlabelled); for video methods "
+        "synthetic-motion or a video folder (class folders, train/ + test/)",
     )
     pre.add_argument("--data-dir", help="where the Fashion-MNIST files are ($VISLEARN_DATA)")
     pre.add_argument("--out", help="output directory (default runs/METHOD)")
@@ -161,9 +171,24 @@ def _parser() -> argparse.ArgumentParser:
         description="knn/linear/fewshot use frozen features; semi fine-tunes a copy of the "
         "whole backbone with a linear head on a seeded class-balanced label fraction.",
     )
-    ev.add_argument("protocol", choices=["knn", "linear", "semi", "fewshot"])
+    ev.add_argument("protocol", choices=["knn", "linear", "semi", "fewshot", *VIDEO_PROTOCOLS])
+    ev.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="section.key=value",
+        help="video protocols: data.* / eval.* settings (e.g. data.num_train=500)",
+    )
     _checkpoint_args(ev)
-    ev.add_argument("--data", default="fmnist-mini", help="labelled dataset with a test split")
+    ev.add_argument(
+        "--data",
+        help="labelled dataset with a test split (default fmnist-mini; video protocols: "
+        "synthetic-motion, or a video folder with train/ and test/)",
+    )
+    ev.add_argument(
+        "--config",
+        help="video protocols: a recipe or a run's config.yaml for the data.* and eval.* "
+        "settings (e.g. the synthetic set's size and background bias)",
+    )
     ev.add_argument("--data-dir")
     ev.add_argument("--k", type=int, default=200, help="kNN neighbours (default 200)")
     ev.add_argument("--t", type=float, default=0.07, help="kNN temperature (default 0.07)")
@@ -177,7 +202,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--fraction", type=float, help="semi: labelled fraction in (0, 1], e.g. 0.01")
     ev.add_argument(
-        "--batch-size", type=int, default=SEMI[2], help=f"semi: batch size (default {SEMI[2]})"
+        "--batch-size", type=int, help=f"semi / video-finetune: batch size (semi: {SEMI[2]})"
     )
     ev.add_argument(
         "--seed", type=int, default=0, help="semi: labelled subset; fewshot: episodes (default 0)"
@@ -391,7 +416,19 @@ def cmd_pretrain(a: argparse.Namespace) -> None:
     if model.global_rank != 0:
         return
     print(f"vislearn: trained {cfg['method']} -> {out} ({stats['images_per_s']:.0f} images/s)")
-    if a.eval:
+    if a.eval and getattr(model, "modality", "image") == "video":
+        from vislearn.pipeline import evaluate_video
+
+        protocols = ("linear", "retrieval")
+        if str(cfg["data"]["dataset"]).lower() == "synthetic-motion":
+            protocols += ("background",)
+        res = evaluate_video(model.backbone, cfg, protocols, crop_size=model.hparams.image_size)
+        _print_table(
+            f"{cfg['method']} on {cfg['data']['dataset']}",
+            [{"name": cfg["method"], **res}],
+            list(res),
+        )
+    elif a.eval:
         e = cfg["eval"]
         res = evaluate(
             model.backbone,
@@ -417,6 +454,12 @@ def cmd_eval(a: argparse.Namespace) -> None:
     from vislearn.pipeline import evaluate, evaluate_fewshot, evaluate_semi, load_backbone
     from vislearn.utils import write_json
 
+    if a.protocol in VIDEO_PROTOCOLS:
+        return _eval_video(a)
+    if a.overrides or a.config:
+        raise VislearnError("--config and section.key=value apply to the video protocols only")
+    if getattr(a, "data", None) is None:
+        a.data = "fmnist-mini"
     if a.protocol == "semi" and a.fraction is None:
         raise VislearnError("eval semi needs --fraction, the labelled fraction in (0, 1]")
     if a.protocol == "semi" and not 0.0 < a.fraction <= 1.0:
@@ -424,8 +467,9 @@ def cmd_eval(a: argparse.Namespace) -> None:
     bb = load_backbone(a.checkpoint, a.backbone, in_chans=a.in_chans)
     if a.protocol == "semi":
         epochs, lr = _given(a.epochs, SEMI[0]), _given(a.lr, SEMI[1])
+        batch = _given(a.batch_size, SEMI[2])
         res = evaluate_semi(
-            bb, a.fraction, a.data, a.data_dir, a.seed, epochs, lr, a.batch_size, progress=True
+            bb, a.fraction, a.data, a.data_dir, a.seed, epochs, lr, batch, progress=True
         )
     elif a.protocol == "fewshot":
         res = {"ways": a.ways, "queries": a.queries, "episodes": a.episodes, "seed": a.seed}
@@ -456,6 +500,38 @@ def cmd_eval(a: argparse.Namespace) -> None:
             progress=True,
         )
     out = {"checkpoint": str(a.checkpoint), "dataset": a.data, **res}
+    print(json.dumps(out))
+    if a.json:
+        write_json(a.json, out)
+
+
+def _eval_video(a: argparse.Namespace) -> None:
+    """`vislearn eval video-linear|video-finetune|retrieval|background-probe`."""
+    from vislearn.config import load_config
+    from vislearn.pipeline import evaluate_video, load_backbone
+    from vislearn.utils import write_json
+
+    data: dict = {}
+    if a.data:
+        data["dataset"] = a.data
+    elif not a.config:
+        data["dataset"] = "synthetic-motion"
+    if a.data_dir:
+        data["data_dir"] = a.data_dir
+    cfg = load_config(a.config, a.overrides, data=data, seed=a.seed)
+    protocol = VIDEO_PROTOCOLS[a.protocol]
+    ev = cfg["eval"]
+    if protocol == "finetune":
+        ev["finetune_epochs"] = _given(a.epochs, ev["finetune_epochs"])
+        ev["finetune_lr"] = _given(a.lr, ev["finetune_lr"])
+        ev["finetune_batch_size"] = _given(a.batch_size, ev["finetune_batch_size"])
+    else:
+        ev["linear_epochs"] = _given(a.epochs, ev["linear_epochs"])
+        ev["linear_lr"] = _given(a.lr, ev["linear_lr"])
+    bb = load_backbone(a.checkpoint, a.backbone, in_chans=a.in_chans)
+    crop = cfg["model"].get("image_size") if isinstance(cfg["model"], dict) else None
+    res = evaluate_video(bb, cfg, (protocol,), crop_size=crop, progress=True)
+    out = {"checkpoint": str(a.checkpoint), "dataset": cfg["data"]["dataset"], **res}
     print(json.dumps(out))
     if a.json:
         write_json(a.json, out)
@@ -539,7 +615,7 @@ def cmd_methods(a: argparse.Namespace) -> None:
     print("methods:")
     for name in list_methods():
         doc = (get_method(name).__doc__ or "").strip().splitlines()[0]
-        print(f"  {name:12s} {doc}")
+        print(f"  {name:16s} {doc}")
     print("backbones:\n  " + ", ".join(list_backbones()))
 
 
@@ -588,10 +664,7 @@ def _quiet_lightning() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command in (
-        "pretrain",
-        "train-classifier",
-    ):  # overrides may come before or after the flags
+    if args.command in ("pretrain", "eval", "train-classifier"):  # overrides anywhere
         args.overrides += [e for e in extra if "=" in e and not e.startswith("-")]
         extra = [e for e in extra if e not in args.overrides]
     if extra:

@@ -4,7 +4,7 @@ A recipe has five sections; every field can be overridden on the command line::
 
     method: moco_v2
     model:   {...}   # keyword arguments of the method class (backbone, lr, temperature, ...)
-    data:    {...}   # ImageDataModule arguments (dataset, batch_size, image_size, ...)
+    data:    {...}   # ImageDataModule / VideoDataModule arguments (dataset, batch_size, ...)
     trainer: {...}   # build_trainer arguments (max_epochs, devices, strategy, precision, ...)
     eval:    {...}   # offline evaluation after training (kNN k/T, linear-probe epochs)
     seed: 0
@@ -39,6 +39,18 @@ DEFAULTS: dict[str, Any] = {
         "label_fraction": None,
         "labelled_batch_size": None,
         "label_seed": 0,
+        # video data (vislearn.data.video_datamodule.VideoDataModule): clips of `frames`
+        # frames `frame_stride` apart; the synthetic-motion set's size and background bias
+        "frames": 8,
+        "frame_stride": 1,
+        "video_frames": 16,
+        "num_train": 2000,
+        "num_test": 800,
+        "background_bias": 0.0,
+        "num_backgrounds": 16,
+        "distractors": 0,
+        "motion_speed": 2.0,
+        "synthetic_seed": 0,
     },
     "trainer": {
         "max_epochs": 10,
@@ -59,6 +71,12 @@ DEFAULTS: dict[str, Any] = {
         "linear_epochs": 100,
         "linear_lr": 0.1,
         "embedding_plot": True,
+        # video protocols (vislearn.eval.video): multi-clip test, fine-tuning, retrieval
+        "video_clips": 5,
+        "finetune_epochs": 5,
+        "finetune_lr": 0.05,
+        "finetune_batch_size": 32,
+        "retrieval_ks": [1, 5, 10],
     },
     "seed": 0,
     "out": None,

@@ -1,6 +1,6 @@
 """End-to-end jobs shared by the CLI, the benchmarks and the Python API: pretrain a method from
 a config, load/export backbones, evaluate with kNN / linear probe / semi-supervised fine-tuning /
-few-shot episodes."""
+few-shot episodes, and video backbones with the video protocols (:func:`evaluate_video`)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ import torch
 from torch import nn
 
 from vislearn.config import save_config
+from vislearn.data.augment import ViewConfig
 from vislearn.data.datamodule import ImageDataModule
-from vislearn.data.datasets import get_dataset
+from vislearn.data.datasets import BUILTIN_DATASETS, get_dataset
+from vislearn.data.video_datamodule import SYNTHETIC_MOTION, VideoDataModule
 from vislearn.engine.base import SSLMethod
 from vislearn.engine.trainer import Throughput, build_trainer
 from vislearn.errors import VislearnError
@@ -27,13 +29,41 @@ from vislearn.eval import (
     semi_supervised_finetune,
 )
 from vislearn.eval.fewshot import FEW_SHOT_CLASSIFIERS, episode_classes
-from vislearn.methods import build_method
+from vislearn.eval.video import (
+    clip_retrieval,
+    extract_clip_features,
+    variance_share,
+    video_finetune,
+)
+from vislearn.methods import build_method, get_method, list_methods
 from vislearn.models import create_backbone, load_weights, read_state_file
 from vislearn.utils import atomic_path
 
 
+def is_video_method(name: str) -> bool:
+    """Whether method ``name`` trains on clips (``modality == "video"``)."""
+    return get_method(name).modality == "video"
+
+
 def build_datamodule(cfg: dict) -> ImageDataModule:
+    """The data module of ``cfg``: clips (:class:`VideoDataModule`) for a video method,
+    images otherwise; a mismatch between method and data is an error."""
     d = cfg["data"]
+    method = cfg.get("method")
+    dataset = str(d["dataset"]).strip().lower()
+    if method and is_video_method(method):
+        if dataset in BUILTIN_DATASETS:
+            raise VislearnError(
+                f"{method} is a video method; use --data {SYNTHETIC_MOTION} or a folder of "
+                f"videos, not the image data set {d['dataset']!r}"
+            )
+        return build_video_datamodule(cfg, get_method(method).clips_per_video)
+    if dataset == SYNTHETIC_MOTION:
+        video = [m for m in list_methods() if is_video_method(m)]
+        raise VislearnError(
+            f"{SYNTHETIC_MOTION} holds videos; method {method!r} takes images (video methods: "
+            f"{', '.join(video)})"
+        )
     return ImageDataModule(
         dataset=d["dataset"],
         data_dir=d["data_dir"],
@@ -49,8 +79,42 @@ def build_datamodule(cfg: dict) -> ImageDataModule:
     )
 
 
+def build_video_datamodule(
+    cfg: dict, clips_per_video: int = 2, online_eval: bool = True
+) -> VideoDataModule:
+    """The :class:`VideoDataModule` of ``cfg["data"]`` (image-only keys must be unset)."""
+    d = cfg["data"]
+    if d["label_fraction"] is not None or d["labelled_batch_size"] is not None:
+        raise VislearnError("data.label_fraction / labelled_batch_size apply to image data only")
+    return VideoDataModule(
+        dataset=d["dataset"],
+        data_dir=d["data_dir"],
+        image_size=d["image_size"],
+        channels=d["channels"],
+        batch_size=d["batch_size"],
+        num_workers=d["num_workers"],
+        knn_bank_size=d["knn_bank_size"],
+        seed=cfg["seed"],
+        online_eval=online_eval,
+        clips_per_video=clips_per_video,
+        frames=d["frames"],
+        frame_stride=d["frame_stride"],
+        video_frames=d["video_frames"],
+        num_train=d["num_train"],
+        num_test=d["num_test"],
+        background_bias=d["background_bias"],
+        num_backgrounds=d["num_backgrounds"],
+        distractors=d["distractors"],
+        motion_speed=d["motion_speed"],
+        synthetic_seed=d["synthetic_seed"],
+    )
+
+
 def build_from_config(cfg: dict, dm: ImageDataModule) -> SSLMethod:
-    """The method of ``cfg`` with its input format taken from the data."""
+    """The method of ``cfg`` with its input format taken from the data.
+
+    On data where a horizontal flip changes the label (the synthetic motion set), a video
+    method's ``hflip_p`` defaults to 0 (``model.hflip_p`` still overrides it)."""
     if not cfg.get("method"):
         raise VislearnError("no method given (e.g. `vislearn pretrain moco_v2`)")
     kwargs = {
@@ -58,9 +122,10 @@ def build_from_config(cfg: dict, dm: ImageDataModule) -> SSLMethod:
         "image_size": dm.image_size,
         "num_classes": dm.num_classes,
         "seed": cfg["seed"],
-        **cfg["model"],
     }
-    return build_method(cfg["method"], **kwargs)
+    if getattr(dm, "flip_changes_label", False) and is_video_method(cfg["method"]):
+        kwargs["hflip_p"] = 0.0
+    return build_method(cfg["method"], **{**kwargs, **cfg["model"]})
 
 
 def pretrain(cfg: dict, resume: bool = True) -> tuple[SSLMethod, Path, dict[str, float]]:
@@ -315,12 +380,107 @@ def evaluate_fewshot(
     }
 
 
+VIDEO_PROTOCOLS = ("linear", "finetune", "retrieval", "background")
+
+
+def evaluate_video(
+    backbone: nn.Module,
+    cfg: dict,
+    protocols: tuple[str, ...] = ("linear", "retrieval", "background"),
+    crop_size: int | None = None,
+    device: str | None = None,
+    progress: bool = False,
+) -> dict[str, float]:
+    """Video protocols (:mod:`vislearn.eval.video`) of a frozen video backbone on the data of
+    ``cfg["data"]``, settings from ``cfg["eval"]``; results in %.
+
+    * ``linear``: ``motion_top1``, linear probe on multi-clip features (``eval.video_clips``
+      uniform clips per video, features averaged), train -> test split;
+    * ``retrieval``: ``retrieval_r<k>`` for ``eval.retrieval_ks``, test queries vs train
+      gallery;
+    * ``background`` (synthetic data): ``background_probe_top1``, the same linear probe
+      predicting the background identity (chance = 1 / data.num_backgrounds), and on the
+      unbiased test features the share of variance explained by the background identity
+      and by the motion class (``background_var_share``, ``motion_var_share``);
+    * ``finetune``: ``finetune_top1``, the whole backbone + a linear head trained on single
+      random clips (``eval.finetune_*``), multi-clip test.
+
+    ``crop_size``: the training crop side (test clips are centre-cropped to it; default the
+    frame side).
+    """
+    unknown = sorted(set(protocols) - set(VIDEO_PROTOCOLS))
+    if unknown or not protocols:
+        raise VislearnError(f"unknown video protocol(s) {unknown}; choose from {VIDEO_PROTOCOLS}")
+    if not is_video_backbone(backbone):
+        raise VislearnError("the video protocols need a video backbone (3D convolutions)")
+    device = device or _default_device()
+    e = cfg["eval"]
+    data = {**cfg["data"], "batch_size": 1}  # no training batches here
+    dm = build_video_datamodule({**cfg, "data": data}, clips_per_video=1, online_eval=False)
+    if not dm.has_test_split:
+        raise VislearnError(f"{dm.dataset} has no test split (train/ + test/ or val/ folders)")
+    if "background" in protocols and not dm.is_synthetic:
+        raise VislearnError("the background probe needs the synthetic motion set")
+    k = int(e["video_clips"])
+    train, test = dm.split("train", "uniform", k), dm.split("test", "uniform", k)
+    if getattr(train, "labels", None) is None:
+        raise VislearnError(f"{dm.dataset} has no labels; the video protocols need class folders")
+    res: dict[str, float] = {}
+    if {"linear", "retrieval", "background"} & set(protocols):
+        kw = {"device": device, "crop_size": crop_size, "progress": progress}
+        xtr, ytr = extract_clip_features(backbone, train, **kw)
+        xte, yte = extract_clip_features(backbone, test, **kw)
+        probe = {"epochs": e["linear_epochs"], "lr": e["linear_lr"], "seed": cfg["seed"]}
+        if "linear" in protocols:
+            res["motion_top1"] = 100 * linear_probe(xtr, ytr, xte, yte, **probe)["test_top1"]
+        if "retrieval" in protocols:
+            recall = clip_retrieval(xte, yte, xtr, ytr, tuple(e["retrieval_ks"]))
+            res |= {f"retrieval_{key}": 100 * value for key, value in recall.items()}
+        if "background" in protocols:
+            btr, bte = (
+                torch.as_tensor(dm.split(s, target="background").labels) for s in ("train", "test")
+            )
+            res["background_probe_top1"] = (
+                100 * linear_probe(xtr, btr, xte, bte, **probe)["test_top1"]
+            )
+            res["background_var_share"] = 100 * variance_share(xte, bte)
+            res["motion_var_share"] = 100 * variance_share(xte, yte)
+    if "finetune" in protocols:
+        augment = ViewConfig(blur_p=0.0, hflip_p=0.0 if dm.flip_changes_label else 0.5)
+        out = video_finetune(
+            backbone,
+            dm.split("train", "random"),
+            test,
+            num_classes=dm.num_classes,
+            epochs=e["finetune_epochs"],
+            lr=e["finetune_lr"],
+            batch_size=e["finetune_batch_size"],
+            augment=augment,
+            crop_size=crop_size,
+            seed=cfg["seed"],
+            device=device,
+            progress=progress,
+        )
+        res["finetune_top1"] = 100 * out["finetune_top1"]
+    return res
+
+
+def is_video_backbone(backbone: nn.Module) -> bool:
+    """Whether ``backbone`` takes clips (it has 3D convolutions)."""
+    return any(isinstance(m, nn.Conv3d) for m in backbone.modules())
+
+
 def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _labelled_splits(backbone: nn.Module, dataset: str, data_dir: str | None, what: str):
     """Train and test splits of ``dataset`` in ``backbone``'s input format; they need labels."""
+    if is_video_backbone(backbone):
+        raise VislearnError(
+            f"{what} of images needs an image backbone; for a video backbone use the video "
+            "protocols (vislearn eval video-linear|video-finetune|retrieval|background-probe)"
+        )
     chans = _in_chans(backbone)
     train = get_dataset(dataset, "train", data_dir, channels=chans)
     test = get_dataset(dataset, "test", data_dir, image_size=train[0][0].shape[-1], channels=chans)

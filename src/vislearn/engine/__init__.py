@@ -5,6 +5,7 @@ from vislearn.engine.momentum import cosine_momentum, ema_update, momentum_copy
 from vislearn.engine.optim import LARS, build_optimizer, param_groups, warmup_cosine
 from vislearn.engine.queue import LabelledMemoryQueue, MemoryQueue
 from vislearn.engine.trainer import AtomicCheckpoint, Throughput, build_trainer
+from vislearn.engine.video import VideoSSLMethod
 
 __all__ = [
     "LARS",
@@ -13,6 +14,7 @@ __all__ = [
     "MemoryQueue",
     "SSLMethod",
     "Throughput",
+    "VideoSSLMethod",
     "build_optimizer",
     "build_trainer",
     "cosine_momentum",

@@ -53,6 +53,8 @@ class SSLMethod(L.LightningModule):
     """
 
     default_augment: ClassVar[str] = "moco_v2"
+    #: input kind: "image" batches [B, C, H, W] or "video" clips (see engine/video.py)
+    modality: ClassVar[str] = "image"
     # children (attribute names) a method optimises itself; the main optimiser skips them
     own_optimizer_children: ClassVar[tuple[str, ...]] = ()
 

@@ -1,4 +1,5 @@
-"""Evaluation protocols: kNN, linear probe, semi-supervised fine-tuning, few-shot episodes."""
+"""Evaluation protocols: kNN, linear probe, semi-supervised fine-tuning, few-shot episodes,
+video protocols (multi-clip linear probe, fine-tuning, clip retrieval)."""
 
 from vislearn.eval.embed import plot_embedding
 from vislearn.eval.features import extract_features
@@ -6,8 +7,11 @@ from vislearn.eval.fewshot import few_shot_eval, sample_episodes
 from vislearn.eval.knn import knn_accuracy, knn_predict
 from vislearn.eval.linear import linear_probe
 from vislearn.eval.semi import semi_supervised_finetune
+from vislearn.eval.video import clip_retrieval, extract_clip_features, video_finetune
 
 __all__ = [
+    "clip_retrieval",
+    "extract_clip_features",
     "extract_features",
     "few_shot_eval",
     "knn_accuracy",
@@ -16,4 +20,5 @@ __all__ = [
     "plot_embedding",
     "sample_episodes",
     "semi_supervised_finetune",
+    "video_finetune",
 ]

@@ -11,6 +11,8 @@ from vislearn.methods import (  # noqa: F401  (register)
     simclr,
     sscl,
     supervised,
+    supervised_video,
+    video_moco,
 )
 from vislearn.methods.registry import build_method, get_method, list_methods, register_method
 

@@ -18,15 +18,17 @@ class MoCoV2(SSLMethod):
     """MoCo v2.
 
     ``symmetric=True`` (the MoCo v2+ / solo-learn variant) uses both views as queries and
-    enqueues both key sets; ``False`` is the paper's one-directional loss. Shuffle-BN is not
-    implemented: on one device it is a no-op, on several use ``--sync-batchnorm`` instead.
+    enqueues both key sets; ``False`` is the paper's one-directional loss.
+    ``proj_hidden_dim=None`` makes the head's hidden width the backbone's feature width.
+    Shuffle-BN is not implemented: on one device it is a no-op, on several use
+    ``--sync-batchnorm`` instead.
     """
 
     default_augment = "moco_v2"
 
     def __init__(
         self,
-        proj_hidden_dim: int = 2048,
+        proj_hidden_dim: int | None = 2048,
         proj_dim: int = 128,
         temperature: float = 0.2,
         queue_size: int = 65536,
@@ -36,9 +38,8 @@ class MoCoV2(SSLMethod):
     ) -> None:
         super().__init__(ema_base=ema_base, **kwargs)
         self.save_hyperparameters()
-        self.projector = MLPHead(
-            self.backbone.num_features, proj_hidden_dim, proj_dim, batch_norm=False
-        )
+        d = self.backbone.num_features
+        self.projector = MLPHead(d, proj_hidden_dim or d, proj_dim, batch_norm=False)
         self.momentum_backbone = momentum_copy(self.backbone)
         self.momentum_projector = momentum_copy(self.projector)
         self.queue = MemoryQueue(queue_size, proj_dim)
