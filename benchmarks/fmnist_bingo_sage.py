@@ -241,8 +241,8 @@ def write_results(runs: list[dict], a: argparse.Namespace, ready: dict[str, Path
         "seeds": {"students": [a.seed], "baselines": a.baseline_seeds},
         "knn": "k=200, T=0.07, cosine, bank = 60k train features, query = 10k test",
         "linear": "100 epochs SGD on frozen standardised features, lr 0.1 cosine",
-        "images_per_s": "training-loop wall clock, two runs sharing the 2 cores (one thread each); "
-        "a rough cost indication only",
+        "images_per_s": "training-loop wall clock under varying load (two to five runs sharing "
+        "the 2 cores): not comparable across rows",
         "hardware": f"{platform.processor() or platform.machine()}, 2 CPU cores, torch "
         f"{torch.__version__}, no GPU",
         "recipes": recipes,

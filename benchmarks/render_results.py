@@ -40,7 +40,6 @@ COLUMNS = {
         ("linear top-1 %", "linear_top1", "linear_top1_per_seed"),
         ("epochs", "epochs", None),
         ("bag purity", "bag_purity", None),
-        ("images/s (2 runs sharing 2 cores)", "images_per_s", None),
     ],
     "dit_cache": [
         ("speed-up (wall)", "speedup_wall", None),
