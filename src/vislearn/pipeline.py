@@ -37,6 +37,7 @@ from vislearn.eval.video import (
 )
 from vislearn.methods import build_method, get_method, list_methods
 from vislearn.models import create_backbone, load_weights, read_state_file
+from vislearn.models.weights import safetensors_metadata
 from vislearn.utils import atomic_path
 
 
@@ -245,13 +246,7 @@ def read_backbone_spec(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise VislearnError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), "pt") as f:
-                meta = f.metadata() or {}
-        except Exception as exc:  # noqa: BLE001
-            raise VislearnError(f"cannot read {path}: {exc}") from None
+        meta = safetensors_metadata(path)
         if "backbone" not in meta:
             return {}
         return {

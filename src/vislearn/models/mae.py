@@ -282,19 +282,13 @@ def load_mae(path: str | os.PathLike) -> MaskedAutoencoder:
     layout), or its Lightning checkpoint (``checkpoints/last.ckpt``, read with
     ``weights_only=True``; layout from its hyper-parameters).
     """
-    from vislearn.models.weights import read_state_file
+    from vislearn.models.weights import read_state_file, safetensors_metadata
 
     path = Path(path)
     if not path.is_file():
         raise VislearnError(f"MAE checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), "pt") as f:
-                meta = f.metadata() or {}
-        except Exception as exc:  # noqa: BLE001
-            raise VislearnError(f"cannot read {path}: {exc}") from None
+        meta = safetensors_metadata(path)
         if meta.get("format") != "vislearn-mae":
             raise VislearnError(
                 f"{path} is not an MAE exported by vislearn (no 'vislearn-mae' metadata); pass "

@@ -43,6 +43,17 @@ def read_state_file(path: str | os.PathLike) -> dict:
     return obj
 
 
+def safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The string metadata of a ``.safetensors`` file (empty when it has none)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return f.metadata() or {}
+    except Exception as exc:  # noqa: BLE001 - any failure means "not a readable file"
+        raise VislearnError(f"cannot read {path}: {exc}") from None
+
+
 def _tensors(d: dict) -> dict[str, Tensor]:
     return {k: v for k, v in d.items() if isinstance(v, Tensor)}
 
