@@ -14,6 +14,18 @@ from torch import Tensor, nn
 from vislearn.models.registry import register_backbone
 
 
+def staged_forward(net: nn.Module, x: Tensor, return_stages: bool = False):
+    """``net.stem``, then each of ``net.stages``, then ``net.pool`` flattened: the pooled
+    features, with every stage's map when ``return_stages`` (image and video ResNets)."""
+    x = net.stem(x)
+    maps = []
+    for stage in net.stages:
+        x = stage(x)
+        maps.append(x)
+    pooled = torch.flatten(net.pool(x), 1)
+    return (pooled, maps) if return_stages else pooled
+
+
 class BasicBlock(nn.Module):
     expansion = 1
 
@@ -117,13 +129,7 @@ class ResNet(nn.Module):
                     nn.init.zeros_(m.bn2.weight)
 
     def forward_features(self, x: Tensor, return_stages: bool = False):
-        x = self.stem(x)
-        maps = []
-        for stage in self.stages:
-            x = stage(x)
-            maps.append(x)
-        pooled = torch.flatten(self.pool(x), 1)
-        return (pooled, maps) if return_stages else pooled
+        return staged_forward(self, x, return_stages)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_features(x)

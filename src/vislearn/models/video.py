@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from vislearn.errors import VislearnError
 from vislearn.models.registry import register_backbone
+from vislearn.models.resnet import staged_forward
 
 __all__ = ["TinyVideoResNet", "TorchvisionVideoResNet"]
 
@@ -118,13 +119,7 @@ class TinyVideoResNet(nn.Module):
 
     def forward_features(self, x: Tensor, return_stages: bool = False):
         _check_clip_input(x, self)
-        x = self.stem(x)
-        maps = []
-        for stage in self.stages:
-            x = stage(x)
-            maps.append(x)
-        pooled = torch.flatten(self.pool(x), 1)
-        return (pooled, maps) if return_stages else pooled
+        return staged_forward(self, x, return_stages)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_features(x)
