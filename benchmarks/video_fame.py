@@ -19,7 +19,7 @@ queries vs train gallery) and by fine-tuning (``finetune_top1``). The runs of a 
 moco_video and moco_video_fame execute concurrently (one thread each), so their seconds per
 step compare directly (``step_time_ratio_vs_moco_video``).
 
-    python benchmarks/video_fame.py --epochs 20 --seeds 0 1 --jobs 2
+    python benchmarks/video_fame.py --epochs 16 --seeds 0 --jobs 2
 
 Estimated wall time from step times measured on the 2-core machine under load (one thread
 per run): per seed moco_video ~33 min, moco_video_fame ~34 min, supervised ~16 min,
@@ -173,7 +173,7 @@ def aggregate(runs: list[dict]) -> list[dict]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=16)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     p.add_argument("--jobs", type=int, default=2, help="concurrent runs (threads each = 1)")
