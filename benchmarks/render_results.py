@@ -41,6 +41,21 @@ COLUMNS = {
         ("epochs", "epochs", None),
         ("bag purity", "bag_purity", None),
     ],
+    "fmnist_mra": [
+        ("clean top-1 %", "top1", "top1_per_seed"),
+        ("occluded top-1 %", "occluded_top1", None),
+        ("images/s", "images_per_s", None),
+    ],
+    "video_fame": [
+        ("motion top-1 % (linear)", "motion_top1", None),
+        ("fine-tune top-1 %", "finetune_top1", None),
+        ("retrieval R@1", "retrieval_r1", None),
+        ("R@5", "retrieval_r5", None),
+        ("background probe top-1 %", "background_probe_top1", None),
+        ("background var. share", "background_var_share", None),
+        ("motion var. share", "motion_var_share", None),
+        ("s/step", "s_per_step", None),
+    ],
     "dit_cache": [
         ("speed-up (wall)", "speedup_wall", None),
         ("FLOPs ratio", "flops_ratio", None),

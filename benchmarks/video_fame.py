@@ -22,9 +22,9 @@ step compare directly (``step_time_ratio_vs_moco_video``).
     python benchmarks/video_fame.py --epochs 16 --seeds 0 --jobs 2
 
 Estimated wall time from step times measured on the 2-core machine under load (one thread
-per run): per seed moco_video ~33 min, moco_video_fame ~34 min, supervised ~16 min,
-random_init ~5 min (training, online kNN and ~4.5 min of evaluation each), so ~90 min for
-two seeds with --jobs 2 on otherwise idle cores, longer when other jobs share them.
+per run, 16 epochs): per seed moco_video ~27 min, moco_video_fame ~28 min, supervised ~13 min,
+random_init ~5 min (training, online kNN and ~4.5 min of evaluation each), so ~40 min per seed
+with --jobs 2 on otherwise idle cores, longer when other jobs share them.
 
 A smoke run (about a minute, writes elsewhere):
 
