@@ -105,8 +105,8 @@ def run_mra_job(job: dict) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=int, default=6, help="classifier epochs, every row (6)")
-    p.add_argument("--mae-epochs", type=int, default=8, help="MAE pretraining epochs (8)")
+    p.add_argument("--epochs", type=int, default=3, help="classifier epochs, every row (3)")
+    p.add_argument("--mae-epochs", type=int, default=5, help="MAE pretraining epochs (5)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--jobs", type=int, default=2, help="concurrent runs (threads each = 1)")
     p.add_argument("--dataset", default="fmnist", help="fmnist (default) or fmnist-mini (smoke)")

@@ -296,3 +296,31 @@ def test_linear_probe_separable_blobs():
     assert res["test_top1"] >= 0.99
     again = linear_probe(xtr, ytr, xte, yte, epochs=10, lr=0.1, batch_size=64)
     assert again == res  # seeded
+
+
+def test_last_checkpoint_is_written_every_epoch_between_validations(tmp_path):
+    """A run validating every 3 epochs still leaves a resumable last.ckpt after epoch 1."""
+    import lightning as L
+
+    from vislearn.engine.trainer import build_trainer
+
+    class Tiny(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(2, 1)
+
+        def training_step(self, batch, _):
+            return self.lin(batch[0]).pow(2).mean()
+
+        def validation_step(self, batch, _):
+            pass
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), 0.1)
+
+    data = torch.utils.data.TensorDataset(torch.randn(8, 2))
+    loader = torch.utils.data.DataLoader(data, batch_size=4)
+    trainer = build_trainer(tmp_path, max_epochs=1, check_val_every_n_epoch=3, progress=False)
+    trainer.fit(Tiny(), loader, loader)
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 2

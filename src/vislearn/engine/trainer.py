@@ -73,13 +73,16 @@ def build_trainer(
     are Lightning's: ``devices=8, strategy="ddp", precision="bf16-mixed"``."""
     out = Path(out_dir)
     # One file rewritten every epoch. (save_last=True with save_top_k=0 writes last.ckpt only
-    # when fit() ends in Lightning 2.x, so an interrupted run had nothing to resume from.)
+    # when fit() ends in Lightning 2.x, so an interrupted run had nothing to resume from; and
+    # without save_on_train_epoch_end, ModelCheckpoint saves only after validation, i.e. every
+    # check_val_every_n_epoch epochs.)
     cbs = [
         AtomicCheckpoint(
             dirpath=out / "checkpoints",
             filename="last",
             save_top_k=1,
             every_n_epochs=1,
+            save_on_train_epoch_end=True,
             enable_version_counter=False,
         )
     ]
