@@ -241,8 +241,10 @@ def _parser() -> argparse.ArgumentParser:
     de.add_argument("--epochs", type=int, default=DEMO_EPOCHS)
 
     from vislearn.accel.cli import add_dit_parser
+    from vislearn.vos.seg_cli import add_video_seg_parser
 
     add_dit_parser(sub)
+    add_video_seg_parser(sub)
     return p
 
 
@@ -625,6 +627,12 @@ def cmd_dit(a: argparse.Namespace) -> None:
     run_dit(a)
 
 
+def cmd_video_seg(a: argparse.Namespace) -> None:
+    from vislearn.vos.seg_cli import run_video_seg
+
+    run_video_seg(a)
+
+
 COMMANDS = {
     "pretrain": cmd_pretrain,
     "train-classifier": cmd_train_classifier,
@@ -635,6 +643,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "methods": cmd_methods,
     "dit": cmd_dit,
+    "video-seg": cmd_video_seg,
 }
 
 
