@@ -3,9 +3,37 @@
 Ding et al., "Betrayed by Attention" (ECCV 2024). A frozen DINO ViT gives per-frame patch keys;
 one spatio-temporal transformer block is trained on unlabelled clips; at inference the block's
 attention over key frames is clustered into temporally consistent objects.
+
+Names are imported lazily, so ``import vislearn.vos.cli`` (the CLI parser) imports no torch.
 """
 
-from vislearn.vos.block import SpatioTemporalBlock
-from vislearn.vos.features import ViTKeyFeatures
+from __future__ import annotations
 
-__all__ = ["SpatioTemporalBlock", "ViTKeyFeatures"]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "SpatioTemporalBlock": "block",
+    "ViTKeyFeatures": "features",
+    "motion_consistency_loss": "losses",
+    "semantic_consistency_loss": "losses",
+    "UVOSClipDataset": "train",
+    "UVOSModule": "train",
+    "load_block": "train",
+    "save_block": "train",
+    "train_uvos": "train",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"vislearn.vos.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'vislearn.vos' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
