@@ -301,7 +301,7 @@ def test_overlay_strip_shape_and_colours():
 
 
 def _cli_args(argv):
-    from vislearn.vos.seg_cli import add_video_seg_parser
+    from vislearn.vos.cli import add_video_seg_parser
 
     parser = argparse.ArgumentParser()
     add_video_seg_parser(parser.add_subparsers(dest="command"))
@@ -313,12 +313,13 @@ def cli_files(tmp_path):
     from safetensors.torch import save_file
 
     from vislearn.models import create_backbone
+    from vislearn.vos.train import save_block
 
     torch.manual_seed(0)
     vit = create_backbone("vit_mini", in_chans=3, img_size=32, patch_size=4)
     save_file(vit.state_dict(), str(tmp_path / "vit.safetensors"))
-    save_file(SpatioTemporalBlock(128).state_dict(), str(tmp_path / "block.safetensors"))
-    save_file(SpatioTemporalBlock(64).state_dict(), str(tmp_path / "narrow.safetensors"))
+    save_block(SpatioTemporalBlock(128), tmp_path / "block.safetensors")
+    save_block(SpatioTemporalBlock(64), tmp_path / "narrow.safetensors")
     clip = tmp_path / "clip"
     clip.mkdir()
     for i, frame in enumerate(_video(4, 24, 28, seed=3)):
@@ -328,7 +329,7 @@ def cli_files(tmp_path):
 
 
 def test_cli_video_seg_writes_masks(cli_files, capsys):
-    from vislearn.vos.seg_cli import run_video_seg
+    from vislearn.vos.cli import run_video_seg
 
     out = cli_files / "out"
     common = ["--weights", str(cli_files / "vit.safetensors"), "--arch", "vit_mini"]

@@ -241,9 +241,10 @@ def _parser() -> argparse.ArgumentParser:
     de.add_argument("--epochs", type=int, default=DEMO_EPOCHS)
 
     from vislearn.accel.cli import add_dit_parser
-    from vislearn.vos.seg_cli import add_video_seg_parser
+    from vislearn.vos.cli import add_train_uvos_parser, add_video_seg_parser
 
     add_dit_parser(sub)
+    add_train_uvos_parser(sub)
     add_video_seg_parser(sub)
     return p
 
@@ -627,8 +628,14 @@ def cmd_dit(a: argparse.Namespace) -> None:
     run_dit(a)
 
 
+def cmd_train_uvos(a: argparse.Namespace) -> None:
+    from vislearn.vos.cli import run_train_uvos
+
+    run_train_uvos(a)
+
+
 def cmd_video_seg(a: argparse.Namespace) -> None:
-    from vislearn.vos.seg_cli import run_video_seg
+    from vislearn.vos.cli import run_video_seg
 
     run_video_seg(a)
 
@@ -643,6 +650,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "methods": cmd_methods,
     "dit": cmd_dit,
+    "train-uvos": cmd_train_uvos,
     "video-seg": cmd_video_seg,
 }
 

@@ -1,8 +1,13 @@
-"""``vislearn train-uvos``: train the SSL-UVOS spatio-temporal block on unlabelled videos.
+"""``vislearn train-uvos`` and ``vislearn video-seg``: train the SSL-UVOS spatio-temporal block
+on unlabelled videos, and segment videos with it.
 
 vislearn train-uvos VIDEOS --weights dino_deitsmall8_pretrain.pth --arch dino_vits8 --out DIR
 vislearn train-uvos synthetic --weights vit.pth --arch vit_mini --patch-size 8 --img-size 32 \\
     --resolution 64 64 --out DIR --epochs 2 --samples-per-epoch 64
+
+vislearn video-seg VIDEO_OR_FRAMES --weights dino_deitsmall8_pretrain.pth \\
+    --block DIR/uvos_block.safetensors --arch dino_vits8 --out SEG [--resolution 320 480] \\
+    [--overlay]   (writes SEG/<name>/<frame>.png DAVIS palette PNGs and SEG/<name>_overlay.png)
 
 This module imports nothing heavy at import time (the main CLI builds its parser from it).
 """
@@ -10,9 +15,18 @@ This module imports nothing heavy at import time (the main CLI builds its parser
 from __future__ import annotations
 
 import argparse
+import math
+from pathlib import Path
 from typing import Any
 
-__all__ = ["DINO_ARCHS", "add_train_uvos_parser", "build_vit", "run_train_uvos"]
+__all__ = [
+    "DINO_ARCHS",
+    "add_train_uvos_parser",
+    "add_video_seg_parser",
+    "build_vit",
+    "run_train_uvos",
+    "run_video_seg",
+]
 
 #: DINO model names -> (vislearn backbone, patch size).
 DINO_ARCHS: dict[str, tuple[str, int]] = {
@@ -70,8 +84,8 @@ def add_train_uvos_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--img-size",
         type=int,
-        default=224,
-        help="image size the ViT was pretrained at; sets its position grid (default 224)",
+        help="image size the ViT was pretrained at, i.e. its position grid times the patch "
+        "size (default: read from the weights file's pos_embed)",
     )
     p.add_argument("--nested", help="checkpoint entry holding the weights (e.g. teacher)")
     p.add_argument("--out", required=True, help="run folder")
@@ -118,9 +132,29 @@ def add_train_uvos_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def build_vit(arch: str, weights: str, patch_size: int | None, img_size: int, nested=None):
+def _pos_grid(path: str | Path, nested: str | None = None) -> int | None:
+    """Side of the square positional-embedding grid stored in a weights file, if any."""
+    from vislearn.models.weights import read_state_file, unwrap_state_dict
+
+    sd = unwrap_state_dict(read_state_file(path), nested)
+    for key, value in sd.items():
+        if key.endswith("pos_embed") and value.dim() == 3:
+            g = math.isqrt(value.shape[1] - 1)
+            if g * g == value.shape[1] - 1:
+                return g
+    return None
+
+
+def build_vit(
+    arch: str,
+    weights: str | Path,
+    patch_size: int | None = None,
+    img_size: int | None = None,
+    nested: str | None = None,
+):
     """``(vit, spec)``: the ViT ``arch`` (a DINO name of :data:`DINO_ARCHS` or a registered
-    vislearn ViT backbone) with the local ``weights`` loaded strictly."""
+    vislearn ViT backbone) with the local ``weights`` loaded strictly. ``img_size`` (the
+    positional-embedding grid times the patch size) defaults to the file's grid."""
     from vislearn.errors import VislearnError
     from vislearn.models import create_backbone, list_backbones, load_weights
     from vislearn.models.vit import VisionTransformer
@@ -131,9 +165,16 @@ def build_vit(arch: str, weights: str, patch_size: int | None, img_size: int, ne
         if patch_size is not None and patch_size != default_patch:
             raise VislearnError(f"--arch {arch} has patch size {default_patch}, not {patch_size}")
     patch = patch_size if patch_size is not None else default_patch
-    kwargs: dict[str, Any] = {"img_size": img_size, "in_chans": 3}
+    kwargs: dict[str, Any] = {"in_chans": 3}
     if patch is not None:
         kwargs["patch_size"] = patch
+    if img_size is None:
+        grid = _pos_grid(weights, nested)
+        if grid is not None:
+            probe = create_backbone(name, **kwargs)
+            img_size = grid * getattr(probe, "patch_size", 1)
+    if img_size is not None:
+        kwargs["img_size"] = img_size
     vit = create_backbone(name, **kwargs)
     if not isinstance(vit, VisionTransformer):
         raise VislearnError(
@@ -207,3 +248,134 @@ def run_train_uvos(args: argparse.Namespace) -> str:
     path = Path(args.out) / BLOCK_FILE
     print(f"vislearn: wrote {path}")
     return str(path)
+
+
+def add_video_seg_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register ``vislearn video-seg`` on the main CLI's sub-parsers."""
+    p = sub.add_parser(
+        "video-seg",
+        help="segment a video with a trained SSL-UVOS block (DAVIS-style mask PNGs)",
+        description="Cluster the spatio-temporal attention of a trained SSL-UVOS block over a "
+        "whole video into temporally consistent segments and write one mask PNG per frame.",
+    )
+    p.add_argument("input", metavar="VIDEO_OR_FRAMES", help="a video file or a folder of frames")
+    p.add_argument("--weights", required=True, help="the frozen ViT's weights (local file)")
+    p.add_argument("--block", required=True, help="the trained spatio-temporal block's weights")
+    p.add_argument(
+        "--arch",
+        default="dino_vits8",
+        help="ViT: dino_vits8 (default), dino_vits16, dino_vitb8, dino_vitb16, or a vislearn "
+        "backbone name such as vit_small (with --patch-size)",
+    )
+    p.add_argument("--patch-size", type=int, help="patch size for a vislearn backbone name")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--resolution",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="ViT input size, multiples of the patch size (default: native size floored to "
+        "them; the official evaluation uses 320 480)",
+    )
+    p.add_argument("--key-stride", type=int, default=10, help="every r-th frame is a key frame")
+    p.add_argument("--tau", type=float, default=1.0, help="symmetric-KL threshold (default 1)")
+    p.add_argument("--window", type=int, default=3, help="frames per level-1 window (leader)")
+    p.add_argument("--clusters", choices=["leader", "agglomerative"], default="leader")
+    p.add_argument("--num-clusters", type=int, help="agglomerative: number of clusters")
+    p.add_argument("--objects", choices=["motion", "all", "salient"], default="motion")
+    p.add_argument("--max-objects", type=int, help="at most this many object IDs")
+    p.add_argument("--motion-threshold", type=float, default=1.5, help="motion rule: score to keep")
+    p.add_argument("--overlay", action="store_true", help="also write DIR/<name>_overlay.png")
+    p.add_argument("--overlay-video", action="store_true", help="also write DIR/<name>_overlay.mp4")
+    p.add_argument("--chunk", type=int, default=4096, help="tokens per descriptor block")
+    p.add_argument("--batch-size", type=int, default=8, help="frames per ViT forward")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    return p
+
+
+def _read_input(path: Path):
+    """Frames uint8 ``[T, C, H, W]``, output frame names (or ``None``) and the video name."""
+    from vislearn.data.video import _is_video_file, list_frames, read_clip, read_video
+    from vislearn.errors import VislearnError
+
+    if path.is_dir():
+        files = list_frames(path)
+        if not files:
+            raise VislearnError(f"no frames (image files) in {path}")
+        return read_clip(path, range(len(files)), 3, frame_files=files), [f.stem for f in files]
+    if not path.exists():
+        raise VislearnError(f"input does not exist: {path}")
+    if not _is_video_file(path):
+        raise VislearnError(f"{path} is neither a video file nor a folder of frames")
+    return read_video(path, 3), None
+
+
+def run_video_seg(a: argparse.Namespace) -> None:
+    import torch
+
+    from vislearn.errors import VislearnError
+    from vislearn.vos.segment import (
+        ObjectRule,
+        overlay_strip,
+        save_overlay_video,
+        segment_video,
+        write_masks,
+    )
+
+    src = Path(a.input).expanduser()
+    name = src.name if src.is_dir() else src.stem
+    frames, names = _read_input(src)
+    from vislearn.vos.features import ViTKeyFeatures
+    from vislearn.vos.train import load_block
+
+    features = ViTKeyFeatures(build_vit(a.arch, Path(a.weights).expanduser(), a.patch_size)[0])
+    block = load_block(Path(a.block).expanduser())
+    if block.dim != features.dim:
+        raise VislearnError(
+            f"block {a.block} is {block.dim} wide but the {a.arch} ViT is {features.dim} wide"
+        )
+    device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    rule = ObjectRule(
+        mode=a.objects, motion_threshold=a.motion_threshold, max_objects=a.max_objects
+    )
+    block.eval()
+    seg = segment_video(
+        frames,
+        features,
+        block,
+        resolution=a.resolution,
+        key_stride=a.key_stride,
+        tau=a.tau,
+        window=a.window,
+        method=a.clusters,
+        num_clusters=a.num_clusters,
+        objects=rule,
+        chunk=a.chunk,
+        device=device,
+        batch_size=a.batch_size,
+    )
+    out = Path(a.out).expanduser()
+    if seg.num_objects > 255:
+        raise VislearnError(
+            f"{seg.num_objects} objects do not fit palette PNGs: use --max-objects 255 or less"
+        )
+    write_masks(out / name, seg.labels, names)
+    extra = []
+    if a.overlay:
+        from PIL import Image
+
+        from vislearn.utils import atomic_path
+
+        strip = overlay_strip(frames, seg.labels)
+        target = out / f"{name}_overlay.png"
+        with atomic_path(target) as tmp:
+            Image.fromarray(strip.numpy()).save(tmp, format="PNG")
+        extra.append(str(target))
+    if a.overlay_video:
+        extra.append(str(save_overlay_video(out / f"{name}_overlay.mp4", frames, seg.labels)))
+    notes = f"; {'; '.join(seg.notes)}" if seg.notes else ""
+    print(
+        f"vislearn: {name}: {frames.shape[0]} frames, {len(seg.key_frames)} key frames, "
+        f"{seg.num_clusters} clusters, {seg.num_objects} objects ({a.objects}) -> "
+        f"{out / name}" + (f" + {', '.join(extra)}" if extra else "") + notes
+    )
