@@ -35,6 +35,8 @@ TINY_HEADS = {
     "queue_size": 64,
     "decoder_code_dim": 16,  # SaGe
     "decoder_stem_channels": 8,
+    "out_dim": 64,  # DINO (65536 prototypes by default)
+    "bottleneck_dim": 16,
 }
 
 

@@ -22,7 +22,8 @@ SMALL_KWARGS = {
     "resnet34": {"width": 8},
     "resnet50": {"width": 8},
 }
-META_ONLY = {"vit_small", "vit_base"}  # 22 M / 86 M parameters: structure checked on meta
+# 22 M / 86 M parameters: structure checked on meta (dino_*: in test_dino.py)
+META_ONLY = {"vit_small", "vit_base", "dino_vits8", "dino_vits16", "dino_vitb8", "dino_vitb16"}
 
 
 def _build(name: str, **kwargs) -> nn.Module:

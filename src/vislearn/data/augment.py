@@ -14,7 +14,11 @@ the augmentation is done on the whole batch, on the model's device, as tensor op
 All random parameters come from an explicit ``torch.Generator`` so a run is reproducible
 and a resumed run continues the exact random stream (its state is checkpointed).
 
-Presets follow the papers' recipes (:data:`PRESETS`). For images <= 64 px Gaussian blur is
+A view's output side is a fraction of the input's (``ViewConfig.size``, 1 by default), so
+the views of one augmentation may differ in size (DINO's multi-crop: two global views and
+smaller local ones); a method then batches views of one size together.
+
+Presets follow the papers' recipes (:data:`PRESETS`). For views <= 64 px Gaussian blur is
 switched off, as in the CIFAR recipes of SimCLR/solo-learn/lightly; on grayscale images
 saturation, hue and grayscale are no-ops.
 """
@@ -47,6 +51,9 @@ class ViewConfig:
     blur_p: float = 0.5
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     solarize_p: float = 0.0
+    #: output side as a fraction of the input image side (rounded, at least 1 px): 1.0 for the
+    #: usual views, 3/7 for DINO's local crops (96 px of 224 px images; 12 px of 28 px ones)
+    size: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -59,10 +66,17 @@ _BYOL_1 = ViewConfig(crop_scale=(0.08, 1.0), jitter=(0.4, 0.4, 0.2, 0.1), blur_p
 _BYOL_2 = replace(_BYOL_1, blur_p=0.1, solarize_p=0.2)
 #: crop (scale 0.5-1) + flip only: supervised training and the weak view of semi-supervised methods
 _WEAK = ViewConfig(crop_scale=(0.5, 1.0), jitter_p=0.0, gray_p=0.0, blur_p=0.0)
+# DINO (Caron et al., 2021): BYOL's two global views with crops of scale 0.4-1 (the release's
+# default; its ViT-S/16 recipe uses 0.25-1), and small local views (scale 0.05-0.4, 96 px of
+# 224, blur p 0.5) that the ``dino`` method appends ``local_crops`` times (DINO_LOCAL_VIEW)
+_DINO_1 = replace(_BYOL_1, crop_scale=(0.4, 1.0))
+_DINO_2 = replace(_BYOL_2, crop_scale=(0.4, 1.0))
+DINO_LOCAL_VIEW = replace(_BYOL_1, crop_scale=(0.05, 0.4), blur_p=0.5, size=96 / 224)
 PRESETS: dict[str, AugmentConfig] = {
     "moco_v2": AugmentConfig((ViewConfig(), ViewConfig())),
     "simclr": AugmentConfig((_SIMCLR, _SIMCLR)),
     "byol": AugmentConfig((_BYOL_1, _BYOL_2)),
+    "dino": AugmentConfig((_DINO_1, _DINO_2)),
     "supervised": AugmentConfig((_WEAK,)),
     # FixMatch-style (weak, strong) pair; the strong view is MoCo v2's (crop 0.2-1, flip, colour
     # jitter p=0.8, grayscale p=0.2, blur p=0.5) instead of RandAugment + Cutout
@@ -182,9 +196,12 @@ class ViewAugment(nn.Module):
 
     def __init__(self, cfg: ViewConfig, size: int, channels: int) -> None:
         super().__init__()
-        self.cfg, self.size, self.channels = cfg, size, channels
+        if not cfg.size > 0:
+            raise VislearnError(f"a view's size fraction must be > 0, got {cfg.size}")
+        self.cfg, self.channels = cfg, channels
+        self.size = max(1, round(size * cfg.size))  # output side in pixels
         self.normalize = Normalize(channels)
-        self.use_blur = cfg.blur_p > 0 and size > 64
+        self.use_blur = cfg.blur_p > 0 and self.size > 64
 
     def crop_flip(self, x: Tensor, g: torch.Generator) -> Tensor:
         cfg, n = self.cfg, x.shape[0]

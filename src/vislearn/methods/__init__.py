@@ -4,6 +4,7 @@ from vislearn.methods import (  # noqa: F401  (register)
     bingo,
     byol,
     csml,
+    dino,
     kscl,
     mae,
     moco_v2,

@@ -1,20 +1,27 @@
 """Backbones (registry by name), heads and weight loading."""
 
 from vislearn.models import resnet, video, vit  # noqa: F401  (register backbones)
-from vislearn.models.heads import MLPHead
+from vislearn.models.heads import DINOHead, MLPHead
 from vislearn.models.registry import (
     backbone_modality,
     create_backbone,
     list_backbones,
     register_backbone,
 )
-from vislearn.models.weights import load_weights, read_state_file, unwrap_state_dict
+from vislearn.models.weights import (
+    load_vit_weights,
+    load_weights,
+    read_state_file,
+    unwrap_state_dict,
+)
 
 __all__ = [
+    "DINOHead",
     "MLPHead",
     "backbone_modality",
     "create_backbone",
     "list_backbones",
+    "load_vit_weights",
     "load_weights",
     "read_state_file",
     "register_backbone",

@@ -18,6 +18,21 @@ from vislearn.errors import VislearnError
 from vislearn.models.registry import register_backbone
 
 
+def resize_pos_embed(pos_embed: Tensor, h: int, w: int) -> Tensor:
+    """Resize a ``[1, 1 + g*g, D]`` position embedding (class token first, then a square
+    ``g x g`` patch grid in row-major order) to an ``h x w`` grid by bicubic interpolation;
+    the class token's embedding is kept as is."""
+    cls_pos, patch_pos = pos_embed[:, :1], pos_embed[:, 1:]
+    g = math.isqrt(patch_pos.shape[1])
+    if g * g != patch_pos.shape[1]:
+        raise VislearnError(
+            f"position embedding has {patch_pos.shape[1]} patch tokens, not a square grid"
+        )
+    patch_pos = patch_pos.reshape(1, g, g, -1).permute(0, 3, 1, 2)
+    patch_pos = F.interpolate(patch_pos, size=(h, w), mode="bicubic", align_corners=False)
+    return torch.cat([cls_pos, patch_pos.flatten(2).transpose(1, 2)], dim=1)
+
+
 class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
@@ -90,11 +105,7 @@ class VisionTransformer(nn.Module):
         """Positional embedding for an ``h x w`` patch grid (bicubic interpolation)."""
         if h == w == self.grid:
             return self.pos_embed
-        cls_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]
-        g = int(math.sqrt(patch_pos.shape[1]))
-        patch_pos = patch_pos.reshape(1, g, g, -1).permute(0, 3, 1, 2)
-        patch_pos = F.interpolate(patch_pos, size=(h, w), mode="bicubic", align_corners=False)
-        return torch.cat([cls_pos, patch_pos.flatten(2).transpose(1, 2)], dim=1)
+        return resize_pos_embed(self.pos_embed, h, w)
 
     def tokens(self, x: Tensor) -> tuple[Tensor, int, int]:
         """Patch-embed ``x`` and prepend the class token; returns tokens and grid size."""
@@ -146,3 +157,30 @@ def vit_base(
     in_chans: int = 3, img_size: int = 224, patch_size: int = 16, pool: str = "cls"
 ) -> VisionTransformer:
     return VisionTransformer(img_size, patch_size, in_chans, 768, 12, 12, pool=pool)
+
+
+# DINO's released ViTs (Caron et al., 2021): ViT-S / ViT-B with 8 or 16 px patches at 224 px,
+# LayerNorm eps 1e-6, qkv bias, class-token output -- vislearn's ViT exactly. Their files
+# (timm key names) load with vislearn.models.load_vit_weights.
+@register_backbone
+def dino_vits8(in_chans: int = 3, img_size: int = 224, pool: str = "cls") -> VisionTransformer:
+    """DINO ViT-S/8 (21.7 M parameters)."""
+    return vit_small(in_chans, img_size, 8, pool)
+
+
+@register_backbone
+def dino_vits16(in_chans: int = 3, img_size: int = 224, pool: str = "cls") -> VisionTransformer:
+    """DINO ViT-S/16 (21.7 M parameters)."""
+    return vit_small(in_chans, img_size, 16, pool)
+
+
+@register_backbone
+def dino_vitb8(in_chans: int = 3, img_size: int = 224, pool: str = "cls") -> VisionTransformer:
+    """DINO ViT-B/8 (85.8 M parameters)."""
+    return vit_base(in_chans, img_size, 8, pool)
+
+
+@register_backbone
+def dino_vitb16(in_chans: int = 3, img_size: int = 224, pool: str = "cls") -> VisionTransformer:
+    """DINO ViT-B/16 (85.8 M parameters)."""
+    return vit_base(in_chans, img_size, 16, pool)
