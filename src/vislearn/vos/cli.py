@@ -20,21 +20,12 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "DINO_ARCHS",
     "add_train_uvos_parser",
     "add_video_seg_parser",
     "build_vit",
     "run_train_uvos",
     "run_video_seg",
 ]
-
-#: DINO model names -> (vislearn backbone, patch size).
-DINO_ARCHS: dict[str, tuple[str, int]] = {
-    "dino_vits8": ("vit_small", 8),
-    "dino_vits16": ("vit_small", 16),
-    "dino_vitb8": ("vit_base", 8),
-    "dino_vitb16": ("vit_base", 16),
-}
 
 _DESCRIPTION = """\
 Train the single spatio-temporal transformer block of SSL-UVOS ("Betrayed by Attention",
@@ -152,38 +143,30 @@ def build_vit(
     img_size: int | None = None,
     nested: str | None = None,
 ):
-    """``(vit, spec)``: the ViT ``arch`` (a DINO name of :data:`DINO_ARCHS` or a registered
-    vislearn ViT backbone) with the local ``weights`` loaded strictly. ``img_size`` (the
+    """``(vit, spec)``: the registered ViT backbone ``arch`` (``dino_vits8``, ``dino_vits16``,
+    ``dino_vitb8``, ``dino_vitb16``, ``vit_small``, ...; ``patch_size`` for the generic names)
+    with the local ``weights`` loaded strictly (:func:`~vislearn.models.load_vit_weights`:
+    every key present, none left over -- a partial load is an error). ``img_size`` (the
     positional-embedding grid times the patch size) defaults to the file's grid."""
     from vislearn.errors import VislearnError
-    from vislearn.models import create_backbone, list_backbones, load_weights
+    from vislearn.models import create_backbone, list_backbones, load_vit_weights
     from vislearn.models.vit import VisionTransformer
 
-    name, default_patch = arch, None
-    if arch not in list_backbones() and arch in DINO_ARCHS:
-        name, default_patch = DINO_ARCHS[arch]
-        if patch_size is not None and patch_size != default_patch:
-            raise VislearnError(f"--arch {arch} has patch size {default_patch}, not {patch_size}")
-    patch = patch_size if patch_size is not None else default_patch
+    if arch not in list_backbones():
+        raise VislearnError(f"unknown ViT {arch!r}; e.g. dino_vits8, dino_vitb16, vit_small")
     kwargs: dict[str, Any] = {"in_chans": 3}
-    if patch is not None:
-        kwargs["patch_size"] = patch
+    if patch_size is not None:
+        kwargs["patch_size"] = patch_size
+    probe = create_backbone(arch, **kwargs)
+    if not isinstance(probe, VisionTransformer):
+        raise VislearnError(f"{arch} is not a ViT; SSL-UVOS needs one (e.g. dino_vits8)")
     if img_size is None:
         grid = _pos_grid(weights, nested)
-        if grid is not None:
-            probe = create_backbone(name, **kwargs)
-            img_size = grid * getattr(probe, "patch_size", 1)
-    if img_size is not None:
-        kwargs["img_size"] = img_size
-    vit = create_backbone(name, **kwargs)
-    if not isinstance(vit, VisionTransformer):
-        raise VislearnError(
-            f"--arch {arch} is not a ViT; SSL-UVOS needs one (e.g. dino_vits8, vit_small)"
-        )
-    load_weights(vit, weights, nested=nested)
+        img_size = grid * probe.patch_size if grid is not None else None
+    vit = probe if img_size is None else create_backbone(arch, img_size=img_size, **kwargs)
+    load_vit_weights(vit, weights, nested=nested)
     spec = {
         "arch": arch,
-        "backbone": name,
         "patch_size": vit.patch_size,
         "img_size": img_size,
         "embed_dim": vit.num_features,
