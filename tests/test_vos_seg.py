@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from vislearn.data.davis import davis_palette
 from vislearn.errors import VislearnError
 from vislearn.models.vit import VisionTransformer
 from vislearn.vos.block import SpatioTemporalBlock, attention_descriptors
@@ -26,7 +27,6 @@ from vislearn.vos.features import ViTKeyFeatures
 from vislearn.vos.segment import (
     ObjectRule,
     cluster_statistics,
-    davis_palette,
     overlay_strip,
     segment_video,
     select_objects,

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vislearn.data.davis import davis_palette, write_label_png
 from vislearn.errors import VislearnError
 from vislearn.vos.block import SpatioTemporalBlock, attention_descriptors
 from vislearn.vos.cluster import (
@@ -54,7 +55,6 @@ __all__ = [
     "ObjectRule",
     "VideoSegmentation",
     "cluster_statistics",
-    "davis_palette",
     "overlay_strip",
     "save_overlay_video",
     "segment_video",
@@ -458,34 +458,6 @@ def segment_video(
 # ----------------------------------------------------------------------------- output
 
 
-def davis_palette(n: int = 256) -> np.ndarray:
-    """The DAVIS / PASCAL VOC colour map, uint8 ``[n, 3]`` (0 black, 1 red, 2 green, ...):
-    the bits of an index, three at a time, set the high bits of red, green and blue."""
-    pal = np.zeros((n, 3), dtype=np.uint8)
-    for i in range(n):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal[i] = (r, g, b)
-    return pal
-
-
-def _write_label_png(path: Path, labels: np.ndarray) -> None:
-    # TODO: switch to vislearn.data.davis.write_label_png once that module is merged.
-    from PIL import Image
-
-    from vislearn.utils import atomic_path
-
-    img = Image.fromarray(labels.astype(np.uint8))  # "L"; putpalette makes it "P"
-    img.putpalette(davis_palette().reshape(-1).tolist())
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
-
-
 def write_masks(
     out_dir: str | os.PathLike, labels: Tensor, names: Sequence[str] | None = None
 ) -> list[Path]:
@@ -516,7 +488,7 @@ def write_masks(
     paths = []
     for i, name in enumerate(files):
         path = out / name
-        _write_label_png(path, arr[i])
+        write_label_png(path, arr[i])
         paths.append(path)
     return paths
 
