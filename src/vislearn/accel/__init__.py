@@ -17,8 +17,7 @@ imported lazily, so ``import vislearn.accel`` imports neither torch nor diffuser
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from vislearn._lazy import lazy_exports
 
 _EXPORTS = {
     "DuCaCache": "cache",
@@ -44,13 +43,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"vislearn.accel.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'vislearn.accel' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
