@@ -137,6 +137,17 @@ def _trainer(cfg: dict, out: Path, callbacks: list | None = None) -> L.Trainer:
     )
 
 
+def _fit(
+    trainer: L.Trainer, module: L.LightningModule, dm: SegDataModule, last: Path, resume: bool
+) -> None:
+    """``trainer.fit``, then ``last.ckpt`` of the final step: checkpoints are written at epoch
+    ends, and ``max_steps`` usually stops a run inside an epoch."""
+    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume and last.is_file() else None)
+    cb = trainer.checkpoint_callback
+    if cb is not None and getattr(cb, "_last_global_step_saved", None) != trainer.global_step:
+        cb._save_checkpoint(trainer, str(last))  # AtomicCheckpoint: temporary file + rename
+
+
 def _build(cls: type, **kwargs: Any) -> Any:
     try:
         return cls(**kwargs)
@@ -192,7 +203,7 @@ def pretrain_seg(cfg: dict, resume: bool = True) -> tuple[SegPretrainModule, Pat
     tp = Throughput()
     trainer = _trainer(cfg, out, [tp])
     last = out / "checkpoints" / "last.ckpt"
-    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume and last.is_file() else None)
+    _fit(trainer, module, dm, last, resume)
     module.images_per_s = tp.images_per_s
     if trainer.is_global_zero:
         module.export(out / "pretrained.safetensors")
@@ -260,7 +271,7 @@ def finetune_seg(cfg: dict, resume: bool = True) -> tuple[SegFinetuneModule, Pat
     )
     tp = Throughput()
     trainer = _trainer(cfg, out, [tp])
-    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resuming else None)
+    _fit(trainer, module, dm, last, resuming)
     trainer.validate(module, datamodule=dm, verbose=False)
     scores = dict(module.scores)
     if trainer.is_global_zero:
