@@ -454,35 +454,49 @@ def test_seg_cli_pretrain_finetune_eval_predict(tmp_path, capsys):
 
     parser = argparse.ArgumentParser(prog="vislearn")
     add_seg_parser(parser.add_subparsers(dest="command"))
-    data = [
-        "--image-size", "32", "--num-train", "8", "--num-test", "4",
-        "--cache-dir", str(tmp_path / "cache"),
-        "--set", "data.background_dir=" + str(tmp_path / "none"),
-    ]  # fmt: skip
-    tiny = [*data, "--batch-size", "4", "--steps", "2", "--accelerator", "cpu", "--devices", "1",
-            "--set", "trainer.progress=false"]  # fmt: skip
-    arch = ["--set", "model.backbone_kwargs={stem: small_ds, width: 8}",
-            "--set", "model.head_channels=16", "--set", "model.atrous_rates=[1, 2]"]  # fmt: skip
     (tmp_path / "none").mkdir()  # an empty photo folder -> generated backgrounds (fast)
-    run_seg(parser.parse_args(["seg", "pretrain", "--method", "mdp", "--out",
-                               str(tmp_path / "pre"), *tiny, *arch]))  # fmt: skip
+    data = f"--image-size 32 --num-train 8 --num-test 4 --cache-dir {tmp_path / 'cache'} "
+    data += f"--set data.background_dir={tmp_path / 'none'}"
+    train = f"{data} --batch-size 4 --steps 2 --accelerator cpu --devices 1 "
+    train += "--set trainer.progress=false"
+    arch = ["--set", "model.backbone_kwargs={stem: small_ds, width: 8}", "model.head_channels=16"]
+
+    def cli(args: str, *extra: str) -> None:
+        run_seg(parser.parse_args(["seg", *args.split(), *extra]))
+
+    cli(f"pretrain --method mdp --out {tmp_path / 'pre'} {train}", *arch)
     pretrained = tmp_path / "pre" / "pretrained.safetensors"
     assert pretrained.is_file() and (tmp_path / "pre" / "checkpoints" / "last.ckpt").is_file()
-    run_seg(parser.parse_args(["seg", "finetune", "--init", str(pretrained), "--target",
-                               "synthetic:coarse", "--fraction", "0.5", "--out",
-                               str(tmp_path / "ft"), *tiny]))  # fmt: skip
+    cli(f"finetune --init {pretrained} --target synthetic:coarse --fraction 0.5 "
+        f"--out {tmp_path / 'ft'} {train}")  # fmt: skip
     assert (tmp_path / "ft" / "metrics.json").is_file()
-    run_seg(parser.parse_args(["seg", "eval", "--model", str(tmp_path / "ft"), "--dataset",
-                               "synthetic:coarse", "--json", str(tmp_path / "ev.json"), *data]))  # fmt: skip
+    cli(f"eval --model {tmp_path / 'ft'} --dataset synthetic:coarse --json {tmp_path / 'e.json'} "
+        + data)  # fmt: skip
     assert "mIoU" in capsys.readouterr().out
-    run_seg(parser.parse_args(["seg", "predict", "--model", str(tmp_path / "ft"), "--dataset",
-                               "synthetic:coarse", "--out", str(tmp_path / "pred"), "-n", "2",
-                               *data]))  # fmt: skip
+    cli(f"predict --model {tmp_path / 'ft'} --dataset synthetic:coarse -n 2 "
+        f"--out {tmp_path / 'pred'} {data}")  # fmt: skip
     pred = np.array(Image.open(tmp_path / "pred" / "pred_0000.png"))
     assert pred.shape == (32, 32) and pred.max() < 5
     assert (tmp_path / "pred" / "grid.png").is_file()
     with pytest.raises(VislearnError, match="classes"):  # a model of coarse on fine
-        run_seg(parser.parse_args(["seg", "eval", "--model", str(tmp_path / "ft"), "--dataset",
-                                   "synthetic:fine", *data]))  # fmt: skip
+        cli(f"eval --model {tmp_path / 'ft'} --dataset synthetic:fine {data}")
     with pytest.raises(VislearnError, match="one data set"):
-        run_seg(parser.parse_args(["seg", "pretrain", "--method", "single", *tiny]))
+        cli(f"pretrain --method single {train}")
+
+
+def test_epoch_slice_sampler_fixed_epochs_cover_the_data():
+    from vislearn.data.segmentation import EpochSliceSampler
+
+    # 10 items, 4 per rank and epoch on 2 ranks: 5 epochs = 4 full passes
+    seen = []
+    for epoch in range(5):
+        parts = []
+        for rank in range(2):
+            s = EpochSliceSampler(10, 4, seed=3, rank=rank, world=2)
+            s.set_epoch(epoch)
+            parts.append(list(s))
+            assert len(parts[-1]) == len(s) == 4
+        seen += parts[0] + parts[1]
+    assert np.bincount(seen, minlength=10).tolist() == [4] * 10
+    small = EpochSliceSampler(3, 7, seed=0)  # a subset smaller than an epoch repeats
+    assert sorted(set(small)) == [0, 1, 2] and len(list(small)) == 7

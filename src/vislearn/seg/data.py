@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from vislearn.data.segmentation import (
     ArraySegmentationDataset,
+    EpochSliceSampler,
     LabelSpace,
-    RepeatedDataset,
     SegmentationDataset,
     SegmentationFolder,
 )
@@ -123,8 +123,9 @@ class SegDataModule(L.LightningDataModule):
     """Serves a training set (and optionally a validation set) with seeded
     ``DistributedSampler`` s (also on one device), so a resumed run sees the same batches.
 
-    ``steps_per_epoch`` (optional) cycles the training set to that many batches per epoch
-    (per rank), which keeps epochs -- and checkpoints -- regular on small labelled subsets.
+    ``steps_per_epoch`` (optional) makes every epoch that many batches per rank
+    (:class:`~vislearn.data.segmentation.EpochSliceSampler`), which keeps epochs -- and
+    checkpoints -- regular on small labelled subsets and large multi-dataset pools alike.
     """
 
     def __init__(
@@ -155,10 +156,12 @@ class SegDataModule(L.LightningDataModule):
     def _loader(self, ds: Dataset, train: bool) -> DataLoader:
         world, rank = self._world()
         if train and self.steps_per_epoch:
-            ds = RepeatedDataset(ds, int(self.steps_per_epoch) * self.batch_size * world)
-        sampler = DistributedSampler(
-            ds, num_replicas=world, rank=rank, shuffle=train, seed=self.seed, drop_last=train
-        )
+            per_rank = int(self.steps_per_epoch) * self.batch_size
+            sampler = EpochSliceSampler(len(ds), per_rank, self.seed, rank, world)
+        else:
+            sampler = DistributedSampler(
+                ds, num_replicas=world, rank=rank, shuffle=train, seed=self.seed, drop_last=train
+            )
         return DataLoader(
             ds,
             batch_size=self.batch_size,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from vislearn.data.segmentation import (
     SegmentationDataset,
     fraction_subset,
 )
-from vislearn.engine.trainer import Throughput, build_trainer
+from vislearn.engine.trainer import build_trainer
 from vislearn.errors import VislearnError
 from vislearn.seg.data import SegDataModule, build_segmentation_dataset, describe_sets, spec_name
 from vislearn.seg.modules import PRETRAIN_METHODS, SegFinetuneModule, SegPretrainModule
@@ -200,11 +201,11 @@ def pretrain_seg(cfg: dict, resume: bool = True) -> tuple[SegPretrainModule, Pat
     dm = SegDataModule(
         multi, None, d["batch_size"], d["num_workers"], cfg["seed"], d["steps_per_epoch"]
     )
-    tp = Throughput()
-    trainer = _trainer(cfg, out, [tp])
+    trainer = _trainer(cfg, out)
     last = out / "checkpoints" / "last.ckpt"
+    t0 = time.perf_counter()
     _fit(trainer, module, dm, last, resume)
-    module.images_per_s = tp.images_per_s
+    module.train_seconds = time.perf_counter() - t0
     if trainer.is_global_zero:
         module.export(out / "pretrained.safetensors")
     return module, out
@@ -269,9 +270,10 @@ def finetune_seg(cfg: dict, resume: bool = True) -> tuple[SegFinetuneModule, Pat
     dm = SegDataModule(
         train, test, d["batch_size"], d["num_workers"], cfg["seed"], d["steps_per_epoch"]
     )
-    tp = Throughput()
-    trainer = _trainer(cfg, out, [tp])
+    trainer = _trainer(cfg, out)
+    t0 = time.perf_counter()
     _fit(trainer, module, dm, last, resuming)
+    module.train_seconds = time.perf_counter() - t0
     trainer.validate(module, datamodule=dm, verbose=False)
     scores = dict(module.scores)
     if trainer.is_global_zero:
@@ -287,7 +289,7 @@ def finetune_seg(cfg: dict, resume: bool = True) -> tuple[SegFinetuneModule, Pat
                 "init": str(init) if init else None,
                 "transferred": loaded,
                 "steps": int(trainer.global_step),
-                "images_per_s": tp.images_per_s,
+                "train_seconds": module.train_seconds,
                 **summary,
                 "confusion": scores.get("confusion"),
             },
