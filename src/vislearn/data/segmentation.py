@@ -342,6 +342,9 @@ def write_segmentation_folder(
     ``<split>_<index>``. Returns ``root``."""
     root = Path(root)
     space = dataset.label_space
+    fmt = Image.registered_extensions().get(image_ext.lower())
+    if fmt is None:
+        raise VislearnError(f"unknown image extension {image_ext!r} (use .png or .jpg)")
     palette = voc_palette(256).reshape(-1).tolist()
     ids = []
     for i in range(len(dataset)):
@@ -350,7 +353,7 @@ def write_segmentation_folder(
         arr = image.permute(1, 2, 0).numpy()
         img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
         with atomic_path(root / "JPEGImages" / f"{name}{image_ext}") as tmp:
-            img.save(tmp, format=Image.registered_extensions()[image_ext.lower()])
+            img.save(tmp, format=fmt)
         if int(mask.max()) > 255 or int(mask.min()) < 0:
             raise VislearnError("palette PNG masks hold ids 0..255 only")
         m = Image.fromarray(mask.numpy().astype(np.uint8), mode="P")

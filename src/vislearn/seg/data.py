@@ -126,6 +126,8 @@ class SegDataModule(L.LightningDataModule):
     ``steps_per_epoch`` (optional) makes every epoch that many batches per rank
     (:class:`~vislearn.data.segmentation.EpochSliceSampler`), which keeps epochs -- and
     checkpoints -- regular on small labelled subsets and large multi-dataset pools alike.
+    Under DDP the validation sampler pads the last batch by repeating a few images (as
+    ``DistributedSampler`` does); the final scores of ``vislearn seg eval`` run in one process.
     """
 
     def __init__(

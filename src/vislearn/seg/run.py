@@ -287,7 +287,7 @@ def finetune_seg(cfg: dict, resume: bool = True) -> tuple[SegFinetuneModule, Pat
                 "train_images": len(train),
                 "test_images": len(test),
                 "init": str(init) if init else None,
-                "transferred": loaded,
+                "transferred": "resumed from last.ckpt" if resuming else loaded,
                 "steps": int(trainer.global_step),
                 "train_seconds": module.train_seconds,
                 **summary,
