@@ -500,3 +500,25 @@ def test_epoch_slice_sampler_fixed_epochs_cover_the_data():
     assert np.bincount(seen, minlength=10).tolist() == [4] * 10
     small = EpochSliceSampler(3, 7, seed=0)  # a subset smaller than an epoch repeats
     assert sorted(set(small)) == [0, 1, 2] and len(list(small)) == 7
+
+
+@pytest.mark.parametrize("recipe", ["pretrain_mdp", "pretrain_naive_multi", "pretrain_single"])
+def test_seg_recipes_load_and_build(recipe):
+    from pathlib import Path
+
+    from vislearn.config import load_config
+    from vislearn.seg.modules import SegFinetuneModule, SegPretrainModule
+    from vislearn.seg.run import SEG_DEFAULTS
+
+    configs = Path(__file__).resolve().parents[1] / "configs" / "seg_mdp"
+    cfg = load_config(configs / f"{recipe}.yaml", defaults=SEG_DEFAULTS)
+    counts = [11] if cfg["method"] == "single" else [11, 5, 6]
+    assert len(cfg["data"]["datasets"]) == len(counts)
+    pre = SegPretrainModule(method=cfg["method"], num_classes=counts, **cfg["model"])
+    ft_cfg = load_config(configs / "finetune.yaml", defaults=SEG_DEFAULTS)
+    ft = SegFinetuneModule(num_classes=6, **ft_cfg["model"])
+    # fine-tuning takes the pretrained backbone and decoder unchanged
+    own = ft.net.state_dict()
+    for k, v in pre.net.state_dict().items():
+        if k.startswith(("backbone.", "decoder.")):
+            assert own[k].shape == v.shape
