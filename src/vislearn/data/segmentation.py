@@ -22,7 +22,8 @@ space's ``ignore_index`` (255 by default, the PASCAL VOC convention for "void" p
   maps on the training device (labels by nearest neighbour, pixels from outside the image get
   the ignore index).
 
-Masks are read with PIL (``np.array(Image.open(p))`` gives the palette indices of a "P" PNG).
+Masks are read and written with :mod:`vislearn.data.davis`'s label PNG helpers (palette
+indices of a "P" PNG, values of an "L" PNG; colour images are rejected).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, Sampler
 
 from vislearn.data.datasets import IMAGE_EXTENSIONS
+from vislearn.data.davis import davis_palette, read_label_png, write_label_png
 from vislearn.errors import VislearnError
 from vislearn.utils import atomic_path
 
@@ -56,8 +58,6 @@ __all__ = [
     "SegmentationSubset",
     "downsample_labels",
     "fraction_subset",
-    "read_mask",
-    "voc_palette",
     "write_segmentation_folder",
 ]
 
@@ -88,21 +88,6 @@ VOC_CLASSES: tuple[str, ...] = (
 )
 
 
-def voc_palette(n: int = 256) -> np.ndarray:
-    """The PASCAL VOC colour map, uint8 ``[n, 3]`` (bits of the class id spread over R, G, B;
-    id 0 black, 255 = void light beige)."""
-    out = np.zeros((n, 3), dtype=np.uint8)
-    for i in range(n):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        out[i] = (r, g, b)
-    return out
-
-
 @dataclass(frozen=True)
 class LabelSpace:
     """The classes of one data set: ``classes[c]`` is the name of id ``c``; pixels equal to
@@ -126,8 +111,9 @@ class LabelSpace:
         return len(self.classes)
 
     def palette(self) -> np.ndarray:
-        """Colours for ids ``0..num_classes-1``, uint8 ``[num_classes, 3]`` (VOC colour map)."""
-        return voc_palette(max(256, self.num_classes))[: self.num_classes]
+        """Colours for ids ``0..num_classes-1``, uint8 ``[num_classes, 3]`` (the VOC / DAVIS
+        colour map of :func:`vislearn.data.davis.davis_palette`)."""
+        return davis_palette(max(256, self.num_classes))[: self.num_classes]
 
 
 def check_mask(mask: np.ndarray | Tensor, space: LabelSpace, where: str) -> None:
@@ -198,26 +184,6 @@ class ArraySegmentationDataset(SegmentationDataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         return self.images[index], self.masks[index].long()
-
-
-def read_mask(path: str | os.PathLike) -> np.ndarray:
-    """A label PNG as class ids, uint8/int ``[H, W]``: palette PNGs give their indices, 8/16-bit
-    gray PNGs their values. Colour (RGB) masks are rejected: their colours are not ids."""
-    try:
-        with Image.open(path) as img:
-            if img.mode in ("RGB", "RGBA"):
-                raise VislearnError(
-                    f"{path}: mask is an {img.mode} colour image; segmentation masks must be "
-                    "palette ('P') or gray ('L') PNGs whose pixel values are class ids"
-                )
-            arr = np.array(img)
-    except VislearnError:
-        raise
-    except Exception as exc:  # PIL raises many types for bad files
-        raise VislearnError(f"cannot read mask {path}: {exc}") from None
-    if arr.ndim != 2:
-        raise VislearnError(f"{path}: mask must be a single-channel image, got shape {arr.shape}")
-    return arr
 
 
 def _resize_crop(img: Image.Image, size: int, resample: int) -> Image.Image:
@@ -313,7 +279,7 @@ class SegmentationFolder(SegmentationDataset):
                 img = ImageOps.exif_transpose(opened).convert("L" if self.channels == 1 else "RGB")
         except Exception as exc:  # PIL raises many types for bad files
             raise VislearnError(f"cannot read image {image_path}: {exc}") from None
-        mask = read_mask(mask_path)
+        mask = read_label_png(mask_path)
         if mask.shape != (img.size[1], img.size[0]):
             raise VislearnError(
                 f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
@@ -322,7 +288,7 @@ class SegmentationFolder(SegmentationDataset):
         check_mask(mask, self.label_space, str(mask_path))
         if self.image_size is not None:
             img = _resize_crop(img, self.image_size, Image.Resampling.BILINEAR)
-            mimg = Image.fromarray(mask.astype(np.int32 if mask.max() > 255 else np.uint8))
+            mimg = Image.fromarray(mask)
             mask = np.array(_resize_crop(mimg, self.image_size, Image.Resampling.NEAREST))
         arr = np.array(img, dtype=np.uint8)
         if arr.ndim == 2:
@@ -345,7 +311,6 @@ def write_segmentation_folder(
     fmt = Image.registered_extensions().get(image_ext.lower())
     if fmt is None:
         raise VislearnError(f"unknown image extension {image_ext!r} (use .png or .jpg)")
-    palette = voc_palette(256).reshape(-1).tolist()
     ids = []
     for i in range(len(dataset)):
         image, mask = dataset[i]
@@ -354,12 +319,7 @@ def write_segmentation_folder(
         img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
         with atomic_path(root / "JPEGImages" / f"{name}{image_ext}") as tmp:
             img.save(tmp, format=fmt)
-        if int(mask.max()) > 255 or int(mask.min()) < 0:
-            raise VislearnError("palette PNG masks hold ids 0..255 only")
-        m = Image.fromarray(mask.numpy().astype(np.uint8), mode="P")
-        m.putpalette(palette)
-        with atomic_path(root / "SegmentationClass" / f"{name}.png") as tmp:
-            m.save(tmp, format="PNG")
+        write_label_png(root / "SegmentationClass" / f"{name}.png", mask.numpy())
         ids.append(name)
     with atomic_path(root / "ImageSets" / "Segmentation" / f"{split}.txt") as tmp:
         tmp.write_text("\n".join(ids) + "\n")

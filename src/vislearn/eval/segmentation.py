@@ -10,7 +10,6 @@ left out of the mean. Scores are fractions in [0, 1]; reports multiply by 100.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,14 +18,12 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from vislearn.errors import VislearnError
-from vislearn.utils import atomic_path
 
 __all__ = [
     "colourise",
     "confusion_matrix",
     "evaluate_segmentation",
     "prediction_grid",
-    "save_label_png",
     "segmentation_scores",
 ]
 
@@ -108,22 +105,6 @@ def colourise(
     rgb = pal[m.clamp(0, len(pal) - 1)]
     rgb[ign] = torch.tensor(list(ignore_colour), dtype=torch.uint8)
     return rgb.movedim(-1, -3).contiguous()
-
-
-def save_label_png(mask: Tensor | np.ndarray, palette: np.ndarray, path: str | os.PathLike) -> None:
-    """Write a label map as a palette PNG (viewable in colour; ``np.array(Image.open(p))``
-    gives the ids back), atomically."""
-    from PIL import Image
-
-    arr = np.asarray(mask)
-    if arr.min() < 0 or arr.max() > 255:
-        raise VislearnError("palette PNGs hold ids 0..255 only")
-    img = Image.fromarray(arr.astype(np.uint8), mode="P")
-    pal = np.zeros((256, 3), dtype=np.uint8)
-    pal[: len(palette)] = np.asarray(palette, dtype=np.uint8)[:256]
-    img.putpalette(pal.reshape(-1).tolist())
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
 
 
 def prediction_grid(

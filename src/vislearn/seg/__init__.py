@@ -13,32 +13,19 @@ module (:mod:`vislearn.seg.data`), the jobs (:mod:`vislearn.seg.run`) and the CL
 
 from __future__ import annotations
 
-from typing import Any
+from vislearn._lazy import lazy_exports
 
-__all__ = [
-    "SegFinetuneModule",
-    "SegPretrainModule",
-    "evaluate_seg",
-    "finetune_seg",
-    "load_seg_model",
-    "predict_seg",
-    "pretrain_seg",
-]
-
-_WHERE = {
-    "SegFinetuneModule": "vislearn.seg.modules",
-    "SegPretrainModule": "vislearn.seg.modules",
-    "evaluate_seg": "vislearn.seg.run",
-    "finetune_seg": "vislearn.seg.run",
-    "load_seg_model": "vislearn.seg.run",
-    "predict_seg": "vislearn.seg.run",
-    "pretrain_seg": "vislearn.seg.run",
+_EXPORTS = {
+    "SegFinetuneModule": "modules",
+    "SegPretrainModule": "modules",
+    "evaluate_seg": "run",
+    "finetune_seg": "run",
+    "load_seg_model": "run",
+    "predict_seg": "run",
+    "pretrain_seg": "run",
 }
 
+__all__ = sorted(_EXPORTS)
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        import importlib
 
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'vislearn.seg' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -67,7 +67,9 @@ def add_seg_parser(sub: Any) -> None:
     seg = sub.add_parser(
         "seg",
         help="semantic segmentation: multi-dataset pretraining (MDP), fine-tuning, mIoU",
-        description=__doc__.split("\n\n")[0],
+        description="Semantic segmentation across data sets with different taxonomies.\n\n"
+        + __doc__.split("\n\n")[1]
+        + "\n\nRun `vislearn seg SEG_COMMAND --help` for the options of a command.",
         formatter_class=_FORMAT,
     )
     ssub = seg.add_subparsers(dest="seg_command", required=True, metavar="SEG_COMMAND")

@@ -239,6 +239,9 @@ def finetune_seg(cfg: dict, resume: bool = True) -> tuple[SegFinetuneModule, Pat
     """
     _quiet()
     d = cfg["data"]
+    init = cfg.get("init")
+    if init and not Path(init).expanduser().is_file():
+        raise VislearnError(f"pretrained weights not found: {init}")
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
     target = str(d["target"])
     train = fraction_subset(
@@ -247,9 +250,6 @@ def finetune_seg(cfg: dict, resume: bool = True) -> tuple[SegFinetuneModule, Pat
     test = build_segmentation_dataset(target, "test", d)
     if test.label_space.classes != train.label_space.classes:
         raise VislearnError(f"{target}: train and test splits have different classes")
-    init = cfg.get("init")
-    if init and not Path(init).expanduser().is_file():
-        raise VislearnError(f"pretrained weights not found: {init}")
     module = _build(
         SegFinetuneModule,
         num_classes=train.num_classes,
@@ -390,8 +390,8 @@ def predict_seg(
     colours) and ``out_dir/grid.png`` (image | ground truth | prediction rows; no ground truth
     for ``images``, a folder of plain image files). Returns the written paths."""
     from vislearn.data.datasets import IMAGE_EXTENSIONS, load_image
-    from vislearn.data.segmentation import voc_palette
-    from vislearn.eval.segmentation import prediction_grid, save_label_png
+    from vislearn.data.davis import davis_palette, write_label_png
+    from vislearn.eval.segmentation import prediction_grid
 
     model, info = load_seg_model(model_path)
     model.to(device)
@@ -414,12 +414,12 @@ def predict_seg(
         imgs = torch.stack([x[0] for x in items])
         targets = torch.stack([x[1] for x in items])
     preds = torch.cat([model(b.to(device)).argmax(1).cpu() for b in imgs.split(32)])
-    palette = voc_palette(256)
+    palette = davis_palette(256)
     out = Path(out_dir)
     paths = []
     for i, p in enumerate(preds):
         path = out / f"pred_{i:04d}.png"
-        save_label_png(p, palette, path)
+        write_label_png(path, p.numpy(), palette)
         paths.append(path)
     grid = prediction_grid(imgs, targets, preds, palette, ignore)
     save_png(grid, out / "grid.png")
