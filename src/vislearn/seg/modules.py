@@ -15,7 +15,8 @@ argument of :class:`SegPretrainModule` (defaults in brackets):
   moving average of :mod:`vislearn.engine.prototypes` (per-image class means, then their mean
   over the global batch, then ``p <- normalize(m p + (1 - m) pbar)``; ``proto_momentum``
   [0.99], ``proto_average`` [two_step], ``proto_init`` [first_mean]) from the *detached*
-  online embeddings (no momentum encoder: the sources do not mention one);
+  online embeddings (no momentum encoder: the sources do not mention one); a step's losses
+  use the prototypes as they were before its own update, and no gradient reaches them;
 * loss: pixel-to-prototype InfoNCE over all classes of all data sets
   (``temperature`` [0.1], ``contrast_over`` [all; "own_dataset" restricts the denominator to
   the pixel's data set as an ablation of the "interactive" contrast), at the feature
