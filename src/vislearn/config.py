@@ -90,8 +90,8 @@ def _merge(base: dict, new: dict, path: str = "") -> dict:
         where = f"{path}{key}"
         if path.rstrip(".") in STRICT_SECTIONS and key not in base:
             raise VislearnError(f"unknown config key {where!r}; known: {', '.join(base)}")
-        if not path and key not in DEFAULTS:
-            raise VislearnError(f"unknown config section {key!r}; known: {', '.join(DEFAULTS)}")
+        if not path and key not in base:  # at the top level ``base`` holds every section
+            raise VislearnError(f"unknown config section {key!r}; known: {', '.join(base)}")
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = _merge(out[key], value, f"{where}.")
         else:
@@ -100,10 +100,16 @@ def _merge(base: dict, new: dict, path: str = "") -> dict:
 
 
 def load_config(
-    path: str | os.PathLike | None = None, overrides: list[str] | None = None, **updates: Any
+    path: str | os.PathLike | None = None,
+    overrides: list[str] | None = None,
+    defaults: dict[str, Any] | None = None,
+    **updates: Any,
 ) -> dict:
-    """Defaults <- YAML file <- ``updates`` (nested dict) <- ``key.sub=value`` overrides."""
-    cfg = copy.deepcopy(DEFAULTS)
+    """Defaults <- YAML file <- ``updates`` (nested dict) <- ``key.sub=value`` overrides.
+
+    ``defaults`` replaces :data:`DEFAULTS` for a subsystem with its own sections (e.g.
+    ``vislearn seg``); its ``data``/``trainer``/``eval`` sections are checked as strictly."""
+    cfg = copy.deepcopy(DEFAULTS if defaults is None else defaults)
     if path is not None:
         p = Path(path)
         if not p.is_file():

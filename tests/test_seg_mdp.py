@@ -1,0 +1,523 @@
+"""Segmentation and MDP: data (synthetic taxonomies, VOC folders, multi-dataset concatenation,
+joint augmentation), mixing, pixel-to-prototype losses against NumPy references, the two-step
+prototype update against hand-computed averages (one process and 2 gloo ranks), mIoU against a
+hand-computed confusion matrix, the network, and ``vislearn seg`` end to end on tiny sets."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ddp_utils import run_ranks
+from vislearn.data.davis import davis_palette
+from vislearn.data.mixing import (
+    cross_dataset_partners,
+    mix_pixel_embeddings,
+    pixel_mix,
+    region_mix,
+)
+from vislearn.data.segmentation import (
+    ArraySegmentationDataset,
+    LabelSpace,
+    MultiDatasetSegmentation,
+    SegmentationAugment,
+    SegmentationFolder,
+    downsample_labels,
+    fraction_subset,
+    write_segmentation_folder,
+)
+from vislearn.data.synthetic import SEG_TAXONOMIES, generated_background, segmentation_scenes
+from vislearn.engine.prototypes import PrototypeBank, class_mean_stats
+from vislearn.errors import VislearnError
+from vislearn.eval.segmentation import colourise, confusion_matrix, segmentation_scores
+from vislearn.losses.segmentation import (
+    pixel_class_sparse_coding,
+    pixel_prototype_contrastive,
+    soft_prototype_contrastive,
+    sparse_coding_targets,
+)
+from vislearn.models.segmentation import SegmentationNet, load_segmentation_weights
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+IGN = 255
+
+
+def _bg(n: int = 2, size: int = 32) -> torch.Tensor:
+    """A tiny generated background pool (no photo decoding in the fast tests)."""
+    return torch.stack([generated_background(size, i) for i in range(n)])
+
+
+# ----------------------------------------------------------------------------- prototypes
+
+
+def _toy_batch():
+    """2 images, 3 classes, d = 2. Image 0: three pixels of class 0 at (1, 0) and one of
+    class 1 at (0, 1); image 1: one pixel of class 0 at (0, 1) and one ignored pixel."""
+    v = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [5.0, 5.0]])
+    y = torch.tensor([0, 0, 0, 1, 0, IGN])
+    img = torch.tensor([0, 0, 0, 0, 1, 1])
+    return v, y, img
+
+
+def test_two_step_average_matches_hand_computation():
+    v, y, img = _toy_batch()
+    sums, counts = class_mean_stats(v, y, img, 3, 2, IGN, "two_step")
+    # class 0: per-image means (1, 0) and (0, 1), averaged once per image -> (0.5, 0.5)
+    assert counts.tolist() == [2.0, 1.0, 0.0]
+    assert torch.allclose(sums[0] / counts[0], torch.tensor([0.5, 0.5], dtype=torch.float64))
+    assert torch.allclose(sums[1] / counts[1], torch.tensor([0.0, 1.0], dtype=torch.float64))
+    # the plain pixel mean weighs image 0's three pixels: (3/4, 1/4)
+    sums, counts = class_mean_stats(v, y, img, 3, 2, IGN, "pixel")
+    assert counts.tolist() == [4.0, 1.0, 0.0]
+    assert torch.allclose(sums[0] / counts[0], torch.tensor([0.75, 0.25], dtype=torch.float64))
+
+
+def test_prototype_update_matches_hand_computed_average():
+    v, y, img = _toy_batch()
+    bank = PrototypeBank(3, 2, momentum=0.9)
+    bank.prototypes.copy_(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.6, 0.8]]))
+    bank.initialized.fill_(True)
+    present = bank.update(v, y, img, 2, IGN)
+    assert present.tolist() == [True, True, False]
+    # p0: normalize(0.9 (1, 0) + 0.1 (0.5, 0.5)) = (0.95, 0.05) / |.|
+    n0 = math.sqrt(0.95**2 + 0.05**2)
+    # p1: normalize(0.9 (1, 0) + 0.1 (0, 1)) = (0.9, 0.1) / |.|
+    n1 = math.sqrt(0.9**2 + 0.1**2)
+    expected = torch.tensor([[0.95 / n0, 0.05 / n0], [0.9 / n1, 0.1 / n1], [0.6, 0.8]])
+    assert torch.allclose(bank.prototypes, expected, atol=1e-6)
+    assert torch.allclose(bank.prototypes.norm(dim=1), torch.ones(3), atol=1e-6)
+
+
+def test_prototype_first_observation_replaces_random_init():
+    v, y, img = _toy_batch()
+    bank = PrototypeBank(3, 2, momentum=0.99, init="first_mean", seed=3)
+    before = bank.prototypes.clone()
+    bank.update(v, y, img, 2, IGN)
+    s = math.sqrt(0.5)
+    assert torch.allclose(bank.prototypes[0], torch.tensor([s, s]), atol=1e-6)
+    assert torch.allclose(bank.prototypes[1], torch.tensor([0.0, 1.0]), atol=1e-6)
+    assert torch.equal(bank.prototypes[2], before[2])  # absent class untouched
+    assert bank.initialized.tolist() == [True, True, False]
+
+
+def _proto_rank(r: int) -> dict:
+    """Rank r holds image r of the toy batch; both apply the all-reduced update."""
+    v, y, img = _toy_batch()
+    keep = img == r
+    bank = PrototypeBank(3, 2, momentum=0.9)
+    bank.prototypes.copy_(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.6, 0.8]]))
+    bank.initialized.fill_(True)
+    # each rank numbers its own images from 0 and passes its own image count
+    bank.update(v[keep], y[keep], torch.zeros(int(keep.sum()), dtype=torch.long), 1, IGN)
+    return {"protos": bank.prototypes.clone()}
+
+
+def test_prototype_update_under_ddp_equals_global_batch(tmp_path):
+    v, y, img = _toy_batch()
+    ref = PrototypeBank(3, 2, momentum=0.9)
+    ref.prototypes.copy_(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.6, 0.8]]))
+    ref.initialized.fill_(True)
+    ref.update(v, y, img, 2, IGN)
+    ranks = run_ranks(_proto_rank, tmp_path, 2, start_method="fork")
+    for res in ranks:
+        assert torch.allclose(res["protos"], ref.prototypes, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def _np_log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(1, keepdims=True)
+    return x - np.log(np.exp(x).sum(1, keepdims=True))
+
+
+def _emb(n: int, c: int, d: int = 6, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    v = F.normalize(torch.randn(n, d, generator=g, dtype=torch.float64), dim=1)
+    p = F.normalize(torch.randn(c, d, generator=g, dtype=torch.float64), dim=1)
+    return v, p
+
+
+def test_pixel_prototype_loss_equals_numpy_reference():
+    v, p = _emb(7, 5)
+    y = torch.tensor([0, 4, IGN, 2, 2, IGN, 1])
+    tau = 0.2
+    got = pixel_prototype_contrastive(v, p, y, tau, IGN)
+    logp = _np_log_softmax(v.numpy() @ p.numpy().T / tau)
+    keep = [i for i in range(7) if int(y[i]) != IGN]
+    want = -np.mean([logp[i, int(y[i])] for i in keep])
+    assert abs(float(got) - want) < 1e-10
+
+
+def test_pixel_prototype_loss_ignores_ignore_index_pixels():
+    v, p = _emb(6, 4)
+    y = torch.tensor([1, IGN, 3, IGN, 0, 2])
+    v1 = v.clone().requires_grad_(True)
+    loss = pixel_prototype_contrastive(v1, p, y, 0.1, IGN)
+    loss.backward()
+    assert torch.all(v1.grad[y == IGN] == 0)
+    assert torch.all(v1.grad[y != IGN].abs().sum(1) > 0)
+    v2 = v.clone()
+    v2[y == IGN] = torch.randn(2, v.shape[1], dtype=v.dtype)  # ignored pixels change freely
+    assert torch.allclose(pixel_prototype_contrastive(v2, p, y, 0.1, IGN), loss)
+    # nothing labelled: zero that still backpropagates
+    v3 = v.clone().requires_grad_(True)
+    empty = pixel_prototype_contrastive(v3, p, torch.full((6,), IGN), 0.1, IGN)
+    empty.backward()
+    assert empty.item() == 0.0 and torch.all(v3.grad == 0)
+
+
+def test_soft_target_loss_reduces_to_hard_and_mixes_linearly():
+    v, p = _emb(4, 5)
+    y = torch.tensor([0, 3, 1, 4])
+    hard = F.one_hot(y, 5).double()
+    assert torch.allclose(
+        soft_prototype_contrastive(v, p, hard, 0.1), pixel_prototype_contrastive(v, p, y, 0.1)
+    )
+    other = torch.tensor([2, 2, 0, 1])
+    mixed = 0.3 * hard + 0.7 * F.one_hot(other, 5).double()
+    want = 0.3 * pixel_prototype_contrastive(v, p, y, 0.1) + 0.7 * pixel_prototype_contrastive(
+        v, p, other, 0.1
+    )
+    assert torch.allclose(soft_prototype_contrastive(v, p, mixed, 0.1), want)
+
+
+def test_sparse_coding_targets_only_on_top_k_non_ground_truth():
+    sim = torch.tensor([[0.9, 0.8, 0.1, 0.7, 0.75, -0.2], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]])
+    y = torch.tensor([0, 5])
+    w = sparse_coding_targets(sim, y, k=2, weight_temperature=0.1)
+    assert set(torch.nonzero(w[0]).flatten().tolist()) == {1, 4}  # 0 is the true class
+    assert set(torch.nonzero(w[1]).flatten().tolist()) == {3, 4}
+    e = np.exp(np.array([0.8, 0.75]) / 0.1)
+    assert torch.allclose(w[0, [1, 4]], torch.tensor(e / e.sum(), dtype=torch.float32))
+    assert torch.allclose(w.sum(1), torch.ones(2))
+    # candidates restrict the code (e.g. classes of other data sets): 3 and 5 only
+    cand = torch.tensor([[False, False, False, True, False, True]] * 2)
+    w = sparse_coding_targets(sim, y, k=2, weight_temperature=0.1, candidates=cand)
+    assert set(torch.nonzero(w[0]).flatten().tolist()) == {3, 5}
+    assert set(torch.nonzero(w[1]).flatten().tolist()) == {3}  # 5 is its own class
+    assert torch.allclose(w.sum(1), torch.ones(2))
+
+
+def test_sparse_coding_loss_equals_numpy_reference():
+    v, p = _emb(5, 6, seed=2)
+    y = torch.tensor([0, 1, IGN, 5, 3])
+    k, tau, tau_w = 3, 0.1, 0.2
+    got = pixel_class_sparse_coding(v, p, y, k, tau, tau_w, None, IGN)
+    s = v.numpy() @ p.numpy().T
+    losses = []
+    for i in range(5):
+        if int(y[i]) == IGN:
+            continue
+        order = [c for c in np.argsort(-s[i]) if c != int(y[i])][:k]
+        w = np.exp(s[i, order] / tau_w)
+        w /= w.sum()
+        logp = _np_log_softmax(s[i : i + 1] / tau)[0]
+        losses.append(-(w * logp[order]).sum())
+    assert abs(float(got) - np.mean(losses)) < 1e-6
+
+
+# ----------------------------------------------------------------------------- mixing
+
+
+def _labelled_batch():
+    b, h, w = 4, 8, 10
+    images = torch.arange(b * 3 * h * w, dtype=torch.float32).view(b, 3, h, w)
+    labels = torch.stack([torch.full((h, w), 10 * i + 1) for i in range(b)])
+    labels[0, 0, 0] = IGN
+    return images, labels
+
+
+def test_cross_dataset_partners_pick_other_datasets():
+    ds = torch.tensor([0, 0, 1, 2, 1, 0])
+    partners = cross_dataset_partners(ds, torch.Generator().manual_seed(0))
+    assert torch.all(ds[partners] != ds)
+    single = cross_dataset_partners(torch.zeros(3, dtype=torch.long), torch.Generator())
+    assert torch.all(single != torch.arange(3))  # fallback: another sample
+
+
+def test_region_mix_label_map():
+    images, labels = _labelled_batch()
+    partners = torch.tensor([2, 3, 0, 1])
+    mixed, mixed_labels, (y0, y1, x0, x1) = region_mix(
+        images, labels, partners, 1.0, torch.Generator().manual_seed(5)
+    )
+    inside = torch.zeros(8, 10, dtype=torch.bool)
+    inside[y0:y1, x0:x1] = True
+    assert inside.any() and not inside.all()
+    for i in range(4):
+        want = torch.where(inside, labels[partners[i]], labels[i])
+        assert torch.equal(mixed_labels[i], want)
+        assert torch.equal(mixed[i][:, inside], images[partners[i]][:, inside])
+        assert torch.equal(mixed[i][:, ~inside], images[i][:, ~inside])
+    assert labels[0, 0, 0] == IGN  # inputs untouched
+
+
+def test_pixel_mix_labels_and_images():
+    images, labels = _labelled_batch()
+    partners = torch.tensor([1, 0, 3, 2])
+    mixed, la, lb, lam = pixel_mix(images, labels, partners, 1.0, torch.Generator().manual_seed(1))
+    assert 0.0 <= lam <= 1.0
+    assert torch.equal(la, labels) and torch.equal(lb, labels[partners])
+    assert torch.allclose(mixed, lam * images + (1 - lam) * images[partners])
+
+
+def test_mix_pixel_embeddings_pairs_different_datasets():
+    v = F.normalize(torch.randn(40, 4, generator=torch.Generator().manual_seed(0)), dim=1)
+    y = torch.tensor([0, 1, 2, 3, 4, IGN, 5, 6] * 5)
+    class_group = torch.tensor([0, 0, 0, 1, 1, 2, 2])  # 7 classes in 3 data sets
+    mixed, ya, yb, lam = mix_pixel_embeddings(
+        v, y, class_group, 64, 1.0, torch.Generator().manual_seed(2), IGN
+    )
+    assert mixed.shape == (64, 4) and torch.allclose(mixed.norm(dim=1), torch.ones(64))
+    assert torch.all(class_group[ya] != class_group[yb])
+    assert torch.all((lam >= 0) & (lam <= 1))
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def test_miou_against_hand_computed_confusion_matrix():
+    target = torch.tensor([[0, 0, 1, 1], [2, 2, IGN, 1]])
+    pred = torch.tensor([[0, 1, 1, 1], [2, 0, 0, 3]])
+    conf = confusion_matrix(pred, target, 4, IGN)
+    # rows = truth, cols = prediction; the ignored pixel (truth 255) is not counted
+    want = torch.tensor([[1, 1, 0, 0], [0, 2, 0, 1], [1, 0, 1, 0], [0, 0, 0, 0]])
+    assert torch.equal(conf, want)
+    s = segmentation_scores(conf, ["a", "b", "c", "d"])
+    # IoU = tp / (row + col - tp): a 1/(2+2-1), b 2/(3+3-2), c 1/(2+1-1), d 0/(0+1-0)
+    iou = [1 / 3, 2 / 4, 1 / 2, 0.0]
+    assert s["iou"] == pytest.approx(dict(zip("abcd", iou, strict=True)))
+    assert s["miou"] == pytest.approx(sum(iou) / 4)
+    assert s["pixel_acc"] == pytest.approx(4 / 7)
+    assert s["mean_acc"] == pytest.approx((1 / 2 + 2 / 3 + 1 / 2) / 3)  # d has no truth
+    # a class absent from truth and prediction has no IoU and is left out of the mean
+    s = segmentation_scores(confusion_matrix(pred.clamp_max(2), target, 5, IGN))
+    assert s["iou"]["4"] is None and s["iou"]["3"] is None
+    with pytest.raises(VislearnError):
+        confusion_matrix(pred, target.clamp_max(3) + 1, 4, IGN)
+
+
+def test_colourise_uses_palette_and_ignore_colour():
+    pal = davis_palette(256)
+    assert pal[0].tolist() == [0, 0, 0] and pal[1].tolist() == [128, 0, 0]
+    rgb = colourise(torch.tensor([[0, 1], [2, IGN]]), pal[:3], IGN, (255, 255, 255))
+    assert rgb.shape == (3, 2, 2) and rgb.dtype == torch.uint8
+    assert rgb[:, 0, 1].tolist() == [128, 0, 0]
+    assert rgb[:, 1, 0].tolist() == [0, 128, 0]
+    assert rgb[:, 1, 1].tolist() == [255, 255, 255]
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def test_downsample_labels_majority_and_purity():
+    lab = torch.tensor(
+        [[[1, 1, 2, 2], [1, 1, 2, 3], [IGN, IGN, 4, 5], [IGN, 0, 6, 7]]], dtype=torch.long
+    )
+    out = downsample_labels(lab, (2, 2), IGN, "majority", purity=0.5)
+    # blocks: all 1 -> 1; 3 of 4 are 2 -> 2; ignore majority -> ignore; all different -> ignore
+    assert out.tolist() == [[[1, 2], [IGN, IGN]]]
+    assert downsample_labels(lab, (2, 2), IGN, "majority", purity=0.8)[0, 0, 1] == IGN
+
+
+def test_synthetic_scenes_are_deterministic_and_taxonomies_agree():
+    kw = dict(size=32, seed=4, name="same", num_objects=(2, 3), backgrounds=_bg())
+    fine = segmentation_scenes(6, taxonomy="fine", **kw)
+    again = segmentation_scenes(6, taxonomy="fine", **kw)
+    coarse = segmentation_scenes(6, taxonomy="coarse", **kw)
+    partial = segmentation_scenes(6, taxonomy="partial", ignore_boundary=0, **kw)
+    assert torch.equal(fine.images, again.images) and torch.equal(fine.masks, again.masks)
+    assert torch.equal(fine.images, coarse.images)  # same scenes, other label space
+    assert (fine.masks == IGN).any() and not (partial.masks == IGN).any()
+    # the coarse label of every labelled pixel is the grouping of its fine label
+    fine_to_coarse = torch.tensor((0, *SEG_TAXONOMIES["coarse"][1]))
+    keep = (fine.masks != IGN) & (coarse.masks != IGN)
+    assert torch.equal(coarse.masks[keep].long(), fine_to_coarse[fine.masks[keep].long()])
+    # partial: items of unlabelled classes are background
+    partial_of_fine = torch.tensor((0, *SEG_TAXONOMIES["partial"][1]))
+    unbounded = segmentation_scenes(6, taxonomy="fine", ignore_boundary=0, **kw)
+    assert torch.equal(partial.masks.long(), partial_of_fine[unbounded.masks.long()])
+    other = segmentation_scenes(6, taxonomy="fine", **{**kw, "name": "other"})
+    assert not torch.equal(other.images, fine.images)  # each data set its own stream
+
+
+def test_segmentation_folder_round_trip_and_errors(tmp_path):
+    s = segmentation_scenes(3, taxonomy="coarse", size=32, seed=1, backgrounds=_bg())
+    space = LabelSpace("coarse", s.classes)
+    ds = ArraySegmentationDataset(s.images, s.masks, space)
+    root = write_segmentation_folder(ds, tmp_path / "voc", "train")
+    mask_file = root / "SegmentationClass" / "train_000000.png"
+    assert Image.open(mask_file).mode == "P"
+    assert np.array_equal(np.array(Image.open(mask_file)), s.masks[0].numpy())
+    back = SegmentationFolder(root, "train")
+    assert back.classes == s.classes and len(back) == 3
+    for i in range(3):
+        img, mask = back[i]
+        assert torch.equal(img, s.images[i]) and torch.equal(mask, s.masks[i].long())
+    small = SegmentationFolder(root, "train", image_size=16)
+    img, mask = small[0]
+    assert img.shape == (3, 16, 16) and mask.shape == (16, 16)
+    assert set(mask.unique().tolist()) <= set(s.masks[0].unique().tolist())
+    with pytest.raises(VislearnError, match="image-set list"):
+        SegmentationFolder(root, "val")
+    Image.fromarray(np.full((32, 32), 9, np.uint8)).save(mask_file)  # 9: not a coarse id
+    with pytest.raises(VislearnError, match="not class ids"):
+        back[0]
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(mask_file)
+    with pytest.raises(VislearnError, match="'RGB' image"):
+        back[0]
+
+
+def test_multi_dataset_concatenates_label_spaces():
+    a = ArraySegmentationDataset(
+        torch.zeros(3, 3, 4, 4, dtype=torch.uint8),
+        torch.tensor([1, IGN, 0]).view(3, 1, 1).expand(3, 4, 4).clone(),
+        LabelSpace("a", ("bg", "x")),
+    )
+    b = ArraySegmentationDataset(
+        torch.ones(1, 3, 4, 4, dtype=torch.uint8),
+        torch.full((1, 4, 4), 2),
+        LabelSpace("b", ("bg", "y", "z")),
+    )
+    multi = MultiDatasetSegmentation([a, b])
+    assert multi.num_classes == 5 and multi.offsets == [0, 2]
+    assert multi.label_space.classes == ("a/bg", "a/x", "b/bg", "b/y", "b/z")
+    assert multi.class_dataset.tolist() == [0, 0, 1, 1, 1]
+    assert len(multi) == 6  # balanced: 2 data sets x 3 (the larger)
+    items = [multi[i] for i in range(6)]
+    assert [it[2] for it in items] == [0, 1, 0, 1, 0, 1]
+    assert items[0][1].unique().tolist() == [1]
+    assert items[2][1].unique().tolist() == [IGN]  # a's ignore stays ignore
+    assert items[1][1].unique().tolist() == [4]  # b's class 2 -> global 2 + 2
+    sub = fraction_subset(a, 0.34, seed=0)
+    assert len(sub) == 1 and sub.label_space == a.label_space
+
+
+def test_segmentation_augment_flip_and_identity():
+    images = torch.randn(2, 3, 8, 8)
+    labels = torch.randint(0, 5, (2, 8, 8))
+    same = SegmentationAugment((1.0, 1.0), 0.0)
+    assert same(images, labels)[0] is images
+    flip = SegmentationAugment((1.0, 1.0), 1.0)
+    out, lab = flip(images, labels)
+    assert torch.allclose(out, images.flip(-1), atol=1e-5)
+    assert torch.equal(lab, labels.flip(-1))
+    zoom_out = SegmentationAugment((0.5, 0.5), 0.0, seed=1)
+    out, lab = zoom_out(images, labels)
+    assert (lab == IGN).float().mean() >= 0.5  # three quarters lie outside the image
+    assert set(lab.unique().tolist()) <= set(labels.unique().tolist()) | {IGN}
+
+
+# ----------------------------------------------------------------------------- model
+
+
+@pytest.mark.parametrize(("head", "stride"), [("deeplabv3", 4), ("fcn", 8)])
+def test_segmentation_net_shapes_and_output_stride(head, stride):
+    net = SegmentationNet(
+        [3, 5], "resnet_tiny", {"stem": "small_ds", "width": 8}, 3, head, stride, 16, (1, 2)
+    ).eval()
+    x = torch.randn(2, 3, 32, 32)
+    feats = net.features(x)
+    assert feats.shape[-1] == 32 // stride == net.feature_size(32)
+    assert net(x, 1).shape == (2, 5, 32, 32)
+    with pytest.raises(VislearnError, match="output_stride"):
+        SegmentationNet(3, "resnet_tiny", {"stem": "small_ds", "width": 8}, 3, head, 16)
+
+
+def test_segmentation_weights_move_between_strides(tmp_path):
+    from safetensors.torch import save_file
+
+    kw = dict(backbone="resnet_tiny", backbone_kwargs={"stem": "small_ds", "width": 8})
+    src = SegmentationNet(4, output_stride=8, head_channels=16, **kw)
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, tmp_path / "w.safetensors")
+    dst = SegmentationNet(7, output_stride=4, head_channels=16, **kw)
+    assert load_segmentation_weights(dst, tmp_path / "w.safetensors") == ["backbone", "decoder"]
+    assert torch.equal(dst.decoder[0].convs[0][0].weight, src.decoder[0].convs[0][0].weight)
+    wide = SegmentationNet(4, output_stride=8, head_channels=32, **kw)
+    with pytest.raises(VislearnError, match="decoder does not match"):
+        load_segmentation_weights(wide, tmp_path / "w.safetensors")
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def test_seg_cli_pretrain_finetune_eval_predict(tmp_path, capsys):
+    from vislearn.seg.cli import add_seg_parser, run_seg
+
+    parser = argparse.ArgumentParser(prog="vislearn")
+    add_seg_parser(parser.add_subparsers(dest="command"))
+    (tmp_path / "none").mkdir()  # an empty photo folder -> generated backgrounds (fast)
+    data = f"--image-size 32 --num-train 8 --num-test 4 --cache-dir {tmp_path / 'cache'} "
+    data += f"--set data.background_dir={tmp_path / 'none'}"
+    train = f"{data} --batch-size 4 --steps 2 --accelerator cpu --devices 1 "
+    train += "--set trainer.progress=false"
+    arch = ["--set", "model.backbone_kwargs={stem: small_ds, width: 8}", "model.head_channels=16"]
+
+    def cli(args: str, *extra: str) -> None:
+        run_seg(parser.parse_args(["seg", *args.split(), *extra]))
+
+    cli(f"pretrain --method mdp --out {tmp_path / 'pre'} {train}", *arch)
+    pretrained = tmp_path / "pre" / "pretrained.safetensors"
+    assert pretrained.is_file() and (tmp_path / "pre" / "checkpoints" / "last.ckpt").is_file()
+    cli(f"finetune --init {pretrained} --target synthetic:coarse --fraction 0.5 "
+        f"--out {tmp_path / 'ft'} {train}")  # fmt: skip
+    assert (tmp_path / "ft" / "metrics.json").is_file()
+    cli(f"eval --model {tmp_path / 'ft'} --dataset synthetic:coarse --json {tmp_path / 'e.json'} "
+        + data)  # fmt: skip
+    assert "mIoU" in capsys.readouterr().out
+    cli(f"predict --model {tmp_path / 'ft'} --dataset synthetic:coarse -n 2 "
+        f"--out {tmp_path / 'pred'} {data}")  # fmt: skip
+    pred = np.array(Image.open(tmp_path / "pred" / "pred_0000.png"))
+    assert pred.shape == (32, 32) and pred.max() < 5
+    assert (tmp_path / "pred" / "grid.png").is_file()
+    with pytest.raises(VislearnError, match="classes"):  # a model of coarse on fine
+        cli(f"eval --model {tmp_path / 'ft'} --dataset synthetic:fine {data}")
+    with pytest.raises(VislearnError, match="one data set"):
+        cli(f"pretrain --method single {train}")
+
+
+def test_epoch_slice_sampler_fixed_epochs_cover_the_data():
+    from vislearn.data.segmentation import EpochSliceSampler
+
+    # 10 items, 4 per rank and epoch on 2 ranks: 5 epochs = 4 full passes
+    seen = []
+    for epoch in range(5):
+        parts = []
+        for rank in range(2):
+            s = EpochSliceSampler(10, 4, seed=3, rank=rank, world=2)
+            s.set_epoch(epoch)
+            parts.append(list(s))
+            assert len(parts[-1]) == len(s) == 4
+        seen += parts[0] + parts[1]
+    assert np.bincount(seen, minlength=10).tolist() == [4] * 10
+    small = EpochSliceSampler(3, 7, seed=0)  # a subset smaller than an epoch repeats
+    assert sorted(set(small)) == [0, 1, 2] and len(list(small)) == 7
+
+
+@pytest.mark.parametrize("recipe", ["pretrain_mdp", "pretrain_naive_multi", "pretrain_single"])
+def test_seg_recipes_load_and_build(recipe):
+    from pathlib import Path
+
+    from vislearn.config import load_config
+    from vislearn.seg.modules import SegFinetuneModule, SegPretrainModule
+    from vislearn.seg.run import SEG_DEFAULTS
+
+    configs = Path(__file__).resolve().parents[1] / "configs" / "seg_mdp"
+    cfg = load_config(configs / f"{recipe}.yaml", defaults=SEG_DEFAULTS)
+    counts = [11] if cfg["method"] == "single" else [11, 5, 6]
+    assert len(cfg["data"]["datasets"]) == len(counts)
+    pre = SegPretrainModule(method=cfg["method"], num_classes=counts, **cfg["model"])
+    ft_cfg = load_config(configs / "finetune.yaml", defaults=SEG_DEFAULTS)
+    ft = SegFinetuneModule(num_classes=6, **ft_cfg["model"])
+    # fine-tuning takes the pretrained backbone and decoder unchanged
+    own = ft.net.state_dict()
+    for k, v in pre.net.state_dict().items():
+        if k.startswith(("backbone.", "decoder.")):
+            assert own[k].shape == v.shape
