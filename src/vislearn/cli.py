@@ -241,9 +241,11 @@ def _parser() -> argparse.ArgumentParser:
     de.add_argument("--epochs", type=int, default=DEMO_EPOCHS)
 
     from vislearn.accel.cli import add_dit_parser
+    from vislearn.seg.cli import add_seg_parser
     from vislearn.vos.cli import add_train_uvos_parser, add_video_seg_parser
 
     add_dit_parser(sub)
+    add_seg_parser(sub)
     add_train_uvos_parser(sub)
     add_video_seg_parser(sub)
     return p
@@ -628,6 +630,12 @@ def cmd_dit(a: argparse.Namespace) -> None:
     run_dit(a)
 
 
+def cmd_seg(a: argparse.Namespace) -> None:
+    from vislearn.seg.cli import run_seg
+
+    run_seg(a)
+
+
 def cmd_train_uvos(a: argparse.Namespace) -> None:
     from vislearn.vos.cli import run_train_uvos
 
@@ -650,6 +658,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "methods": cmd_methods,
     "dit": cmd_dit,
+    "seg": cmd_seg,
     "train-uvos": cmd_train_uvos,
     "video-seg": cmd_video_seg,
 }
