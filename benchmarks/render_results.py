@@ -48,6 +48,7 @@ COLUMNS = {
     ],
     "video_fame": [
         ("motion top-1 % (linear)", "motion_top1", None),
+        ("… unbiased probe", "motion_top1_unbiased_probe", None),
         ("fine-tune top-1 %", "finetune_top1", None),
         ("retrieval R@1", "retrieval_r1", None),
         ("R@5", "retrieval_r5", None),
@@ -55,6 +56,15 @@ COLUMNS = {
         ("background var. share", "background_var_share", None),
         ("motion var. share", "motion_var_share", None),
         ("s/step", "s_per_step", None),
+    ],
+    "vos_uvos": [
+        ("tuned parameter", "param", None),
+        ("J %", "J_mean", None),
+        ("F %", "F_mean", None),
+        ("J&F %", "JF_mean", None),
+        ("J recall %", "J_recall", None),
+        ("J&F %, per-frame matching", "per_frame.JF_mean", None),
+        ("seconds (40 videos)", "seconds", None),
     ],
     "dit_cache": [
         ("speed-up (wall)", "speedup_wall", None),
@@ -68,9 +78,11 @@ COLUMNS = {
 
 
 def _cell(row: dict, key: str, per_seed: str | None) -> str:
-    if key not in row:
-        return "–"
-    value = row[key]
+    value = row
+    for part in key.split("."):  # "per_frame.JF_mean": a nested entry
+        if not isinstance(value, dict) or part not in value:
+            return "–"
+        value = value[part]
     if isinstance(value, int):
         text = str(value)
     else:
