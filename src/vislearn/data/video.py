@@ -340,16 +340,22 @@ def write_video(
     return path
 
 
+def resize_frames(clip: Tensor, size: tuple[int, int]) -> Tensor:
+    """uint8 ``[T, C, H, W]`` -> uint8 ``[T, C, *size]`` (bilinear, antialiased; the aspect
+    ratio is not kept)."""
+    if tuple(clip.shape[-2:]) == tuple(size):
+        return clip.contiguous()
+    x = F.interpolate(clip.float(), size=tuple(size), mode="bilinear", antialias=True)
+    return x.round().clamp(0, 255).to(torch.uint8)
+
+
 def resize_clip(clip: Tensor, size: int) -> Tensor:
     """Resize a uint8 clip ``[T, C, H, W]`` so its shorter side is ``size`` (bilinear,
     antialiased) and centre-crop a ``size`` square."""
     t, c, h, w = clip.shape
     scale = size / min(h, w)
     nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    x = clip
-    if (nh, nw) != (h, w):
-        x = F.interpolate(clip.float(), size=(nh, nw), mode="bilinear", antialias=True)
-        x = x.round().clamp(0, 255).to(torch.uint8)
+    x = resize_frames(clip, (nh, nw))
     top, left = round((nh - size) / 2), round((nw - size) / 2)
     return x[:, :, top : top + size, left : left + size].contiguous()
 

@@ -177,8 +177,6 @@ def build_vit(
 
 def run_train_uvos(args: argparse.Namespace) -> str:
     """Run ``vislearn train-uvos``; returns the path of the written block file."""
-    from pathlib import Path
-
     from vislearn.errors import VislearnError
     from vislearn.vos.train import BLOCK_FILE, train_uvos
 

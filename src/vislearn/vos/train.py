@@ -34,7 +34,6 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -47,6 +46,7 @@ from vislearn.data.video import (
     count_frames,
     list_frames,
     read_clip,
+    resize_frames,
 )
 from vislearn.engine.optim import param_groups, warmup_cosine
 from vislearn.errors import VislearnError
@@ -139,14 +139,6 @@ def find_uvos_videos(root: str | os.PathLike) -> list[Path]:
         found.extend(c for c in children if _is_video_file(c))
         pending.extend(reversed([c for c in children if c.is_dir()]))
     return sorted(found, key=lambda p: [_natural_key(Path(q)) for q in p.relative_to(root).parts])
-
-
-def _resize(clip: Tensor, size: tuple[int, int]) -> Tensor:
-    """uint8 ``[T, C, H, W]`` -> uint8 ``[T, C, *size]`` (bilinear, antialiased)."""
-    if tuple(clip.shape[-2:]) == tuple(size):
-        return clip.contiguous()
-    x = F.interpolate(clip.float(), size=size, mode="bilinear", antialias=True)
-    return x.round().clamp(0, 255).to(torch.uint8)
 
 
 def _check_resolution(resolution: Sequence[int], patch_size: int | None = None) -> tuple[int, int]:
@@ -297,7 +289,7 @@ class UVOSClipDataset(Dataset):
             clip = read_clip(
                 self.paths[video], indices, 3, frame_files=self._frame_files.get(video)
             )
-        return _resize(clip, self.resolution)
+        return resize_frames(clip, self.resolution)
 
     def __getitem__(self, index: int) -> Tensor:
         rng = np.random.default_rng([self.seed, int(index)])
