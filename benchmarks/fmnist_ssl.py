@@ -19,7 +19,7 @@ import platform
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -155,14 +155,14 @@ def run_pending(
     with ProcessPoolExecutor(
         n_jobs, mp_context=get_context("spawn"), max_tasks_per_child=1
     ) as pool:
-        for row in pool.map(worker or run_job, todo):
+        # cache each run as soon as it finishes (not in submission order): a killed
+        # benchmark loses at most the runs in flight
+        futures = [pool.submit(worker or run_job, j) for j in todo]
+        for fut in as_completed(futures):
+            row = fut.result()
             write_json(cache / f"{row['key']}.json", row)
-            print(
-                json.dumps(
-                    {k: row.get(k) for k in ("key", "knn_top1", "linear_top1", "images_per_s")}
-                ),
-                flush=True,
-            )
+            shown = ("key", "knn_top1", "linear_top1", "miou", "images_per_s", "seconds_per_step")
+            print(json.dumps({k: row[k] for k in shown if k in row}), flush=True)
             done.append(row)
     return done
 
