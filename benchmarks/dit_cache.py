@@ -95,7 +95,7 @@ def main() -> None:
         load_classifier,
         to_signed,
     )
-    from vislearn.accel.metrics import count_flops, flops_ratio, psnr, relative_l2
+    from vislearn.accel.metrics import count_flops, flops_ratio, psnr, relative_l2, wall_time
     from vislearn.accel.sampling import load_transformer, make_scheduler, sample_class_conditional
     from vislearn.data.datasets import get_dataset
     from vislearn.utils import write_json
@@ -105,7 +105,14 @@ def main() -> None:
     p.add_argument("--only", nargs="+", help="run only these setting names (plus none)")
     p.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache" / "dit_cache"))
     p.add_argument("--report-only", action="store_true", help="write results from the cache")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="threads (quality and timing)")
+    p.add_argument(
+        "--timing-threads",
+        type=int,
+        nargs="*",
+        default=[1],
+        help="also time every setting with these thread counts (speedup_wall_by_threads)",
+    )
     p.add_argument("--flops-n", type=int, default=4)
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--plot", default=str(PLOT), help="the Pareto plot (PNG)")
@@ -195,37 +202,47 @@ def main() -> None:
     ref = torch.load(cache_dir / "none.pt", weights_only=True)
     rows = [ref_row] + [run_setting(e, ref) for e in settings[1:]]
 
-    # wall clock: interleaved rounds over every setting
+    # wall clock: interleaved rounds over every setting, once per thread count
     tn = int(cfg["timing"]["n"])
-    times: dict[str, list[float]] = {e["name"]: [] for e in settings}
+    thread_counts = [a.threads] + [t for t in a.timing_threads if t != a.threads]
+    times = {t: {e["name"]: [] for e in settings} for t in thread_counts}
     if not a.report_only:
         for e in settings:  # every setting built and calibrated before any timing
             get_setting(e)
-        for rep in range(int(cfg["timing"]["repeats"])):
-            for e in settings:
-                with get_setting(e):
-                    t0 = time.perf_counter()
-                    sample_class_conditional(
-                        model, scheduler, labels[:tn], steps, guidance, noise=noise[:tn]
-                    )
-                    times[e["name"]].append(time.perf_counter() - t0)
-            print(
-                f"timing round {rep}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items())
-            )
+        for threads in thread_counts:
+            torch.set_num_threads(threads)
+            for rep in range(int(cfg["timing"]["repeats"])):
+                for e in settings:
+                    with get_setting(e):
+                        _, seconds = wall_time(
+                            sample_class_conditional,
+                            *(model, scheduler, labels[:tn], steps, guidance),
+                            noise=noise[:tn],
+                        )
+                    times[threads][e["name"]].append(seconds)
+                print(
+                    f"{threads} threads, timing round {rep}: "
+                    + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times[threads].items())
+                )
+        torch.set_num_threads(a.threads)
     base_fd, base_flops = ref_row["fd"], ref_row["flops"]
-    base_t = statistics.median(times["none"]) if times["none"] else None
     previous = {}  # --report-only: keep the wall-clock numbers of the last full run
     if a.report_only and Path(a.out).is_file():
         previous = {r["name"]: r for r in json.loads(Path(a.out).read_text())["rows"]}
     for r in rows:
         r["family"] = family(next(e for e in settings if e["name"] == r["name"]))
-        for key in ("seconds_median", "speedup_wall"):
+        for key in ("seconds_median", "speedup_wall", "speedup_wall_by_threads"):
             if key in previous.get(r["name"], {}):
                 r[key] = previous[r["name"]][key]
-        t = times.get(r["name"])
-        if t and base_t:
-            r["seconds_median"] = statistics.median(t)
-            r["speedup_wall"] = base_t / statistics.median(t)
+        for threads in thread_counts:
+            t, base = times[threads].get(r["name"]), times[threads]["none"]
+            if not (t and base):
+                continue
+            speedup = statistics.median(base) / statistics.median(t)
+            r.setdefault("speedup_wall_by_threads", {})[str(threads)] = speedup
+            if threads == a.threads:
+                r["seconds_median"] = statistics.median(t)
+                r["speedup_wall"] = speedup
         r["flops_ratio"] = flops_ratio(base_flops, r["flops"])
         r["fd_ratio_vs_none"] = r["fd"] / base_fd
     settings_out = {
@@ -247,6 +264,7 @@ def main() -> None:
         "classifier": {"path": cfg["classifier"], **cls_info},
         "fd": f"Fréchet distance on the classifier's {real_feats.shape[1]}-d features, "
         f"{n} samples vs the {len(real)} real test images",
+        "timing_threads": thread_counts,
         "hardware": f"{platform.machine()}, {a.threads} threads, torch {torch.__version__}, no GPU",
     }
     write_json(a.out, {"benchmark": "dit_cache", "settings": settings_out, "rows": rows})

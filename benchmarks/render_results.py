@@ -77,6 +77,13 @@ COLUMNS = {
 }
 
 
+# benchmarks whose rows are one (name, setting) pair each: one table row per name, one column
+# per setting -- (value key, setting keys, column title format)
+PIVOTS = {
+    "seg_mdp": ("miou", ("target", "fraction"), "{target} {fraction:.0%}"),
+}
+
+
 def _cell(row: dict, key: str, per_seed: str | None) -> str:
     value = row
     for part in key.split("."):  # "per_frame.JF_mean": a nested entry
@@ -92,8 +99,22 @@ def _cell(row: dict, key: str, per_seed: str | None) -> str:
     return text
 
 
+def render_pivot(name: str, rows: list[dict]) -> str:
+    value, keys, title = PIVOTS[name]
+    settings = list(dict.fromkeys(tuple(r[k] for k in keys) for r in rows))
+    cells = {(r["name"], tuple(r[k] for k in keys)): r for r in rows}
+    heads = [title.format(**dict(zip(keys, s, strict=True))) for s in settings]
+    lines = ["| name | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]
+    for n in dict.fromkeys(r["name"] for r in rows):
+        row = [_cell(cells[(n, s)], value, None) if (n, s) in cells else "–" for s in settings]
+        lines.append(f"| `{n}` | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def render(name: str) -> str:
     data = json.loads((ROOT / "docs" / "results" / f"{name}.json").read_text())
+    if name in PIVOTS:
+        return render_pivot(name, data["rows"])
     cols = COLUMNS[name]
     lines = ["| name | " + " | ".join(c[0] for c in cols) + " |", "|---|" + "---:|" * len(cols)]
     for row in data["rows"]:

@@ -14,7 +14,6 @@ import argparse
 import json
 import math
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +155,7 @@ def cmd_sample(a: argparse.Namespace) -> None:
 
 
 def cmd_bench(a: argparse.Namespace) -> None:
-    from vislearn.accel.metrics import count_flops, flops_ratio, psnr, relative_l2
+    from vislearn.accel.metrics import count_flops, flops_ratio, psnr, relative_l2, wall_time
     from vislearn.accel.sampling import sample_class_conditional
     from vislearn.utils import write_json
 
@@ -178,9 +177,7 @@ def cmd_bench(a: argparse.Namespace) -> None:
     times: dict[bool, list[float]] = {False: [], True: []}
     for _ in range(max(1, a.repeats)):
         for cached in (False, True):
-            t0 = time.perf_counter()
-            run(cached)
-            times[cached].append(time.perf_counter() - t0)
+            times[cached].append(wall_time(run, cached, device=a.device)[1])
     row = {
         "name": f"vislearn/{a.cache}",
         "speedup_wall": statistics.median(times[False]) / statistics.median(times[True]),

@@ -6,6 +6,8 @@
   CPU; a formula is added for it (``4 * B * H * Nq * Nk * d``, the same as the GPU kernels).
   Token gathers/scatters, norms and element-wise ops are not counted (as in the official
   ``--test-FLOPs`` counters, which count matmuls, softmax and GELU only).
+* :func:`wall_time`: seconds of a callable, synchronising an accelerator before and after
+  (CUDA kernels run asynchronously: without the syncs a timer measures the launches).
 * :func:`flops_ratio`: uncached FLOPs / cached FLOPs (the "FLOPs speedup").
 * :func:`psnr`, :func:`relative_l2`: deviation of a cached result from the uncached one
   produced from the same noise.
@@ -14,13 +16,14 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_flops", "flops_ratio", "psnr", "relative_l2"]
+__all__ = ["count_flops", "flops_ratio", "psnr", "relative_l2", "wall_time"]
 
 
 def _sdpa_cpu_flops(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
@@ -39,6 +42,26 @@ def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any,
     with FlopCounterMode(display=False, custom_mapping=_custom_mapping()) as counter:
         out = fn(*args, **kwargs)
     return out, int(counter.get_total_flops())
+
+
+def _sync(device: torch.device | str | None) -> None:
+    device = torch.device(device) if device is not None else None
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device is not None and device.type == "mps":
+        torch.mps.synchronize()
+
+
+def wall_time(
+    fn: Callable[..., Any], *args: Any, device: torch.device | str | None = None, **kwargs: Any
+) -> tuple[Any, float]:
+    """Run ``fn(*args, **kwargs)`` and return ``(result, seconds)``; on a CUDA / MPS
+    ``device`` the queue is drained before the clock starts and before it stops."""
+    _sync(device)
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    _sync(device)
+    return out, time.perf_counter() - t0
 
 
 def flops_ratio(uncached_flops: float, cached_flops: float) -> float:

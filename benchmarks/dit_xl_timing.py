@@ -1,0 +1,131 @@
+"""Latency of feature caching on a DiT-XL/2-sized diffusers DiT (random weights), uncached vs
+vislearn's FORA / ToCa / DuCa vs the static diffusers peers, on one accelerator ->
+docs/results/dit_xl_timing.json (rows ``name``, ``seconds_median``, ``speedup_wall``,
+``flops_ratio``, ``steps``; settings with the device name).
+
+    python benchmarks/dit_xl_timing.py --device cuda --dtype bf16
+    python benchmarks/dit_xl_timing.py --tiny --device cpu --out /tmp/dit_xl.json  # smoke
+
+Recipe: configs/dit_cache/dit_xl_gpu.yaml (model shape, sampler, settings). Every setting
+samples the same labels from the same noise; one warm-up round, then ``repeats`` interleaved
+rounds (each times every setting once, synchronising the device before and after), median.
+FLOPs from ``torch.utils.flop_counter`` on a one-image run (``--no-flops`` skips it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def main() -> None:
+    import torch
+    import yaml
+    from diffusers import DiTTransformer2DModel
+
+    from dit_cache import build_setting
+    from vislearn.accel.metrics import count_flops, flops_ratio, wall_time
+    from vislearn.accel.sampling import make_scheduler, sample_class_conditional
+    from vislearn.utils import write_json
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=str(ROOT / "configs" / "dit_cache" / "dit_xl_gpu.yaml"))
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", choices=DTYPES, default="bf16")
+    p.add_argument("--tiny", action="store_true", help="the recipe's tiny model (smoke test)")
+    p.add_argument("--steps", type=int, help="override the sampler's steps")
+    p.add_argument("--repeats", type=int, help="override the timing rounds")
+    p.add_argument("--no-flops", action="store_true", help="skip the FLOP counts")
+    p.add_argument("--out", default=str(ROOT / "docs" / "results" / "dit_xl_timing.json"))
+    a = p.parse_args()
+    cfg = yaml.safe_load(Path(a.config).read_text())
+    steps = a.steps or int(cfg["sampler"]["steps"])
+    guidance = float(cfg["sampler"]["cfg"])
+    repeats = a.repeats or int(cfg["repeats"])
+    dtype = getattr(torch, DTYPES[a.dtype])
+    device = torch.device(a.device)
+
+    torch.manual_seed(int(cfg["seed"]))
+    shape = cfg["tiny" if a.tiny else "model"]
+    model = DiTTransformer2DModel(**shape).to(device, dtype).eval()
+    scheduler = make_scheduler(cfg["sampler"]["scheduler"])
+    n = int(cfg["n"])
+    labels = torch.arange(n) % int(shape["num_embeds_ada_norm"])
+    gen = torch.Generator().manual_seed(int(cfg["seed"]))
+    size = (n, shape["in_channels"], shape["sample_size"], shape["sample_size"])
+    noise = torch.randn(size, generator=gen).to(device, dtype)
+
+    def run(count: int = n):
+        return sample_class_conditional(
+            model, scheduler, labels[:count], steps, guidance, noise=noise[:count]
+        )
+
+    settings = {e["name"]: (e, build_setting(e, model, steps)) for e in cfg["settings"]}
+    times: dict[str, list[float]] = {k: [] for k in settings}
+    counts: dict[str, dict] = {}
+    flops: dict[str, int] = {}
+    for rnd in range(repeats + 1):  # round 0 warms up (kernels, allocator, autotuning)
+        for name, (_, setting) in settings.items():
+            with setting:
+                _, seconds = wall_time(run, device=device)
+                counts[name] = setting.counts()
+            if rnd:
+                times[name].append(seconds)
+        if rnd:
+            print(f"round {rnd}: " + ", ".join(f"{k} {v[-1]:.3f}s" for k, v in times.items()))
+    if not a.no_flops:
+        for name, (_, setting) in settings.items():
+            with setting:
+                flops[name] = count_flops(run, 1)[1]
+    base = statistics.median(times["none"])
+    rows = []
+    for name, (entry, setting) in settings.items():
+        t = statistics.median(times[name])
+        row = {
+            "name": name,
+            "seconds_median": t,
+            "seconds_per_round": times[name],
+            "speedup_wall": base / t,
+            "steps": counts[name],
+            "settings": getattr(setting, "settings", entry),
+        }
+        if flops:
+            row["flops_ratio"] = flops_ratio(flops["none"], flops[name])
+        rows.append(row)
+        print(json.dumps({k: row[k] for k in ("name", "seconds_median", "speedup_wall")}))
+    if device.type == "cuda":
+        hardware = f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    else:
+        hardware = f"{device.type}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    write_json(
+        a.out,
+        {
+            "benchmark": "dit_xl_timing",
+            "settings": {
+                "model": {**shape, "weights": "random"},
+                "tiny": a.tiny,
+                "sampler": {**cfg["sampler"], "steps": steps},
+                "n": n,
+                "repeats": repeats,
+                "dtype": a.dtype,
+                "hardware": hardware,
+                "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+                if device.type == "cuda"
+                else None,
+            },
+            "rows": rows,
+        },
+    )
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""benchmarks/render_results.py: the table rendering of docs/results JSON files."""
+
+import importlib.util
+from pathlib import Path
+
+PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "render_results.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("render_results", PATH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_pivot_table_one_row_per_name_one_column_per_setting():
+    r = _module()
+    rows = [
+        {"name": "a", "target": "fine", "fraction": 1.0, "miou": 50.0},
+        {"name": "a", "target": "fine", "fraction": 0.1, "miou": 20.123},
+        {"name": "b", "target": "fine", "fraction": 1.0, "miou": 55.5},
+    ]
+    lines = r.render_pivot("seg_mdp", rows).splitlines()
+    assert lines[0] == "| name | fine 100% | fine 10% |"
+    assert lines[2] == "| `a` | 50.0 | 20.1 |"
+    assert lines[3] == "| `b` | 55.5 | – |"  # a missing cell is a dash, not a shifted column
+
+
+def test_nested_keys_and_missing_values():
+    r = _module()
+    row = {"name": "x", "per_frame": {"JF_mean": 3.14159}, "n": 7}
+    assert r._cell(row, "per_frame.JF_mean", None) == "3.14"
+    assert r._cell(row, "per_frame.J_mean", None) == "–"
+    assert r._cell(row, "n", None) == "7"
