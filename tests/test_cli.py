@@ -58,6 +58,9 @@ def test_methods_lists_methods_and_backbones(capsys):
     out = capsys.readouterr().out
     for name in ("moco_v2", "simclr", "byol", "resnet_tiny", "vit_mini"):
         assert name in out
+    # the methods with their own commands are listed too
+    for name in ("--augment mra", "--method mdp", "train-uvos", "duca_dit"):
+        assert name in out
 
 
 @pytest.mark.parametrize(

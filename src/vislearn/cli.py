@@ -622,6 +622,17 @@ def cmd_methods(a: argparse.Namespace) -> None:
         doc = (get_method(name).__doc__ or "").strip().splitlines()[0]
         print(f"  {name:16s} {doc}")
     print("backbones:\n  " + ", ".join(list_backbones()))
+    from vislearn.accel.schedule import PRESETS
+    from vislearn.seg.modules import PRETRAIN_METHODS
+
+    print("methods with their own command:")
+    for cmd, what in (
+        ("train-classifier --augment mra", "MRA: masked-reconstruction augmentation with an MAE"),
+        ("seg pretrain --method " + "|".join(PRETRAIN_METHODS), "MDP segmentation pretraining"),
+        ("train-uvos, video-seg", "SSL-UVOS: self-supervised video object segmentation"),
+        ("dit sample|bench --cache POLICY", "DiT caching (DuCa): " + ", ".join(PRESETS)),
+    ):
+        print(f"  {cmd:48s} {what}")
 
 
 def cmd_dit(a: argparse.Namespace) -> None:
