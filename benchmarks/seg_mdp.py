@@ -323,7 +323,8 @@ def write_results(pre: list[dict], ft: list[dict], a: argparse.Namespace, wall: 
         "batch_size": recipe["data"]["batch_size"],
         "network": "resnet_tiny (stem small_ds, width 16) + DeepLabv3 head (ASPP rates 1/2/3, "
         "64 channels), output stride 4",
-        "optimizer": "SGD momentum 0.9, lr 0.02, wd 1e-4, poly 0.9 (pretraining and fine-tuning)",
+        "optimizer": "pretraining: SGD momentum 0.9, lr 0.02, wd 1e-4, poly 0.9; fine-tuning: "
+        "AdamW lr 2e-3, wd 1e-4, poly 0.9",
         "mdp": {k: v for k, v in recipe["model"].items() if k not in ("backbone_kwargs",)},
         "finetune": "configs/seg_mdp/finetune.yaml: backbone + decoder transferred, new "
         "classifier, all layers at one lr",
