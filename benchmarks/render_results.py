@@ -67,7 +67,8 @@ COLUMNS = {
         ("seconds (40 videos)", "seconds", None),
     ],
     "dit_cache": [
-        ("speed-up (wall)", "speedup_wall", None),
+        ("speed-up (wall, 2 threads)", "speedup_wall", None),
+        ("… 1 thread", "speedup_wall_by_threads.1", None),
         ("FLOPs ratio", "flops_ratio", None),
         ("FD", "fd", None),
         ("FD / uncached", "fd_ratio_vs_none", None),
