@@ -290,10 +290,19 @@ def pareto_plot(rows: list[dict], path: Path) -> None:
             continue
         fam = r.get("family", r["name"])
         families.setdefault(fam, []).append(r)
-    for fam, rs in sorted(families.items()):
+    markers = {"vislearn": "o", "diffusers": "s", "cache_dit": "^", "teacache": "D"}
+    colours = plt.get_cmap("tab20").colors
+    for k, (fam, rs) in enumerate(sorted(families.items())):
         rs = sorted(rs, key=lambda r: r["speedup_wall"])
-        style = "-o" if fam.startswith("vislearn/duca") else "--o"
-        ax.plot([r["speedup_wall"] for r in rs], [r["fd"] for r in rs], style, label=fam, ms=4)
+        ax.plot(
+            [r["speedup_wall"] for r in rs],
+            [r["fd"] for r in rs],
+            "-" if fam.startswith("vislearn/duca") else "--",
+            marker=markers.get(fam.split("/")[0], "o"),
+            color=colours[k % len(colours)],
+            label=fam,
+            ms=5,
+        )
     ax.set_xlabel("wall-clock speed-up vs uncached (CPU)")
     ax.set_ylabel("FD (lower is better)")
     ax.set_title("DiT caching on Fashion-MNIST: speed vs quality")
