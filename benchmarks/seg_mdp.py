@@ -26,11 +26,10 @@ decoder transferred, new classifier) and scored by mIoU on T's test split.
     python benchmarks/seg_mdp.py --report-only
 
 Cost: 14 pretraining runs (mdp and naive_multi once at 100 % and once per target at the low
-fraction, single_dataset per target and fraction) and 24 fine-tuning runs. Measured per step
-(batch 16, 64 px, one thread, on the 2-core machine while it was shared with other jobs,
-load ~7): MDP 1.41 s, naive_multi 1.06 s, single 1.27 s, fine-tuning 1.39 s, i.e. ~38,000
-process-seconds at the default steps: ~5.3 h with --jobs 2 under that load, roughly 2 h on
-two idle cores (extrapolated, not measured).
+fraction, single_dataset per target and fraction) and 24 fine-tuning runs. Measured on the
+2-core machine with --jobs 2 (one thread per run, nothing else running): 0.32 s per MDP step,
+0.25-0.26 s for the other pretrainings and for fine-tuning; about 35 min of pretraining and
+36 min of fine-tuning.
 
 Finished runs are cached under --cache (one JSON per run; rendered data sets under
 cache/data), so an interrupted benchmark resumes.
