@@ -27,10 +27,9 @@ decoder transferred, new classifier) and scored by mIoU on T's test split.
 
 Cost: 14 pretraining runs (mdp and naive_multi once at 100 % and once per target at the low
 fraction, single_dataset per target and fraction) and 24 fine-tuning runs. Measured on the
-2-core machine with --jobs 2 (one thread per run; short profiling jobs shared the cores during
-pretraining): 0.32 s per MDP step,
-0.25-0.26 s for the other pretrainings and for fine-tuning; about 35 min of pretraining and
-36 min of fine-tuning.
+2-core machine with --jobs 2 (one thread per run; short profiling jobs shared the cores
+during pretraining): 0.32 s per MDP step, 0.25-0.26 s for the other pretrainings and for
+fine-tuning; about 35 min of pretraining and 36 min of fine-tuning.
 
 Finished runs are cached under --cache (one JSON per run; rendered data sets under
 cache/data), so an interrupted benchmark resumes.
