@@ -84,6 +84,23 @@ def build_setting(entry: dict, model, num_steps: int):
     return peer
 
 
+def time_settings(
+    settings: dict[str, Any], run, rounds: int, device=None, label: str = ""
+) -> dict[str, list[float]]:
+    """Wall-clock seconds of ``run()`` inside every setting (each ``with setting`` starts a
+    fresh cache state), in interleaved rounds -- each round times every setting once, in turn,
+    so drifting load hits all alike -- synchronising ``device`` around each run."""
+    from vislearn.accel.metrics import wall_time
+
+    times: dict[str, list[float]] = {name: [] for name in settings}
+    for rnd in range(rounds):
+        for name, setting in settings.items():
+            with setting:
+                times[name].append(wall_time(run, device=device)[1])
+        print(f"{label}round {rnd}: " + ", ".join(f"{k} {v[-1]:.3f}s" for k, v in times.items()))
+    return times
+
+
 def main() -> None:
     import torch
     import yaml
@@ -95,7 +112,7 @@ def main() -> None:
         load_classifier,
         to_signed,
     )
-    from vislearn.accel.metrics import count_flops, flops_ratio, psnr, relative_l2, wall_time
+    from vislearn.accel.metrics import count_flops, flops_ratio, psnr, relative_l2
     from vislearn.accel.sampling import load_transformer, make_scheduler, sample_class_conditional
     from vislearn.data.datasets import get_dataset
     from vislearn.utils import write_json
@@ -209,21 +226,17 @@ def main() -> None:
     if not a.report_only:
         for e in settings:  # every setting built and calibrated before any timing
             get_setting(e)
+        built_settings = {e["name"]: get_setting(e) for e in settings}
         for threads in thread_counts:
             torch.set_num_threads(threads)
-            for rep in range(int(cfg["timing"]["repeats"])):
-                for e in settings:
-                    with get_setting(e):
-                        _, seconds = wall_time(
-                            sample_class_conditional,
-                            *(model, scheduler, labels[:tn], steps, guidance),
-                            noise=noise[:tn],
-                        )
-                    times[threads][e["name"]].append(seconds)
-                print(
-                    f"{threads} threads, timing round {rep}: "
-                    + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times[threads].items())
-                )
+            times[threads] = time_settings(
+                built_settings,
+                lambda: sample_class_conditional(
+                    model, scheduler, labels[:tn], steps, guidance, noise=noise[:tn]
+                ),
+                int(cfg["timing"]["repeats"]),
+                label=f"{threads} threads, ",
+            )
         torch.set_num_threads(a.threads)
     base_fd, base_flops = ref_row["fd"], ref_row["flops"]
     previous = {}  # --report-only: keep the wall-clock numbers of the last full run

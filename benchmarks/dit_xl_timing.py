@@ -31,8 +31,8 @@ def main() -> None:
     import yaml
     from diffusers import DiTTransformer2DModel
 
-    from dit_cache import build_setting
-    from vislearn.accel.metrics import count_flops, flops_ratio, wall_time
+    from dit_cache import build_setting, time_settings
+    from vislearn.accel.metrics import count_flops, flops_ratio
     from vislearn.accel.sampling import make_scheduler, sample_class_conditional
     from vislearn.utils import write_json
 
@@ -68,26 +68,22 @@ def main() -> None:
             model, scheduler, labels[:count], steps, guidance, noise=noise[:count]
         )
 
-    settings = {e["name"]: (e, build_setting(e, model, steps)) for e in cfg["settings"]}
-    times: dict[str, list[float]] = {k: [] for k in settings}
+    entries = {e["name"]: e for e in cfg["settings"]}
+    settings = {name: build_setting(e, model, steps) for name, e in entries.items()}
     counts: dict[str, dict] = {}
+    for name, setting in settings.items():  # warm-up (kernels, allocator), step counts
+        with setting:
+            run()
+            counts[name] = setting.counts()
+    times = time_settings(settings, run, repeats, device=device)
     flops: dict[str, int] = {}
-    for rnd in range(repeats + 1):  # round 0 warms up (kernels, allocator, autotuning)
-        for name, (_, setting) in settings.items():
-            with setting:
-                _, seconds = wall_time(run, device=device)
-                counts[name] = setting.counts()
-            if rnd:
-                times[name].append(seconds)
-        if rnd:
-            print(f"round {rnd}: " + ", ".join(f"{k} {v[-1]:.3f}s" for k, v in times.items()))
     if not a.no_flops:
-        for name, (_, setting) in settings.items():
+        for name, setting in settings.items():
             with setting:
                 flops[name] = count_flops(run, 1)[1]
     base = statistics.median(times["none"])
     rows = []
-    for name, (entry, setting) in settings.items():
+    for name, setting in settings.items():
         t = statistics.median(times[name])
         row = {
             "name": name,
@@ -95,7 +91,7 @@ def main() -> None:
             "seconds_per_round": times[name],
             "speedup_wall": base / t,
             "steps": counts[name],
-            "settings": getattr(setting, "settings", entry),
+            "settings": getattr(setting, "settings", entries[name]),
         }
         if flops:
             row["flops_ratio"] = flops_ratio(flops["none"], flops[name])

@@ -614,17 +614,16 @@ def cmd_demo(a: argparse.Namespace) -> None:
 
 
 def cmd_methods(a: argparse.Namespace) -> None:
+    from vislearn.accel.schedule import PRESETS
     from vislearn.methods import get_method, list_methods
     from vislearn.models import list_backbones
+    from vislearn.seg.modules import PRETRAIN_METHODS
 
     print("methods:")
     for name in list_methods():
         doc = (get_method(name).__doc__ or "").strip().splitlines()[0]
         print(f"  {name:16s} {doc}")
     print("backbones:\n  " + ", ".join(list_backbones()))
-    from vislearn.accel.schedule import PRESETS
-    from vislearn.seg.modules import PRETRAIN_METHODS
-
     print("methods with their own command:")
     for cmd, what in (
         ("train-classifier --augment mra", "MRA: masked-reconstruction augmentation with an MAE"),
