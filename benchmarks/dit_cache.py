@@ -10,7 +10,7 @@ Per setting (all with the same labels, noise and sampler):
 
 * quality: ``n`` images sampled in runs of ``batch`` (each run starts with a fresh cache);
   Fréchet distance (FD) and class consistency from the feature classifier
-  (:mod:`vislearn.accel.fid`) against the real test split; PSNR and relative L2 against the
+  (:mod:`vislearn.tasks.dit.fid`) against the real test split; PSNR and relative L2 against the
   uncached images of the same noise;
 * FLOPs: one run of ``flops_n`` images under ``torch.utils.flop_counter``, as a ratio to the
   uncached run;
@@ -105,17 +105,17 @@ def main() -> None:
     import torch
     import yaml
 
-    from vislearn.accel.fid import (
+    from vislearn.accel.metrics import count_flops, flops_ratio, psnr, relative_l2
+    from vislearn.accel.sampling import load_transformer, make_scheduler, sample_class_conditional
+    from vislearn.core.utils import write_json
+    from vislearn.data.datasets import get_dataset
+    from vislearn.tasks.dit.fid import (
         class_consistency,
         feature_stats,
         frechet_distance,
         load_classifier,
         to_signed,
     )
-    from vislearn.accel.metrics import count_flops, flops_ratio, psnr, relative_l2
-    from vislearn.accel.sampling import load_transformer, make_scheduler, sample_class_conditional
-    from vislearn.data.datasets import get_dataset
-    from vislearn.utils import write_json
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(ROOT / "configs" / "dit_cache" / "fmnist.yaml"))

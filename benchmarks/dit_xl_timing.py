@@ -34,7 +34,7 @@ def main() -> None:
     from dit_cache import build_setting, time_settings
     from vislearn.accel.metrics import count_flops, flops_ratio
     from vislearn.accel.sampling import make_scheduler, sample_class_conditional
-    from vislearn.utils import write_json
+    from vislearn.core.utils import write_json
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(ROOT / "configs" / "dit_cache" / "dit_xl_gpu.yaml"))

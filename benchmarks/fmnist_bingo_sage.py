@@ -70,9 +70,9 @@ def run_recipe_job(job: dict) -> dict:
     import lightning as L
     import torch
 
-    from vislearn.config import load_config
+    from vislearn.core.config import load_config
     from vislearn.engine.trainer import Throughput, build_trainer
-    from vislearn.pipeline import build_datamodule, build_from_config, evaluate
+    from vislearn.tasks.ssl.run import build_datamodule, build_from_config, evaluate
 
     torch.set_num_threads(job["threads"])
     cfg = load_config(
@@ -118,7 +118,7 @@ def run_recipe_job(job: dict) -> dict:
 def run_graph(jobs: list[dict], cache: Path, n_jobs: int, ready: dict[str, Path]) -> list[dict]:
     """Run ``jobs`` (not cached yet) ``n_jobs`` at a time; a job with ``needs`` starts once
     that checkpoint exists (``ready[needs]``, filled as the teacher finishes)."""
-    from vislearn.utils import write_json
+    from vislearn.core.utils import write_json
 
     done, waiting = [], []
     for j in jobs:
@@ -207,8 +207,8 @@ def main() -> None:
 def write_results(runs: list[dict], a: argparse.Namespace, ready: dict[str, Path]) -> None:
     import torch
 
-    from vislearn.config import load_config
-    from vislearn.utils import write_json
+    from vislearn.core.config import load_config
+    from vislearn.core.utils import write_json
 
     groups: dict[str, list[dict]] = {}
     for r in runs:

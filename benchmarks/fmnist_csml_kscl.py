@@ -48,7 +48,7 @@ RESULTS = ROOT / "docs" / "results"
 
 
 def recipe(name: str) -> dict:
-    from vislearn.config import load_config
+    from vislearn.core.config import load_config
 
     return load_config(ROOT / "configs" / "fmnist_ssl" / f"{name}.yaml")
 
@@ -58,9 +58,9 @@ def measure_speed(a: argparse.Namespace) -> None:
     import torch
 
     from fmnist_ssl_speed import time_fit
-    from vislearn.eval.neighbours import dataset_knn_bags
-    from vislearn.pipeline import build_datamodule, build_from_config
-    from vislearn.utils import write_json
+    from vislearn.core.utils import write_json
+    from vislearn.ops.neighbours import dataset_knn_bags
+    from vislearn.tasks.ssl.run import build_datamodule, build_from_config
 
     torch.set_num_threads(a.threads)
     speeds: dict[str, list[float]] = {n: [] for n in ORDER}
@@ -111,7 +111,7 @@ def measure_speed(a: argparse.Namespace) -> None:
 def write_results(runs: list[dict], a: argparse.Namespace) -> None:
     import torch
 
-    from vislearn.utils import write_json
+    from vislearn.core.utils import write_json
 
     groups: dict[str, list[dict]] = {}
     for r in runs:

@@ -60,8 +60,8 @@ def run_mra_job(job: dict) -> dict:
 
     import torch
 
-    from vislearn.config import load_config
-    from vislearn.pipeline import pretrain, train_classifier
+    from vislearn.core.config import load_config
+    from vislearn.tasks.ssl.run import pretrain, train_classifier
 
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # the frozen MAE
     torch.set_num_threads(job["threads"])
@@ -144,7 +144,7 @@ def main() -> None:
 def write_results(runs: dict[str, dict], a: argparse.Namespace) -> None:
     import torch
 
-    from vislearn.utils import write_json
+    from vislearn.core.utils import write_json
 
     by_name: dict[str, list[dict]] = {}
     for r in runs.values():

@@ -56,7 +56,7 @@ COST = {"moco": 3, "sscl": 2, "pseudolabel": 1.5}
 
 
 def recipe(job: dict) -> dict:
-    from vislearn.config import load_config
+    from vislearn.core.config import load_config
 
     name = job["method"]
     overrides = {
@@ -85,10 +85,10 @@ def run_semi_job(job: dict) -> dict:
 
     from vislearn.data.datasets import get_dataset
     from vislearn.engine.trainer import Throughput, build_trainer
-    from vislearn.eval.features import extract_features
     from vislearn.eval.fewshot import few_shot_eval
     from vislearn.eval.semi import semi_supervised_finetune
-    from vislearn.pipeline import build_datamodule, build_from_config
+    from vislearn.ops.features import extract_features
+    from vislearn.tasks.ssl.run import build_datamodule, build_from_config
 
     torch.set_num_threads(job["threads"])
     cfg = recipe(job)
@@ -202,7 +202,7 @@ def rows_of(run: dict) -> dict[str, dict]:
 def write_results(runs: list[dict], a: argparse.Namespace) -> None:
     import torch
 
-    from vislearn.utils import write_json
+    from vislearn.core.utils import write_json
 
     per_seed: dict[str, dict[int, dict]] = {}
     for run in runs:

@@ -33,10 +33,10 @@ def run_job(job: dict) -> dict:
     import torch
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from vislearn.config import load_config
+    from vislearn.core.config import load_config
     from vislearn.engine.trainer import Throughput, build_trainer
     from vislearn.models import create_backbone
-    from vislearn.pipeline import build_datamodule, build_from_config, evaluate
+    from vislearn.tasks.ssl.run import build_datamodule, build_from_config, evaluate
 
     torch.set_num_threads(job["threads"])
     cfg = load_config(
@@ -150,7 +150,7 @@ def run_pending(
     print(f"{len(done)} cached, {len(todo)} to run", flush=True)
     if report_only:
         todo = []
-    from vislearn.utils import write_json
+    from vislearn.core.utils import write_json
 
     with ProcessPoolExecutor(
         n_jobs, mp_context=get_context("spawn"), max_tasks_per_child=1
@@ -194,8 +194,8 @@ def row_name(r: dict) -> str:
 def write_results(runs: list[dict], a: argparse.Namespace) -> None:
     import torch
 
-    from vislearn.config import load_config
-    from vislearn.utils import write_json
+    from vislearn.core.config import load_config
+    from vislearn.core.utils import write_json
 
     groups: dict[str, list[dict]] = {}
     for r in runs:

@@ -57,9 +57,9 @@ def main() -> None:
     import torch
 
     from lightly_methods import LIGHTLY_METHODS
-    from vislearn.config import load_config
-    from vislearn.pipeline import build_datamodule, build_from_config
-    from vislearn.utils import write_json
+    from vislearn.core.config import load_config
+    from vislearn.core.utils import write_json
+    from vislearn.tasks.ssl.run import build_datamodule, build_from_config
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--methods", nargs="+", default=["moco_v2", "simclr", "byol"])

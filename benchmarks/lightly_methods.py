@@ -28,7 +28,7 @@ from lightly.models.utils import (
 )
 from lightly.utils.scheduler import cosine_schedule
 
-from vislearn.engine.base import SSLMethod
+from vislearn.engine.ssl import SSLMethod
 
 
 def _frozen_copy(module: torch.nn.Module) -> torch.nn.Module:

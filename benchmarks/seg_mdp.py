@@ -73,8 +73,8 @@ def run_pretrain_job(job: dict) -> dict:
     """One pretraining run (worker process)."""
     import torch
 
-    from vislearn.config import load_config
-    from vislearn.seg.run import SEG_DEFAULTS, pretrain_seg
+    from vislearn.core.config import load_config
+    from vislearn.tasks.seg.run import SEG_DEFAULTS, pretrain_seg
 
     torch.set_num_threads(job["threads"])
     specs = [f"synthetic:{t}" for t in job["pool"]]
@@ -102,8 +102,8 @@ def run_finetune_job(job: dict) -> dict:
     """One fine-tuning run + evaluation (worker process)."""
     import torch
 
-    from vislearn.config import load_config
-    from vislearn.seg.run import SEG_DEFAULTS, finetune_seg
+    from vislearn.core.config import load_config
+    from vislearn.tasks.seg.run import SEG_DEFAULTS, finetune_seg
 
     torch.set_num_threads(job["threads"])
     cfg = load_config(
@@ -135,9 +135,9 @@ def run_finetune_job(job: dict) -> dict:
 
 def prepare_data(a: argparse.Namespace) -> None:
     """Render every data set once in this process (workers then read the cache)."""
-    from vislearn.config import load_config
-    from vislearn.seg.data import build_segmentation_dataset
-    from vislearn.seg.run import SEG_DEFAULTS
+    from vislearn.core.config import load_config
+    from vislearn.tasks.seg.data import build_segmentation_dataset
+    from vislearn.tasks.seg.run import SEG_DEFAULTS
 
     cfg = load_config(
         ROOT / "configs" / "seg_mdp" / "finetune.yaml",
@@ -191,7 +191,7 @@ def run_jobs(jobs: list[dict], steps: int, cache: Path, a: argparse.Namespace, w
                            worker)  # fmt: skip
     done = run_pending(jobs, steps, "synthetic_seg", a.seeds, cache, 1, True, worker)
     have = {r["key"] for r in done}
-    from vislearn.utils import write_json
+    from vislearn.core.utils import write_json
 
     for job in jobs:
         if job["key"] in have or a.report_only:
@@ -268,9 +268,9 @@ def main() -> None:
 def write_results(pre: list[dict], ft: list[dict], a: argparse.Namespace, wall: float) -> None:
     import torch
 
-    from vislearn.config import load_config
-    from vislearn.seg.run import SEG_DEFAULTS
-    from vislearn.utils import write_json
+    from vislearn.core.config import load_config
+    from vislearn.core.utils import write_json
+    from vislearn.tasks.seg.run import SEG_DEFAULTS
 
     groups: dict[tuple, list[dict]] = {}
     for r in ft:

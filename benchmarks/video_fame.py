@@ -89,7 +89,7 @@ SMOKE = [
 
 
 def recipe(name: str, seed: int, epochs: int, overrides: list[str]) -> dict:
-    from vislearn.config import load_config
+    from vislearn.core.config import load_config
 
     method, file = ROWS[name]
     return load_config(
@@ -107,7 +107,7 @@ def run_job(job: dict) -> dict:
 
     from vislearn.engine.trainer import Throughput, build_trainer
     from vislearn.models import create_backbone
-    from vislearn.pipeline import (
+    from vislearn.tasks.ssl.run import (
         VIDEO_PROTOCOLS,
         build_datamodule,
         build_from_config,
@@ -157,7 +157,7 @@ def unbiased_probe(run: dict, cache: Path) -> dict:
     import torch
 
     from vislearn.models import create_backbone
-    from vislearn.pipeline import build_datamodule, build_from_config, evaluate_video
+    from vislearn.tasks.ssl.run import build_datamodule, build_from_config, evaluate_video
 
     path = cache / f"{run['key']}_unbiased_probe.json"
     if path.is_file():
@@ -259,7 +259,7 @@ def main() -> None:
 def write_results(runs: list[dict], a: argparse.Namespace, overrides: list[str]) -> None:
     import torch
 
-    from vislearn.utils import write_json
+    from vislearn.core.utils import write_json
 
     rows = aggregate(runs)
     cfg = recipe("moco_video", a.seeds[0], a.epochs, overrides)

@@ -11,7 +11,7 @@ Stages (each cached under --cache, so an interrupted run resumes):
 3. The SSL-UVOS block trained on unlabelled 3-frame clips of the training videos.
 4. Every method segments every tuning and test video:
 
-   * ``uvos``: :func:`vislearn.vos.segment.segment_video` (leader clustering of the block's
+   * ``uvos``: :func:`vislearn.tasks.vos.segment.segment_video` (leader clustering of the block's
      attention over key frames, every cluster a proposal), tau tuned;
    * ``kmeans_features``: spherical k-means of the same frozen keys over all tokens of a video
      (no block), k tuned;
@@ -86,8 +86,8 @@ def write_frames(clips, folder: Path) -> Path:
 
 
 def pretrain_dino(frames: Path, cache: Path, epochs: int | None) -> Path:
-    from vislearn.config import load_config
-    from vislearn.pipeline import pretrain
+    from vislearn.core.config import load_config
+    from vislearn.tasks.ssl.run import pretrain
 
     out = cache / "dino"
     weights = out / "backbone.safetensors"
@@ -107,7 +107,7 @@ def pretrain_dino(frames: Path, cache: Path, epochs: int | None) -> Path:
 
 
 def train_block(vit, clips, cache: Path, b: dict):
-    from vislearn.vos.train import BLOCK_FILE, load_block, train_uvos
+    from vislearn.tasks.vos.run import BLOCK_FILE, load_block, train_uvos
 
     out = cache / "uvos"
     if (out / BLOCK_FILE).is_file():
@@ -134,7 +134,7 @@ def train_block(vit, clips, cache: Path, b: dict):
 
 # ---- the three segmenters: uint8 frames [T, C, H, W] -> labels [T, H, W] ---------------------
 def segment_uvos(frames, features, block, tau: float, s: dict):
-    from vislearn.vos.segment import segment_video
+    from vislearn.tasks.vos.segment import segment_video
 
     seg = segment_video(
         frames,
@@ -154,7 +154,7 @@ def segment_kmeans(keys, grid, size, k: int):
     import torch
     import torch.nn.functional as F
 
-    from vislearn.eval.neighbours import kmeans
+    from vislearn.ops.neighbours import kmeans
 
     t, n, _ = keys.shape
     idx = kmeans(F.normalize(keys.flatten(0, 1), dim=1), min(k, t * n), seed=0)
@@ -230,9 +230,9 @@ def main() -> None:
 
     import torch
 
-    from vislearn.pipeline import load_backbone
-    from vislearn.utils import write_json
-    from vislearn.vos.features import ViTKeyFeatures
+    from vislearn.core.utils import write_json
+    from vislearn.tasks.ssl.run import load_backbone
+    from vislearn.tasks.vos.features import ViTKeyFeatures
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from vislearn.core.errors import VislearnError
+from vislearn.core.utils import atomic_path
 from vislearn.data.fmnist import load_fashion_mnist
 from vislearn.data.subsets import balanced_subset
-from vislearn.errors import VislearnError
-from vislearn.utils import atomic_path
 
 DEFAULT_OUT = (
     Path(__file__).resolve().parents[1]

@@ -28,8 +28,8 @@ def tiny_evaluator(tmp_path_factory) -> dict:
 
     from vislearn.data.datamodule import ImageDataModule
     from vislearn.engine import build_trainer
-    from vislearn.methods import build_method
-    from vislearn.pipeline import export_backbone
+    from vislearn.tasks.ssl.methods import build_method
+    from vislearn.tasks.ssl.run import export_backbone
 
     out = tmp_path_factory.mktemp("evaluator")
     before = torch.get_num_threads()

@@ -23,7 +23,7 @@ from vislearn.accel import (
     step_types,
     types_to_string,
 )
-from vislearn.errors import VislearnError
+from vislearn.core.errors import VislearnError
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -595,7 +595,7 @@ def test_dit_pipeline_from_tiny_components():
 @pytest.mark.filterwarnings("ignore:.*LeafSpec.*")
 def test_dit_train_two_steps_exports_a_cacheable_model(tmp_path):
     from vislearn.accel.sampling import load_transformer, make_scheduler, sample_class_conditional
-    from vislearn.accel.train import train_dit
+    from vislearn.tasks.dit.train import train_dit
 
     _, model_dir = train_dit(
         tmp_path / "run",

@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from vislearn.core.errors import VislearnError
 from vislearn.data.augment import (
     PRESETS,
     AugmentConfig,
@@ -16,7 +17,6 @@ from vislearn.data.augment import (
     _blur,
     _rotate_hue,
 )
-from vislearn.errors import VislearnError
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

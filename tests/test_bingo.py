@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from test_methods import fit, tiny_kwargs
+from vislearn.core.errors import VislearnError
 from vislearn.data.datasets import ArrayImageDataset
 from vislearn.data.mixing import cutmix
-from vislearn.errors import VislearnError
-from vislearn.eval.neighbours import group_bags, kmeans
-from vislearn.methods import build_method
 from vislearn.models.frozen import FrozenNetwork, load_frozen, mlp_head_from_state
 from vislearn.models.heads import MLPHead
+from vislearn.ops.neighbours import group_bags, kmeans
+from vislearn.tasks.ssl.methods import build_method
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from vislearn.cli import main
 from vislearn.models import create_backbone, load_weights
-from vislearn.pipeline import load_backbone
+from vislearn.tasks.ssl.run import load_backbone
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -20,14 +20,13 @@ from torch import nn
 
 from ddp_utils import run_ranks
 from test_methods import fit as _fit
-from vislearn.config import load_config
+from vislearn.core.config import load_config
 from vislearn.data import ArrayImageDataset
 from vislearn.data.augment import Normalize
 from vislearn.data.mixing import beta_sample, cutmix, cutmix_box
 from vislearn.data.pairs import NeighbourPairDataset, draw_partners
 from vislearn.engine.bags import BagCache, module_fingerprint
 from vislearn.engine.subspace_queue import SubspaceQueue
-from vislearn.eval.neighbours import dataset_knn_bags, knn_search
 from vislearn.losses import info_nce
 from vislearn.losses.cross_sample import cross_sample_info_nce
 from vislearn.losses.subspace import (
@@ -36,7 +35,8 @@ from vislearn.losses.subspace import (
     subspace_metric,
     subspace_score,
 )
-from vislearn.methods import build_method, list_methods
+from vislearn.ops.neighbours import dataset_knn_bags, knn_search
+from vislearn.tasks.ssl.methods import build_method, list_methods
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

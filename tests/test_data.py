@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from vislearn.core.errors import VislearnError
 from vislearn.data import (
     FMNIST_CLASSES,
     ArrayImageDataset,
@@ -25,7 +26,6 @@ from vislearn.data import (
     split_labelled_unlabelled,
 )
 from vislearn.data import fmnist as fmnist_mod
-from vislearn.errors import VislearnError
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 STEMS = {

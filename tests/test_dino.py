@@ -18,16 +18,16 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from ddp_utils import run_ranks
-from vislearn.config import load_config
+from vislearn.core.config import load_config
+from vislearn.core.errors import VislearnError
 from vislearn.data.augment import MultiViewAugment
 from vislearn.data.datamodule import ImageDataModule
 from vislearn.engine import build_trainer
 from vislearn.engine.momentum import momentum_copy
-from vislearn.errors import VislearnError
 from vislearn.losses import DINOLoss, dino_loss, teacher_temperature
-from vislearn.methods import build_method, list_methods
 from vislearn.models import DINOHead, create_backbone, list_backbones, load_vit_weights
 from vislearn.models.vit import VisionTransformer
+from vislearn.tasks.ssl.methods import build_method, list_methods
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from ddp_utils import run_ranks
-from vislearn.distributed import gather, gather_no_grad, rank, world_size
+from vislearn.core.distributed import gather, gather_no_grad, rank, world_size
 from vislearn.engine import LabelledMemoryQueue, MemoryQueue
 from vislearn.engine.subspace_queue import SubspaceQueue
 from vislearn.losses import info_nce, nt_xent

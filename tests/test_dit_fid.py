@@ -1,11 +1,12 @@
-"""FD / classifier metrics of the DiT caching benchmark (vislearn.accel.fid)."""
+"""FD / classifier metrics of the DiT caching benchmark (vislearn.tasks.dit.fid)."""
 
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
 
-from vislearn.accel.fid import (
+from vislearn.core.errors import VislearnError
+from vislearn.tasks.dit.fid import (
     FeatureClassifier,
     class_consistency,
     feature_stats,
@@ -14,7 +15,6 @@ from vislearn.accel.fid import (
     save_classifier,
     train_feature_classifier,
 )
-from vislearn.errors import VislearnError
 
 
 def _spd(rng, d):

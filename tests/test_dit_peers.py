@@ -36,7 +36,7 @@ peers = _load_peers()
 @pytest.fixture(scope="module")
 def setup():
     from vislearn.accel.sampling import sample_class_conditional
-    from vislearn.accel.train import build_dit
+    from vislearn.tasks.dit.train import build_dit
 
     torch.manual_seed(0)
     model = build_dit(image_size=16, patch_size=4, depth=3, heads=2, head_dim=16).eval()

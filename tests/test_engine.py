@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from vislearn.core.errors import VislearnError
 from vislearn.engine import (
     LARS,
     build_optimizer,
@@ -19,7 +20,6 @@ from vislearn.engine import (
     param_groups,
     warmup_cosine,
 )
-from vislearn.errors import VislearnError
 from vislearn.eval import knn_accuracy, knn_predict, linear_probe
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -17,10 +17,10 @@ import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback
 
 from ddp_utils import run_ranks
+from vislearn.core.errors import VislearnError
 from vislearn.data.datamodule import ImageDataModule
 from vislearn.engine import build_trainer
-from vislearn.errors import VislearnError
-from vislearn.methods import build_method, get_method, list_methods
+from vislearn.tasks.ssl.methods import build_method, get_method, list_methods
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -169,7 +169,7 @@ def test_extending_max_epochs_continues_the_same_streams(name, tmp_path, monkeyp
     resumed run must equal the uninterrupted one: augmentation RNG, sampler order, queue and
     optimiser state all continue.
     """
-    import vislearn.engine.base as base
+    import vislearn.engine.ssl as base
 
     monkeypatch.setattr(base, "warmup_cosine", lambda *args, **kwargs: 1.0)
     monkeypatch.setattr(base, "cosine_momentum", lambda step, total, b, final=1.0: b)

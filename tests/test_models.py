@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from vislearn.errors import VislearnError
+from vislearn.core.errors import VislearnError
 from vislearn.models import MLPHead, create_backbone, list_backbones, load_weights, read_state_file
 
 TINY_RESNET = {"stem": "small_ds", "width": 8}

@@ -16,13 +16,13 @@ import pytest
 import torch
 
 from vislearn.cli import main
-from vislearn.config import load_config
+from vislearn.core.config import load_config
+from vislearn.core.errors import VislearnError
 from vislearn.data.augment import BatchRandAugment, MultiViewAugment
 from vislearn.data.masking import masking_from_keep, random_keep
 from vislearn.data.mixing import mixup
 from vislearn.data.mra import MaskReconstruct, mra_grid
 from vislearn.data.occlusion import OccludedDataset, occlude, occluder_boxes
-from vislearn.errors import VislearnError
 from vislearn.models import create_backbone
 from vislearn.models.mae import (
     MAEDecoder,
@@ -346,8 +346,8 @@ def test_occluders_are_seeded_and_cover_the_requested_size():
 @pytest.fixture(scope="module")
 def trained_mae(tmp_path_factory):
     """``vit_mini`` MAE with a tiny decoder, 2 steps of 32 on the embedded data."""
-    from vislearn.config import load_config
-    from vislearn.pipeline import pretrain
+    from vislearn.core.config import load_config
+    from vislearn.tasks.ssl.run import pretrain
 
     out = tmp_path_factory.mktemp("mae")
     torch.set_num_threads(1)
@@ -422,7 +422,7 @@ def _classifier_cfg(out, augment: str, mae=None, **model) -> dict:
 
 
 def test_train_classifier_with_mra_two_steps(trained_mae, tmp_path):
-    from vislearn.pipeline import train_classifier
+    from vislearn.tasks.ssl.run import train_classifier
 
     _, mae_dir = trained_mae
     path = mae_dir / "mae.safetensors"
@@ -442,7 +442,7 @@ def test_train_classifier_with_mra_two_steps(trained_mae, tmp_path):
 
 @pytest.mark.parametrize("augment", ["cutmix", "mixup", "randaugment"])
 def test_train_classifier_other_augmentations(augment, tmp_path):
-    from vislearn.pipeline import pretrain
+    from vislearn.tasks.ssl.run import pretrain
 
     L.seed_everything(0, verbose=False)
     model, _, _ = pretrain(_classifier_cfg(tmp_path, augment))
@@ -451,7 +451,7 @@ def test_train_classifier_other_augmentations(augment, tmp_path):
 
 
 def test_semi_supervised_strong_view_with_mra(trained_mae, tmp_path):
-    from vislearn.pipeline import pretrain
+    from vislearn.tasks.ssl.run import pretrain
 
     _, mae_dir = trained_mae
     cfg = load_config(
@@ -509,7 +509,7 @@ def test_cli_mra_grid(capsys, tmp_path, trained_mae):
 
 
 def test_mae_method_bad_layouts():
-    from vislearn.methods import build_method
+    from vislearn.tasks.ssl.methods import build_method
 
     with pytest.raises(VislearnError, match="ViT"):
         build_method("mae", backbone="resnet_tiny")

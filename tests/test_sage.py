@@ -16,15 +16,15 @@ import torch
 from PIL import Image
 
 from test_methods import CrashAtEpoch, _Crash
-from vislearn.config import load_config
+from vislearn.core.config import load_config
+from vislearn.core.errors import VislearnError
 from vislearn.data.augment import GRAY_MEAN, GRAY_STD, RGB_MEAN, RGB_STD
 from vislearn.data.datamodule import ImageDataModule
 from vislearn.engine import build_trainer
-from vislearn.errors import VislearnError
-from vislearn.methods import build_method
-from vislearn.methods.sage import SaGe, from_signed, to_signed
 from vislearn.models import create_backbone
 from vislearn.models.decoder import SaGeDecoder, decoder_plan
+from vislearn.tasks.ssl.methods import build_method
+from vislearn.tasks.ssl.methods.sage import SaGe, from_signed, to_signed
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -384,7 +384,7 @@ def test_cli_pretrain_sage(tiny_evaluator, tmp_path):
     assert (out / "backbone.safetensors").is_file()
     assert (out / "reconstructions" / "epoch_0000.png").is_file()
     # the exported backbone is the online one (not the evaluator's)
-    from vislearn.pipeline import load_backbone
+    from vislearn.tasks.ssl.run import load_backbone
 
     bb = load_backbone(out / "backbone.safetensors")
     ck = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ddp_utils import run_ranks
-from vislearn.data.davis import davis_palette
+from vislearn.core.errors import VislearnError
 from vislearn.data.mixing import (
     cross_dataset_partners,
     mix_pixel_embeddings,
@@ -33,8 +33,8 @@ from vislearn.data.segmentation import (
     write_segmentation_folder,
 )
 from vislearn.data.synthetic import SEG_TAXONOMIES, generated_background, segmentation_scenes
+from vislearn.data.video.davis import davis_palette
 from vislearn.engine.prototypes import PrototypeBank, class_mean_stats
-from vislearn.errors import VislearnError
 from vislearn.eval.segmentation import colourise, confusion_matrix, segmentation_scores
 from vislearn.losses.segmentation import (
     pixel_class_sparse_coding,
@@ -449,7 +449,7 @@ def test_segmentation_weights_move_between_strides(tmp_path):
 
 
 def test_seg_cli_pretrain_finetune_eval_predict(tmp_path, capsys):
-    from vislearn.seg.cli import add_seg_parser, run_seg
+    from vislearn.tasks.seg.cli import add_seg_parser, run_seg
 
     parser = argparse.ArgumentParser(prog="vislearn")
     add_seg_parser(parser.add_subparsers(dest="command"))
@@ -505,9 +505,9 @@ def test_epoch_slice_sampler_fixed_epochs_cover_the_data():
 def test_seg_recipes_load_and_build(recipe):
     from pathlib import Path
 
-    from vislearn.config import load_config
-    from vislearn.seg.modules import SegFinetuneModule, SegPretrainModule
-    from vislearn.seg.run import SEG_DEFAULTS
+    from vislearn.core.config import load_config
+    from vislearn.tasks.seg.modules import SegFinetuneModule, SegPretrainModule
+    from vislearn.tasks.seg.run import SEG_DEFAULTS
 
     configs = Path(__file__).resolve().parents[1] / "configs" / "seg_mdp"
     cfg = load_config(configs / f"{recipe}.yaml", defaults=SEG_DEFAULTS)

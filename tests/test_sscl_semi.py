@@ -15,12 +15,12 @@ import torch.nn.functional as F
 from torch.utils.data import Subset
 
 from vislearn.cli import main
-from vislearn.config import load_config
+from vislearn.core.config import load_config
+from vislearn.core.errors import VislearnError
 from vislearn.data import get_dataset
 from vislearn.data.datamodule import ImageDataModule
 from vislearn.data.semi import SemiSupervisedSampler
 from vislearn.engine import LabelledMemoryQueue, build_trainer
-from vislearn.errors import VislearnError
 from vislearn.eval.fewshot import few_shot_eval, mean_ci95, prototype_predict, sample_episodes
 from vislearn.eval.semi import semi_supervised_finetune
 from vislearn.losses import class_positive_info_nce, info_nce
@@ -32,10 +32,10 @@ from vislearn.losses.semi import (
     memory_class_distribution,
     pseudo_labels,
 )
-from vislearn.methods import build_method
-from vislearn.methods import sscl as sscl_module
 from vislearn.models import create_backbone
-from vislearn.pipeline import build_datamodule, build_from_config, save_backbone
+from vislearn.tasks.ssl.methods import build_method
+from vislearn.tasks.ssl.methods import sscl as sscl_module
+from vislearn.tasks.ssl.run import build_datamodule, build_from_config, save_backbone
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -10,17 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
+from vislearn.core.errors import VislearnError
 from vislearn.data.augment import ViewConfig
-from vislearn.data.fame import (
-    FAME,
-    color_ids,
-    fame,
-    fame_kernel_size,
-    fame_mask,
-    motion_map,
-    rgb_to_hsv,
-    sample_donors,
-)
 from vislearn.data.synthetic import (
     DEFAULT_PHOTO_DIR,
     MotionClipDataset,
@@ -32,7 +23,17 @@ from vislearn.data.synthetic import (
     moving_sprite_videos,
     write_video_folders,
 )
-from vislearn.data.video import (
+from vislearn.data.video.fame import (
+    FAME,
+    color_ids,
+    fame,
+    fame_kernel_size,
+    fame_mask,
+    motion_map,
+    rgb_to_hsv,
+    sample_donors,
+)
+from vislearn.data.video.io import (
     ClipAugment,
     VideoFolderDataset,
     clip_indices,
@@ -42,7 +43,6 @@ from vislearn.data.video import (
     read_video,
     write_video,
 )
-from vislearn.errors import VislearnError
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -18,12 +18,12 @@ import torch
 from torch import nn
 
 from vislearn.cli import main
+from vislearn.core.errors import VislearnError
 from vislearn.data.augment import ViewConfig
-from vislearn.data.clip_views import ClipNormalize, ClipViews
-from vislearn.data.fame import fame, sample_donors
-from vislearn.data.video_datamodule import VideoDataModule
+from vislearn.data.video.datamodule import VideoDataModule
+from vislearn.data.video.fame import fame, sample_donors
+from vislearn.data.video.views import ClipNormalize, ClipViews
 from vislearn.engine import build_trainer
-from vislearn.errors import VislearnError
 from vislearn.eval.linear import linear_probe
 from vislearn.eval.video import (
     clip_retrieval,
@@ -31,8 +31,8 @@ from vislearn.eval.video import (
     variance_share,
     video_finetune,
 )
-from vislearn.methods import build_method, get_method, list_methods
 from vislearn.models import create_backbone, list_backbones, load_weights
+from vislearn.tasks.ssl.methods import build_method, get_method, list_methods
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -353,8 +353,8 @@ def test_video_finetune_learns_a_separable_case_and_leaves_the_backbone():
 
 
 def test_evaluate_video_protocols_on_tiny_synthetic():
-    from vislearn.config import load_config
-    from vislearn.pipeline import evaluate_video
+    from vislearn.core.config import load_config
+    from vislearn.tasks.ssl.run import evaluate_video
 
     cfg = load_config(
         None,

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from vislearn.data.davis import (
+from vislearn.core.errors import VislearnError
+from vislearn.data.video.davis import (
     davis_palette,
     read_annotations,
     read_davis,
@@ -18,7 +19,6 @@ from vislearn.data.davis import (
     read_predictions,
     write_label_png,
 )
-from vislearn.errors import VislearnError
 from vislearn.eval.vos import (
     boundary_f,
     boundary_map,

@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from vislearn.data.davis import davis_palette
-from vislearn.errors import VislearnError
+from vislearn.core.errors import VislearnError
+from vislearn.data.video.davis import davis_palette
 from vislearn.models.vit import VisionTransformer
-from vislearn.vos.block import SpatioTemporalBlock, attention_descriptors
-from vislearn.vos.cluster import (
+from vislearn.tasks.vos.block import SpatioTemporalBlock, attention_descriptors
+from vislearn.tasks.vos.cluster import (
     agglomerative_cluster,
     assign,
     hierarchical_cluster,
@@ -23,8 +23,8 @@ from vislearn.vos.cluster import (
     smooth,
     symmetric_kl,
 )
-from vislearn.vos.features import ViTKeyFeatures
-from vislearn.vos.segment import (
+from vislearn.tasks.vos.features import ViTKeyFeatures
+from vislearn.tasks.vos.segment import (
     ObjectRule,
     cluster_statistics,
     overlay_strip,
@@ -301,7 +301,7 @@ def test_overlay_strip_shape_and_colours():
 
 
 def _cli_args(argv):
-    from vislearn.vos.cli import add_video_seg_parser
+    from vislearn.tasks.vos.cli import add_video_seg_parser
 
     parser = argparse.ArgumentParser()
     add_video_seg_parser(parser.add_subparsers(dest="command"))
@@ -313,7 +313,7 @@ def cli_files(tmp_path):
     from safetensors.torch import save_file
 
     from vislearn.models import create_backbone
-    from vislearn.vos.train import save_block
+    from vislearn.tasks.vos.run import save_block
 
     torch.manual_seed(0)
     vit = create_backbone("vit_mini", in_chans=3, img_size=32, patch_size=4)
@@ -329,7 +329,7 @@ def cli_files(tmp_path):
 
 
 def test_cli_video_seg_writes_masks(cli_files, capsys):
-    from vislearn.vos.cli import run_video_seg
+    from vislearn.tasks.vos.cli import run_video_seg
 
     out = cli_files / "out"
     common = ["--weights", str(cli_files / "vit.safetensors"), "--arch", "vit_mini"]

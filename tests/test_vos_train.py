@@ -12,22 +12,24 @@ import numpy as np
 import pytest
 import torch
 
-from vislearn.errors import VislearnError
+from vislearn.core.errors import VislearnError
+from vislearn.losses.uvos import motion_consistency_loss, semantic_consistency_loss
 from vislearn.models import create_backbone
-from vislearn.vos.block import SpatioTemporalBlock
-from vislearn.vos.losses import motion_consistency_loss, semantic_consistency_loss
-from vislearn.vos.train import (
-    BLOCK_FILE,
+from vislearn.tasks.vos.block import SpatioTemporalBlock
+from vislearn.tasks.vos.data import (
     EpochSampler,
     UVOSAugment,
     UVOSClipDataset,
-    UVOSModule,
     find_uvos_videos,
+    uvos_clip_indices,
+)
+from vislearn.tasks.vos.module import UVOSModule
+from vislearn.tasks.vos.run import (
+    BLOCK_FILE,
     load_block,
     read_block_metadata,
     save_block,
     train_uvos,
-    uvos_clip_indices,
 )
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -252,7 +254,7 @@ def _write_frames(folder, values, size=(20, 24)):
 
 
 def test_dataset_from_folders_and_files(tmp_path):
-    from vislearn.data.video import write_video
+    from vislearn.data.video.io import write_video
 
     root = tmp_path / "videos"
     _write_frames(root / "a" / "vid1", [10 * i for i in range(5)])
@@ -398,7 +400,7 @@ def test_load_block_rejects_wrong_files(tmp_path):
 
 
 def test_cli_trains_from_frame_folders(tmp_path, capsys):
-    from vislearn.vos.cli import add_train_uvos_parser, build_vit, run_train_uvos
+    from vislearn.tasks.vos.cli import add_train_uvos_parser, build_vit, run_train_uvos
 
     parser = argparse.ArgumentParser(prog="vislearn")
     sub = parser.add_subparsers(dest="command")

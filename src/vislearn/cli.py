@@ -21,10 +21,10 @@ import argparse
 import json
 import sys
 
-from vislearn.errors import VislearnError
+from vislearn.core.errors import VislearnError
 
 DEMO_EPOCHS = 15
-#: `vislearn eval` protocol -> vislearn.pipeline.evaluate_video protocol
+#: `vislearn eval` protocol -> vislearn.tasks.ssl.run.evaluate_video protocol
 VIDEO_PROTOCOLS = {
     "video-linear": "linear",
     "video-finetune": "finetune",
@@ -240,9 +240,9 @@ def _parser() -> argparse.ArgumentParser:
     de.add_argument("--out", default="runs/demo")
     de.add_argument("--epochs", type=int, default=DEMO_EPOCHS)
 
-    from vislearn.accel.cli import add_dit_parser
-    from vislearn.seg.cli import add_seg_parser
-    from vislearn.vos.cli import add_train_uvos_parser, add_video_seg_parser
+    from vislearn.tasks.dit.cli import add_dit_parser
+    from vislearn.tasks.seg.cli import add_seg_parser
+    from vislearn.tasks.vos.cli import add_train_uvos_parser, add_video_seg_parser
 
     add_dit_parser(sub)
     add_seg_parser(sub)
@@ -294,7 +294,7 @@ def _flags_to_updates(a: argparse.Namespace) -> dict:
 
 
 def _classifier_config(a: argparse.Namespace) -> dict:
-    from vislearn.config import load_config
+    from vislearn.core.config import load_config
 
     if a.label_fraction is not None and not 0.0 < a.label_fraction <= 1.0:
         raise VislearnError(f"--label-fraction must be in (0, 1], got {a.label_fraction}")
@@ -351,8 +351,8 @@ def _classifier_config(a: argparse.Namespace) -> dict:
 
 
 def cmd_train_classifier(a: argparse.Namespace) -> None:
-    from vislearn.pipeline import train_classifier
-    from vislearn.utils import write_json
+    from vislearn.core.utils import write_json
+    from vislearn.tasks.ssl.run import train_classifier
 
     cfg = _classifier_config(a)
     occlusion = None
@@ -376,10 +376,10 @@ def cmd_mra_grid(a: argparse.Namespace) -> None:
     import numpy as np
     import torch
 
+    from vislearn.core.utils import save_png
     from vislearn.data import get_dataset
     from vislearn.data.mra import MaskReconstruct, mra_grid
     from vislearn.models.mae import load_mae
-    from vislearn.utils import save_png
 
     if a.n < 1:
         raise VislearnError(f"--n must be >= 1, got {a.n}")
@@ -411,8 +411,8 @@ def _print_table(title: str, rows: list[dict], cols: list[str]) -> None:
 
 
 def cmd_pretrain(a: argparse.Namespace) -> None:
-    from vislearn.config import load_config
-    from vislearn.pipeline import evaluate, pretrain
+    from vislearn.core.config import load_config
+    from vislearn.tasks.ssl.run import evaluate, pretrain
 
     cfg = load_config(a.config, a.overrides, **_flags_to_updates(a))
     if cfg["method"] != a.method and a.config:
@@ -422,7 +422,7 @@ def cmd_pretrain(a: argparse.Namespace) -> None:
         return
     print(f"vislearn: trained {cfg['method']} -> {out} ({stats['images_per_s']:.0f} images/s)")
     if a.eval and getattr(model, "modality", "image") == "video":
-        from vislearn.pipeline import evaluate_video
+        from vislearn.tasks.ssl.run import evaluate_video
 
         protocols = ("linear", "retrieval")
         if str(cfg["data"]["dataset"]).lower() == "synthetic-motion":
@@ -456,8 +456,8 @@ def _given(value, default):
 
 
 def cmd_eval(a: argparse.Namespace) -> None:
-    from vislearn.pipeline import evaluate, evaluate_fewshot, evaluate_semi, load_backbone
-    from vislearn.utils import write_json
+    from vislearn.core.utils import write_json
+    from vislearn.tasks.ssl.run import evaluate, evaluate_fewshot, evaluate_semi, load_backbone
 
     if a.protocol in VIDEO_PROTOCOLS:
         return _eval_video(a)
@@ -512,9 +512,9 @@ def cmd_eval(a: argparse.Namespace) -> None:
 
 def _eval_video(a: argparse.Namespace) -> None:
     """`vislearn eval video-linear|video-finetune|retrieval|background-probe`."""
-    from vislearn.config import load_config
-    from vislearn.pipeline import evaluate_video, load_backbone
-    from vislearn.utils import write_json
+    from vislearn.core.config import load_config
+    from vislearn.core.utils import write_json
+    from vislearn.tasks.ssl.run import evaluate_video, load_backbone
 
     data: dict = {}
     if a.data:
@@ -543,7 +543,7 @@ def _eval_video(a: argparse.Namespace) -> None:
 
 
 def cmd_export(a: argparse.Namespace) -> None:
-    from vislearn.pipeline import load_backbone, read_backbone_spec, save_backbone
+    from vislearn.tasks.ssl.run import load_backbone, read_backbone_spec, save_backbone
 
     bb = load_backbone(a.checkpoint, a.backbone, in_chans=a.in_chans)
     spec = read_backbone_spec(a.checkpoint) or {"backbone": a.backbone, "in_chans": a.in_chans}
@@ -554,7 +554,7 @@ def cmd_export(a: argparse.Namespace) -> None:
 def cmd_embed(a: argparse.Namespace) -> None:
     from vislearn.data import get_dataset
     from vislearn.eval import extract_features, plot_embedding
-    from vislearn.pipeline import _in_chans, load_backbone
+    from vislearn.tasks.ssl.run import _in_chans, load_backbone
 
     bb = load_backbone(a.checkpoint, a.backbone, in_chans=a.in_chans)
     ds = get_dataset(a.data, a.split, a.data_dir, channels=_in_chans(bb))
@@ -567,12 +567,12 @@ def cmd_embed(a: argparse.Namespace) -> None:
 
 def cmd_demo(a: argparse.Namespace) -> None:
     """MoCo v2 on the embedded Fashion-MNIST subset, then kNN + linear eval and t-SNE."""
-    from vislearn.config import load_config
+    from vislearn.core.config import load_config
+    from vislearn.core.utils import write_json
     from vislearn.data import FMNIST_CLASSES, get_dataset
     from vislearn.eval import extract_features, plot_embedding
     from vislearn.models import create_backbone
-    from vislearn.pipeline import evaluate, pretrain
-    from vislearn.utils import write_json
+    from vislearn.tasks.ssl.run import evaluate, pretrain
 
     cfg = load_config(
         None,
@@ -615,9 +615,9 @@ def cmd_demo(a: argparse.Namespace) -> None:
 
 def cmd_methods(a: argparse.Namespace) -> None:
     from vislearn.accel.schedule import PRESETS
-    from vislearn.methods import get_method, list_methods
     from vislearn.models import list_backbones
-    from vislearn.seg.modules import PRETRAIN_METHODS
+    from vislearn.tasks.seg.modules import PRETRAIN_METHODS
+    from vislearn.tasks.ssl.methods import get_method, list_methods
 
     print("methods:")
     for name in list_methods():
@@ -635,25 +635,25 @@ def cmd_methods(a: argparse.Namespace) -> None:
 
 
 def cmd_dit(a: argparse.Namespace) -> None:
-    from vislearn.accel.cli import run_dit
+    from vislearn.tasks.dit.cli import run_dit
 
     run_dit(a)
 
 
 def cmd_seg(a: argparse.Namespace) -> None:
-    from vislearn.seg.cli import run_seg
+    from vislearn.tasks.seg.cli import run_seg
 
     run_seg(a)
 
 
 def cmd_train_uvos(a: argparse.Namespace) -> None:
-    from vislearn.vos.cli import run_train_uvos
+    from vislearn.tasks.vos.cli import run_train_uvos
 
     run_train_uvos(a)
 
 
 def cmd_video_seg(a: argparse.Namespace) -> None:
-    from vislearn.vos.cli import run_video_seg
+    from vislearn.tasks.vos.cli import run_video_seg
 
     run_video_seg(a)
 

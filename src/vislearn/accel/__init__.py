@@ -17,7 +17,7 @@ imported lazily, so ``import vislearn.accel`` imports neither torch nor diffuser
 
 from __future__ import annotations
 
-from vislearn._lazy import lazy_exports
+from vislearn.core.lazy import lazy_exports
 
 _EXPORTS = {
     "DuCaCache": "cache",

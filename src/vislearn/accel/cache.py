@@ -83,7 +83,7 @@ from vislearn.accel.selection import (
     spatial_bonus,
     vnorm_score,
 )
-from vislearn.errors import VislearnError
+from vislearn.core.errors import VislearnError
 
 __all__ = ["DuCaCache", "UnsupportedModelError", "find_blocks"]
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vislearn.errors import VislearnError
+from vislearn.core.errors import VislearnError
 
 __all__ = ["SCHEDULERS", "load_transformer", "make_scheduler", "sample_class_conditional"]
 

@@ -55,7 +55,7 @@ from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 from typing import Any
 
-from vislearn.errors import VislearnError
+from vislearn.core.errors import VislearnError
 
 __all__ = [
     "PRESETS",

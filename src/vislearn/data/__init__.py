@@ -8,7 +8,6 @@ from vislearn.data.datasets import (
     ImageFolderDataset,
     get_dataset,
 )
-from vislearn.data.fame import FAME, fame, fame_mask
 from vislearn.data.fmnist import (
     FMNIST_CLASSES,
     find_fashion_mnist,
@@ -25,7 +24,8 @@ from vislearn.data.synthetic import (
     moving_sprite_videos,
     write_video_folders,
 )
-from vislearn.data.video import (
+from vislearn.data.video.fame import FAME, fame, fame_mask
+from vislearn.data.video.io import (
     ClipAugment,
     VideoFolderDataset,
     clip_indices,

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vislearn.errors import VislearnError
+from vislearn.core.errors import VislearnError
 
 GRAY_MEAN, GRAY_STD = (0.2860,), (0.3530,)  # Fashion-MNIST train statistics
 RGB_MEAN, RGB_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet

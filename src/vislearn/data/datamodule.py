@@ -7,10 +7,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
+from vislearn.core.errors import VislearnError
 from vislearn.data.datasets import get_dataset
 from vislearn.data.semi import PartiallyLabelledDataset, SemiSupervisedSampler
 from vislearn.data.subsets import split_labelled_unlabelled
-from vislearn.errors import VislearnError
 
 
 class ImageDataModule(L.LightningDataModule):

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
+from vislearn.core.errors import VislearnError
 from vislearn.data.fmnist import FMNIST_CLASSES, load_embedded_fmnist, load_fashion_mnist
-from vislearn.errors import VislearnError
 
 __all__ = [
     "BUILTIN_DATASETS",

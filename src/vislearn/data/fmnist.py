@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vislearn.errors import VislearnError
+from vislearn.core.errors import VislearnError
 
 __all__ = [
     "FMNIST_CLASSES",

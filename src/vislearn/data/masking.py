@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vislearn.errors import VislearnError
+from vislearn.core.errors import VislearnError
 
 #: MRA's per-patch foreground scores (see :mod:`vislearn.data.mra`)
 PATCH_SCORES = ("token_dot", "attention")

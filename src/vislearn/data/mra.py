@@ -58,6 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vislearn.core.errors import VislearnError
 from vislearn.data.masking import (
     PATCH_SCORES,
     check_mask_ratio,
@@ -65,7 +66,6 @@ from vislearn.data.masking import (
     num_visible,
     patch_mask_to_pixels,
 )
-from vislearn.errors import VislearnError
 
 
 class MAELike(Protocol):

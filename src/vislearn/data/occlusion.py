@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from vislearn.errors import VislearnError
+from vislearn.core.errors import VislearnError
 
 __all__ = ["OccludedDataset", "occluder_boxes", "occlude"]
 

@@ -22,7 +22,7 @@ space's ``ignore_index`` (255 by default, the PASCAL VOC convention for "void" p
   maps on the training device (labels by nearest neighbour, pixels from outside the image get
   the ignore index).
 
-Masks are read and written with :mod:`vislearn.data.davis`'s label PNG helpers (palette
+Masks are read and written with :mod:`vislearn.data.video.davis`'s label PNG helpers (palette
 indices of a "P" PNG, values of an "L" PNG; colour images are rejected).
 """
 
@@ -40,10 +40,10 @@ from PIL import Image, ImageOps
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Sampler
 
+from vislearn.core.errors import VislearnError
+from vislearn.core.utils import atomic_path
 from vislearn.data.datasets import IMAGE_EXTENSIONS
-from vislearn.data.davis import davis_palette, read_label_png, write_label_png
-from vislearn.errors import VislearnError
-from vislearn.utils import atomic_path
+from vislearn.data.video.davis import davis_palette, read_label_png, write_label_png
 
 __all__ = [
     "IGNORE_INDEX",
@@ -112,7 +112,7 @@ class LabelSpace:
 
     def palette(self) -> np.ndarray:
         """Colours for ids ``0..num_classes-1``, uint8 ``[num_classes, 3]`` (the VOC / DAVIS
-        colour map of :func:`vislearn.data.davis.davis_palette`)."""
+        colour map of :func:`vislearn.data.video.davis.davis_palette`)."""
         return davis_palette(max(256, self.num_classes))[: self.num_classes]
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset, Sampler
 
-from vislearn.errors import VislearnError
+from vislearn.core.errors import VislearnError
 
 __all__ = ["PartiallyLabelledDataset", "SemiSupervisedSampler"]
 

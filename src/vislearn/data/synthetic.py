@@ -22,7 +22,7 @@ shared by the video methods (FAME's background-bias benchmark), segmentation pre
   differ in taxonomy and style (:data:`SEG_DATASETS`) for multi-dataset segmentation (MDP);
 * :class:`MotionClipDataset` serves ``(clip, label[, masks])``; :func:`write_video_folders`
   writes a set as UCF101-style class folders of frame folders (or video files) for the
-  readers of :mod:`vislearn.data.video`.
+  readers of :mod:`vislearn.data.video.io`.
 
 Everything is a function of an explicit integer seed (NumPy ``SeedSequence``), so the same
 arguments give the same bytes on every machine.
@@ -50,11 +50,11 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from vislearn.core.errors import VislearnError
+from vislearn.core.utils import write_json
 from vislearn.data.datasets import IMAGE_EXTENSIONS, load_image
 from vislearn.data.fmnist import load_embedded_fmnist, load_fashion_mnist
-from vislearn.data.video import clip_indices, write_video
-from vislearn.errors import VislearnError
-from vislearn.utils import write_json
+from vislearn.data.video.io import clip_indices, write_video
 
 __all__ = [
     "DEFAULT_MOTION_CLASSES",
@@ -749,7 +749,7 @@ class MotionClipDataset(Dataset):
     probe) instead of the motion class.
 
     With ``frames`` set, each item is a sub-clip of ``frames`` frames ``stride`` apart,
-    sampled as in :func:`vislearn.data.video.clip_indices` (``mode``, ``num_clips``);
+    sampled as in :func:`vislearn.data.video.io.clip_indices` (``mode``, ``num_clips``);
     ``two_clips=True`` gives two sub-clips at different starts (``[2, frames, C, H, W]``, as
     for contrastive training; the masks follow the same frames). Every motion class moves
     the same way throughout a clip, so a sub-clip keeps its label.
@@ -832,7 +832,7 @@ def write_video_folders(
         videos: the set.
         root: output folder (created; existing videos of the same name are overwritten).
         format: ``"frames"`` (``<video>/00000.png``...; PNG is lossless so the readers of
-            :mod:`vislearn.data.video` give back the exact clips) or ``"video"``
+            :mod:`vislearn.data.video.io` give back the exact clips) or ``"video"``
             (``<video>.avi``, lossless FFV1 through PyAV).
         ext: frame file extension for ``"frames"`` (``.png`` lossless, ``.jpg`` smaller).
         mask_root: if given, masks go to ``mask_root/<class>/<video>/00000.png`` (pixel value

@@ -13,9 +13,9 @@ import os
 
 from torch import nn
 
+from vislearn.core.errors import VislearnError
 from vislearn.data.augment import BatchRandAugment, MultiViewAugment
 from vislearn.data.mra import MaskReconstruct
-from vislearn.errors import VislearnError
 from vislearn.models.mae import load_mae
 
 VIEW_AUGMENTS = ("mra", "randaugment")

@@ -24,16 +24,16 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from vislearn.core.errors import VislearnError
 from vislearn.data.pairs import NeighbourPairDataset, draw_partners
 from vislearn.engine.bags import BagCache, all_ranks_agree, module_fingerprint, tensor_digest
-from vislearn.errors import VislearnError
-from vislearn.eval.neighbours import dataset_knn_bags
+from vislearn.ops.neighbours import dataset_knn_bags
 
 __all__ = ["BagPairs"]
 
 
 class BagPairs:
-    """Mixin for an :class:`~vislearn.engine.base.SSLMethod` trained on bag pairs.
+    """Mixin for an :class:`~vislearn.engine.ssl.SSLMethod` trained on bag pairs.
 
     The method's hyper-parameters must include ``bag_k``, ``bag_batch_size``,
     ``bag_num_workers``, ``bag_cache`` and ``seed`` (and ``bag_refresh_epochs`` unless it
@@ -73,7 +73,7 @@ class BagPairs:
 
     def compute_bags(self, dataset: Dataset) -> Tensor:
         """Bags ``[N, bag_k]`` of ``dataset``: by default the ``bag_k`` nearest other samples
-        in :attr:`bag_encoder`'s space (:func:`~vislearn.eval.neighbours.dataset_knn_bags`)."""
+        in :attr:`bag_encoder`'s space (:func:`~vislearn.ops.neighbours.dataset_knn_bags`)."""
         h = self.hparams
         return dataset_knn_bags(
             self.bag_encoder, dataset, h.bag_k, self.device, h.bag_batch_size, h.bag_num_workers

@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vislearn.distributed import gather_no_grad
-from vislearn.utils import atomic_path
+from vislearn.core.distributed import gather_no_grad
+from vislearn.core.utils import atomic_path
 
 __all__ = ["BagCache", "all_ranks_agree", "module_fingerprint", "tensor_digest"]
 

@@ -20,7 +20,7 @@ time takes ``normalize(pbar_c)`` directly instead of blending with its random in
 ``average="pixel"`` replaces steps 1-2 by the plain mean over all labelled pixels.
 
 Under DDP the per-class sums and counts of every rank are added (through
-:func:`vislearn.distributed.gather_no_grad`) before the division, so every rank applies the
+:func:`vislearn.core.distributed.gather_no_grad`) before the division, so every rank applies the
 same update as a single process on the global batch.
 """
 
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vislearn.distributed import gather_no_grad, world_size
+from vislearn.core.distributed import gather_no_grad, world_size
 
 __all__ = ["PrototypeBank", "class_mean_stats"]
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vislearn.distributed import gather_no_grad
+from vislearn.core.distributed import gather_no_grad
 
 __all__ = ["LabelledMemoryQueue", "MemoryQueue"]
 

@@ -4,11 +4,11 @@ What changes from the image engine, and nothing else:
 
 * the batch is uint8 ``[B, K, T, C, H, W]`` (``K = clips_per_video`` clips of each video; the
   data module reads this class attribute) or ``[B, T, C, H, W]`` for ``K = 1``;
-* ``self.augment`` is a :class:`~vislearn.data.clip_views.ClipViews` (crop/flip, optional FAME
+* ``self.augment`` is a :class:`~vislearn.data.video.views.ClipViews` (crop/flip, optional FAME
   on the first clip, colour jitter, grayscale, blur -- the same parameters for every frame of
   a clip) returning normalised ``[B, C, T, S, S]`` views; its generator is checkpointed by the
   engine like the image one;
-* ``self.normalize`` is a :class:`~vislearn.data.clip_views.ClipNormalize`, so ``forward`` and
+* ``self.normalize`` is a :class:`~vislearn.data.video.views.ClipNormalize`, so ``forward`` and
   the engine's online kNN / linear-probe validation take uint8 clips ``[B, T, C, H, W]``
   (the video data module serves one centre clip per video for validation).
 
@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from vislearn.core.errors import VislearnError
 from vislearn.data.augment import ViewConfig
-from vislearn.data.clip_views import ClipNormalize, ClipViews
-from vislearn.engine.base import SSLMethod
-from vislearn.errors import VislearnError
+from vislearn.data.video.views import ClipNormalize, ClipViews
+from vislearn.engine.ssl import SSLMethod
 from vislearn.models import backbone_modality
 
 

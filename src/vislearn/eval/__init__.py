@@ -2,12 +2,12 @@
 video protocols (multi-clip linear probe, fine-tuning, clip retrieval)."""
 
 from vislearn.eval.embed import plot_embedding
-from vislearn.eval.features import extract_features
 from vislearn.eval.fewshot import few_shot_eval, sample_episodes
-from vislearn.eval.knn import knn_accuracy, knn_predict
 from vislearn.eval.linear import linear_probe
 from vislearn.eval.semi import semi_supervised_finetune
 from vislearn.eval.video import clip_retrieval, extract_clip_features, video_finetune
+from vislearn.ops.features import extract_features
+from vislearn.ops.knn import knn_accuracy, knn_predict
 
 __all__ = [
     "clip_retrieval",

@@ -7,7 +7,7 @@ import os
 import numpy as np
 from torch import Tensor
 
-from vislearn.utils import atomic_path
+from vislearn.core.utils import atomic_path
 
 
 def plot_embedding(

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vislearn.core.errors import VislearnError
 from vislearn.data.subsets import LabelsLike, as_labels
-from vislearn.errors import VislearnError
 
 __all__ = [
     "FEW_SHOT_CLASSIFIERS",

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from vislearn.errors import VislearnError
+from vislearn.core.errors import VislearnError
 
 __all__ = [
     "colourise",
@@ -115,7 +115,7 @@ def prediction_grid(
     ignore_index: int = 255,
 ) -> Tensor:
     """Rows of (image | ground truth | prediction) as one float image ``[3, H', W']`` in [0, 1]
-    for :func:`vislearn.utils.save_png`; ``targets=None`` leaves the ground truth out."""
+    for :func:`vislearn.core.utils.save_png`; ``targets=None`` leaves the ground truth out."""
     from torchvision.utils import make_grid
 
     imgs = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()

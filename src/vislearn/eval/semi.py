@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from vislearn.core.errors import VislearnError
 from vislearn.data.augment import MultiViewAugment
 from vislearn.data.subsets import balanced_subset
-from vislearn.engine.optim import build_optimizer, param_groups, warmup_cosine
-from vislearn.errors import VislearnError
-from vislearn.eval.features import extract_features
+from vislearn.ops.features import extract_features
+from vislearn.ops.optim import build_optimizer, param_groups, warmup_cosine
 
 __all__ = ["semi_supervised_finetune"]
 

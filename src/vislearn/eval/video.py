@@ -40,10 +40,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from vislearn.core.errors import VislearnError
 from vislearn.data.augment import ViewConfig
-from vislearn.data.clip_views import ClipNormalize, ClipViews
-from vislearn.engine.optim import build_optimizer, param_groups, warmup_cosine
-from vislearn.errors import VislearnError
+from vislearn.data.video.views import ClipNormalize, ClipViews
+from vislearn.ops.optim import build_optimizer, param_groups, warmup_cosine
 
 __all__ = [
     "center_crop",

@@ -61,7 +61,7 @@ from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
-from vislearn.errors import VislearnError
+from vislearn.core.errors import VislearnError
 
 VOID_LABEL = 255
 PROTOCOLS = ("davis", "per_frame", "identity")
@@ -524,9 +524,9 @@ def evaluate_folder(
     **options: Any,
 ) -> dict[str, Any]:
     """Score a results folder (``results_dir/<seq>/<frame>.png``, DAVIS submission format)
-    against a DAVIS-layout data set (:func:`vislearn.data.davis.read_davis`), one sequence at
+    against a DAVIS-layout data set (:func:`vislearn.data.video.davis.read_davis`), one sequence at
     a time. ``options`` are those of :func:`evaluate_sequences`."""
-    from vislearn.data.davis import read_annotations, read_davis, read_predictions
+    from vislearn.data.video.davis import read_annotations, read_davis, read_predictions
 
     rows: list[dict[str, Any]] = []
     for seq in read_davis(davis_root, split, year, task, resolution, sequences):

@@ -8,7 +8,7 @@ constants (detached).
 Distributed semantics: each function returns the mean over the *local* anchors. With equal
 per-rank batches, averaging the per-rank losses (what DDP's gradient averaging does) gives the
 loss of the global batch, and the options that gather (``gather_keys``, ``gather_distributed``)
-keep gradients exact through :func:`vislearn.distributed.gather`.
+keep gradients exact through :func:`vislearn.core.distributed.gather`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vislearn.distributed import gather, rank
+from vislearn.core.distributed import gather, rank
 
 __all__ = [
     "class_positive_mask",

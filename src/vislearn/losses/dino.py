@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vislearn.distributed import gather_no_grad
+from vislearn.core.distributed import gather_no_grad
 
 __all__ = ["DINOLoss", "dino_loss", "teacher_temperature"]
 
@@ -117,7 +117,7 @@ class DINOLoss(nn.Module):
     every loss evaluation in training mode.
 
     Under ``torch.distributed`` the batch mean of the teacher logits is the mean over all
-    ranks (:func:`vislearn.distributed.gather_no_grad` of the per-rank means; every rank must
+    ranks (:func:`vislearn.core.distributed.gather_no_grad` of the per-rank means; every rank must
     hold the same number of samples, as elsewhere in vislearn), so the centre stays identical
     on every rank.
     """

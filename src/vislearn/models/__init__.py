@@ -2,17 +2,17 @@
 
 from vislearn.models import resnet, video, vit  # noqa: F401  (register backbones)
 from vislearn.models.heads import DINOHead, MLPHead
+from vislearn.models.io import (
+    load_vit_weights,
+    load_weights,
+    read_state_file,
+    unwrap_state_dict,
+)
 from vislearn.models.registry import (
     backbone_modality,
     create_backbone,
     list_backbones,
     register_backbone,
-)
-from vislearn.models.weights import (
-    load_vit_weights,
-    load_weights,
-    read_state_file,
-    unwrap_state_dict,
 )
 
 __all__ = [

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from vislearn.errors import VislearnError
+from vislearn.core.errors import VislearnError
 
 
 def decoder_plan(image_size: int, map_size: int) -> tuple[int, int]:

@@ -3,7 +3,7 @@
 BINGO distils from one, SaGe measures reconstructions in one. The weights come from a local
 file: a vislearn ``.ckpt`` (the backbone is rebuilt from its hyper-parameters, the head from
 the shapes of its weights), an exported ``backbone.safetensors``, or an external state_dict /
-safetensors in the layouts :mod:`vislearn.models.weights` understands (then name the
+safetensors in the layouts :mod:`vislearn.models.io` understands (then name the
 backbone). Parameters never receive gradients and are never updated; inputs can still carry
 gradients through the network (SaGe's generative loss needs exactly that).
 """
@@ -15,9 +15,9 @@ import re
 
 from torch import Tensor, nn
 
-from vislearn.errors import VislearnError
+from vislearn.core.errors import VislearnError
 from vislearn.models.heads import MLPHead
-from vislearn.models.weights import read_state_file, unwrap_state_dict
+from vislearn.models.io import read_state_file, unwrap_state_dict
 
 BN_MODES = ("eval", "train")
 # where a checkpoint keeps its head, tried in order: the EMA (teacher-side) copy first
@@ -129,7 +129,7 @@ def load_frozen(
             teacher's ``2048 -> 2048 -> 128`` MLP. A checkpoint without one is an error.
         bn_mode: see :class:`FrozenNetwork`.
     """
-    from vislearn.pipeline import load_backbone
+    from vislearn.tasks.ssl.run import load_backbone
 
     net = load_backbone(path, backbone, backbone_kwargs, in_chans)
     mlp = None

@@ -34,9 +34,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from vislearn.core.errors import VislearnError
 from vislearn.data.augment import GRAY_MEAN, GRAY_STD, RGB_MEAN, RGB_STD
 from vislearn.data.masking import PATCH_SCORES, masking_from_keep
-from vislearn.errors import VislearnError
 from vislearn.models.registry import create_backbone
 from vislearn.models.vit import Block, VisionTransformer
 
@@ -282,7 +282,7 @@ def load_mae(path: str | os.PathLike) -> MaskedAutoencoder:
     layout), or its Lightning checkpoint (``checkpoints/last.ckpt``, read with
     ``weights_only=True``; layout from its hyper-parameters).
     """
-    from vislearn.models.weights import read_state_file, safetensors_metadata
+    from vislearn.models.io import read_state_file, safetensors_metadata
 
     path = Path(path)
     if not path.is_file():

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from vislearn.errors import VislearnError
+from vislearn.core.errors import VislearnError
 
 _BACKBONES: dict[str, Callable[..., nn.Module]] = {}
 _MODALITY: dict[str, str] = {}

@@ -26,9 +26,9 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vislearn.errors import VislearnError
+from vislearn.core.errors import VislearnError
+from vislearn.models.io import load_weights, read_state_file, unwrap_state_dict
 from vislearn.models.registry import create_backbone
-from vislearn.models.weights import load_weights, read_state_file, unwrap_state_dict
 
 __all__ = [
     "HEADS",

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from vislearn.errors import VislearnError
+from vislearn.core.errors import VislearnError
 from vislearn.models.registry import register_backbone
 from vislearn.models.resnet import staged_forward
 

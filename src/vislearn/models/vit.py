@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vislearn.errors import VislearnError
+from vislearn.core.errors import VislearnError
 from vislearn.models.registry import register_backbone
 
 

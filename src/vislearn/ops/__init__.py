@@ -1,0 +1,2 @@
+"""Operations shared by training and evaluation: kNN, k-means and neighbour bags, feature
+extraction, optimisers and learning-rate schedules."""

@@ -1,0 +1,275 @@
+"""``vislearn seg ...``: multi-dataset segmentation pretraining (MDP), fine-tuning, mIoU.
+
+vislearn seg pretrain --method mdp --datasets synthetic:fine,synthetic:coarse,synthetic:partial
+vislearn seg pretrain --method naive_multi ...   |   --method single --datasets synthetic:fine
+vislearn seg finetune --init runs/seg_mdp/pretrained.safetensors --target synthetic:fine
+vislearn seg eval     --model runs/seg_finetune_fine --dataset synthetic:fine
+vislearn seg predict  --model runs/seg_finetune_fine --out preds/ [--images DIR]
+vislearn seg make-data --out data/seg_synth     (the synthetic sets as VOC-layout folders)
+
+Every command reads a YAML recipe (--config, see configs/seg_mdp/), then its flags, then
+``section.key=value`` overrides (positional, or --set KEY=VALUE anywhere).
+
+This module imports nothing heavy at import time (the main CLI builds its parser from it).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["add_seg_parser", "run_seg"]
+
+_FORMAT = argparse.RawDescriptionHelpFormatter
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="section.key=value",
+        help="override any config field (model.*, data.*, trainer.*, eval.*)",
+    )
+    p.add_argument("--config", help="YAML recipe (see configs/seg_mdp/)")
+    p.add_argument(
+        "--set",
+        dest="set_overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one more section.key=value override (repeatable, allowed anywhere)",
+    )
+    p.add_argument("--image-size", type=int, help="image side (data.image_size, default 64)")
+    p.add_argument("--num-train", type=int, help="synthetic train images per data set")
+    p.add_argument("--num-test", type=int, help="synthetic test images per data set")
+    p.add_argument("--cache-dir", help="keep rendered synthetic sets here (data.cache_dir)")
+    p.add_argument("--seed", type=int)
+
+
+def _training(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", help="run folder")
+    p.add_argument("--steps", type=int, help="optimiser steps (trainer.max_steps)")
+    p.add_argument("--batch-size", type=int, help="batch size per device")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--backbone", help="backbone name, e.g. resnet_tiny, resnet18, resnet50")
+    p.add_argument("--head", choices=["deeplabv3", "fcn"], help="segmentation head")
+    p.add_argument("--output-stride", type=int, help="backbone output stride (dilation beyond)")
+    p.add_argument("--accelerator", help="cpu, gpu, ... (Lightning)")
+    p.add_argument("--devices", help="devices per node, e.g. 8 or auto (Lightning)")
+    p.add_argument("--num-nodes", type=int, help="number of nodes (Lightning)")
+    p.add_argument("--strategy", help="e.g. ddp (Lightning)")
+    p.add_argument("--precision", help="32-true, 16-mixed, bf16-mixed (Lightning)")
+    p.add_argument("--no-resume", action="store_true", help="ignore an existing last.ckpt")
+
+
+def add_seg_parser(sub: Any) -> None:
+    """Register ``vislearn seg {pretrain,finetune,eval,predict,make-data}``."""
+    seg = sub.add_parser(
+        "seg",
+        help="semantic segmentation: multi-dataset pretraining (MDP), fine-tuning, mIoU",
+        description="Semantic segmentation across data sets with different taxonomies.\n\n"
+        + __doc__.split("\n\n")[1]
+        + "\n\nRun `vislearn seg SEG_COMMAND --help` for the options of a command.",
+        formatter_class=_FORMAT,
+    )
+    ssub = seg.add_subparsers(dest="seg_command", required=True, metavar="SEG_COMMAND")
+
+    pre = ssub.add_parser(
+        "pretrain",
+        help="pretrain a segmentation network on several data sets",
+        formatter_class=_FORMAT,
+        description="Pretrain on the data sets of data.datasets over their concatenated label "
+        "spaces.\n  mdp          pixel-to-prototype contrast over all classes of all data "
+        "sets, prototype\n               moving averages, cross-dataset region + pixel "
+        "mixing, sparse coding\n  naive_multi  the same data, cross-entropy with one head "
+        "per data set\n               (model.naive_mode=merged: one head over all classes)\n"
+        "  single       cross-entropy on one data set\n"
+        "Writes OUT/pretrained.safetensors for `vislearn seg finetune --init`. Example:\n"
+        "  vislearn seg pretrain --method mdp --config configs/seg_mdp/pretrain_mdp.yaml "
+        "model.temperature=0.2",
+    )
+    pre.add_argument("--method", choices=["mdp", "naive_multi", "single"])
+    pre.add_argument(
+        "--datasets",
+        help="comma-separated specs: synthetic:fine|coarse|partial or VOC-layout folders",
+    )
+    pre.add_argument(
+        "--fractions",
+        help="labelled fraction kept per data set, e.g. fine=0.1 (others 1)",
+    )
+    _common(pre)
+    _training(pre)
+
+    ft = ssub.add_parser(
+        "finetune",
+        help="fine-tune on one target data set with its own head (or train from scratch)",
+        formatter_class=_FORMAT,
+        description="Fine-tune a pretrained network (--init) on --target with a new "
+        "classifier, then report mIoU on its test split (OUT/metrics.json) and write "
+        "OUT/model.safetensors. Without --init the network starts from random weights. The "
+        "architecture is read from --init unless model.* keys say otherwise. Example:\n"
+        "  vislearn seg finetune --init runs/seg_mdp/pretrained.safetensors "
+        "--target synthetic:coarse --fraction 0.1",
+    )
+    ft.add_argument("--init", help="pretrained weights (pretrained.safetensors, backbone file)")
+    ft.add_argument(
+        "--transfer",
+        choices=["backbone", "backbone+decoder"],
+        help="what to take from --init (default backbone+decoder)",
+    )
+    ft.add_argument("--target", help="data set spec (default synthetic:fine)")
+    ft.add_argument("--fraction", type=float, help="labelled fraction of the target train split")
+    _common(ft)
+    _training(ft)
+
+    ev = ssub.add_parser(
+        "eval",
+        help="mIoU (ignore index excluded) of a fine-tuned model on a test split",
+        formatter_class=_FORMAT,
+        description="Print (and with --json write) mIoU, pixel accuracy and per-class IoU.",
+    )
+    ev.add_argument("--model", "--ckpt", required=True, help="model.safetensors or its run folder")
+    ev.add_argument("--dataset", help="data set spec (default data.target)")
+    ev.add_argument("--json", help="also write the scores to this file")
+    ev.add_argument("--device", default="cpu")
+    _common(ev)
+
+    pr = ssub.add_parser(
+        "predict",
+        help="colourised predictions (palette PNGs and an image|truth|prediction grid)",
+        formatter_class=_FORMAT,
+    )
+    pr.add_argument("--model", "--ckpt", required=True, help="model.safetensors or its run folder")
+    pr.add_argument("--out", required=True, help="output folder")
+    pr.add_argument("--dataset", help="data set spec (default data.target)")
+    pr.add_argument("--images", help="a folder of plain images instead (no ground truth)")
+    pr.add_argument("-n", "--n", type=int, help="number of images (default eval.num_predictions)")
+    pr.add_argument("--device", default="cpu")
+    _common(pr)
+
+    md = ssub.add_parser(
+        "make-data",
+        help="write the synthetic segmentation sets as VOC-layout folders",
+        formatter_class=_FORMAT,
+        description="Render synthetic sets (Fashion-MNIST items on photos, per-pixel labels "
+        "in each set's taxonomy) to OUT/<name>/{JPEGImages,SegmentationClass,ImageSets/"
+        "Segmentation/{train,val}.txt,classes.txt}; readable back as data set folders.",
+    )
+    md.add_argument("--out", required=True, help="output folder")
+    md.add_argument("--datasets", help="comma-separated synthetic names (default all)")
+    _common(md)
+
+
+def _config(a: argparse.Namespace) -> dict:
+    from vislearn.core.config import load_config
+    from vislearn.core.errors import VislearnError
+    from vislearn.tasks.seg.run import SEG_DEFAULTS
+
+    model: dict = {}
+    data: dict = {}
+    trainer: dict = {}
+    up: dict = {}
+    for flag, key in (
+        ("lr", "lr"),
+        ("backbone", "backbone"),
+        ("head", "head"),
+        ("output_stride", "output_stride"),
+    ):
+        if getattr(a, flag, None) is not None:
+            model[key] = getattr(a, flag)
+    for flag, key in (
+        ("image_size", "image_size"),
+        ("num_train", "num_train"),
+        ("num_test", "num_test"),
+        ("cache_dir", "cache_dir"),
+        ("batch_size", "batch_size"),
+        ("target", "target"),
+        ("fraction", "fraction"),
+    ):
+        if getattr(a, flag, None) is not None:
+            data[key] = getattr(a, flag)
+    if getattr(a, "datasets", None):
+        specs = [s.strip() for s in a.datasets.split(",") if s.strip()]
+        if a.seg_command == "make-data":
+            specs = [s if s.startswith("synthetic:") else f"synthetic:{s}" for s in specs]
+        data["datasets"] = specs
+    if getattr(a, "fractions", None):
+        fractions = {}
+        for item in a.fractions.split(","):
+            key, sep, value = item.partition("=")
+            try:
+                fractions[key.strip()] = float(value)
+            except ValueError:
+                sep = ""
+            if not sep:
+                raise VislearnError(f"--fractions: expected NAME=FRACTION items, got {item!r}")
+        data["fractions"] = fractions
+    if getattr(a, "steps", None) is not None:
+        trainer["max_steps"] = a.steps
+    for key in ("accelerator", "devices", "strategy", "precision", "num_nodes"):
+        if getattr(a, key, None) is not None:
+            trainer[key] = getattr(a, key)
+    for key in ("method", "init", "transfer", "seed"):
+        if getattr(a, key, None) is not None:
+            up[key] = getattr(a, key)
+    if a.seg_command in ("pretrain", "finetune") and a.out is not None:
+        up["out"] = a.out  # (predict and make-data use --out for their own output)
+    return load_config(
+        a.config,
+        list(a.overrides) + list(a.set_overrides),
+        defaults=SEG_DEFAULTS,
+        **up,
+        model=model,
+        data=data,
+        trainer=trainer,
+    )
+
+
+def _print_scores(res: dict) -> None:
+    print(
+        f"mIoU {100 * res['miou']:.2f}  pixel acc {100 * res['pixel_acc']:.2f}  "
+        f"mean acc {100 * res['mean_acc']:.2f}"
+    )
+    for name, iou in res["iou"].items():
+        print(f"  {name:24s} {'-' if iou is None else f'{100 * iou:.2f}'}")
+
+
+def run_seg(a: argparse.Namespace) -> None:
+    """Run the ``vislearn seg`` sub-command parsed into ``a``."""
+    cfg = _config(a)
+    cmd = a.seg_command
+    if cmd == "pretrain":
+        from vislearn.tasks.seg.run import pretrain_seg
+
+        _, out = pretrain_seg(cfg, resume=not a.no_resume)
+        print(f"vislearn: wrote {out / 'pretrained.safetensors'}")
+    elif cmd == "finetune":
+        from vislearn.tasks.seg.run import finetune_seg
+
+        _, out, scores = finetune_seg(cfg, resume=not a.no_resume)
+        _print_scores(scores)
+        print(f"vislearn: wrote {out / 'model.safetensors'} and {out / 'metrics.json'}")
+    elif cmd == "eval":
+        from vislearn.tasks.seg.run import evaluate_seg
+
+        res = evaluate_seg(a.model, cfg, a.dataset, a.device, a.json)
+        _print_scores(res)
+        if a.json:
+            print(f"vislearn: wrote {a.json}")
+    elif cmd == "predict":
+        from vislearn.tasks.seg.run import predict_seg
+
+        paths = predict_seg(a.model, cfg, a.out, a.dataset, a.images, a.n, a.device)
+        print(f"vislearn: wrote {len(paths) - 1} predictions and {paths[-1]}")
+    elif cmd == "make-data":
+        from pathlib import Path
+
+        from vislearn.data.segmentation import write_segmentation_folder
+        from vislearn.tasks.seg.data import build_segmentation_dataset, spec_name
+
+        for spec in cfg["data"]["datasets"]:
+            root = Path(a.out) / spec_name(spec)
+            for split, name in (("train", "train"), ("test", "val")):
+                ds = build_segmentation_dataset(spec, split, cfg["data"])
+                write_segmentation_folder(ds, root, name)
+            print(f"vislearn: wrote {root}")

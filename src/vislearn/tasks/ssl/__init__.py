@@ -1,0 +1,1 @@
+"""Self-supervised / semi-supervised pretraining: the methods and their run functions."""
