@@ -13,20 +13,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vislearn.core.errors import VislearnError
 from vislearn.data.augment import MultiViewAugment, Normalize
+from vislearn.engine.module import TrainModule
 from vislearn.engine.momentum import cosine_momentum, ema_update
 from vislearn.models import create_backbone
 from vislearn.ops.knn import knn_predict
-from vislearn.ops.optim import build_optimizer, param_groups, warmup_cosine
+from vislearn.ops.optim import build_optimizer, param_groups
 
 
-class SSLMethod(L.LightningModule):
+class SSLMethod(TrainModule):
     """Base of all representation-learning methods.
 
     Args:
@@ -119,16 +118,6 @@ class SSLMethod(L.LightningModule):
         """Pooled backbone features of (uint8 or normalised float) images."""
         return self.backbone(self.normalize(x) if x.dtype == torch.uint8 else x)
 
-    def setup(self, stage: str) -> None:
-        self._total_steps = None  # a new fit may have a different length
-
-    @property
-    def total_steps(self) -> int:
-        """Optimiser steps of the whole run (cached: Lightning re-derives it on each call)."""
-        if getattr(self, "_total_steps", None) is None:
-            self._total_steps = int(self.trainer.estimated_stepping_batches) if self._trainer else 1
-        return self._total_steps
-
     def current_momentum(self) -> float:
         h = self.hparams
         if h.ema_final is None:
@@ -141,12 +130,7 @@ class SSLMethod(L.LightningModule):
         for online, target in self.momentum_pairs():
             ema_update(online, target, m)
         out = self.ssl_step(self.augment(images), labels)
-        loss = out.pop("loss")
-        if not torch.isfinite(loss):
-            raise VislearnError(
-                f"loss is {loss.item()} at step {self.global_step}; lower the learning rate "
-                "or check the input data"
-            )
+        loss = self.check_finite(out.pop("loss"))
         feats = out.pop("feats").detach()
         logs = {"train/loss": loss, **{f"train/{k}": v for k, v in out.items()}}
         if self.probe is not None and (labels >= 0).any():
@@ -210,18 +194,7 @@ class SSLMethod(L.LightningModule):
         opt = build_optimizer(
             h.optimizer, groups, h.lr, momentum=h.sgd_momentum, betas=tuple(h.adam_betas)
         )
-        total = self.total_steps
-        epochs = max(1, self.trainer.max_epochs or 1)
-        warmup = int(h.warmup_epochs * total / epochs)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: warmup_cosine(step, total, warmup)
-        )
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return self.schedule(opt, "cosine", self.warmup_steps_of(epochs=h.warmup_epochs))
 
-    # ---- checkpointing of the augmentation random stream --------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["augment_rng"] = self.augment.generator.get_state()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "augment_rng" in checkpoint:
-            self.augment.generator.set_state(checkpoint["augment_rng"])
+    def rng_generators(self) -> dict[str, torch.Generator]:
+        return {"augment_rng": self.augment.generator}

@@ -24,6 +24,13 @@ class AtomicCheckpoint(ModelCheckpoint):
         self._last_checkpoint_saved = filepath
         trainer.strategy.barrier()
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Also keep the final step: a run stopped by ``max_steps`` inside an epoch would
+        otherwise end with the checkpoint of the previous epoch end."""
+        super().on_train_end(trainer, pl_module)
+        if self._last_global_step_saved != trainer.global_step and self.dirpath is not None:
+            self._save_checkpoint(trainer, str(Path(self.dirpath) / f"{self.filename}.ckpt"))
+
 
 class Throughput(Callback):
     """Training images per second (wall clock of the training loop, validation excluded)."""
@@ -67,10 +74,12 @@ def build_trainer(
     max_steps: int = -1,
     progress: bool = True,
     callbacks: list[Callback] | None = None,
+    checkpoint_every_n_steps: int | None = None,
 ) -> L.Trainer:
     """A Lightning Trainer writing TensorBoard + CSV logs and ``checkpoints/last.ckpt``
-    (atomically, every epoch) under ``out_dir``. Multi-GPU / multi-node / mixed precision
-    are Lightning's: ``devices=8, strategy="ddp", precision="bf16-mixed"``."""
+    (atomically, every epoch -- or every ``checkpoint_every_n_steps`` optimiser steps -- and
+    at the last step) under ``out_dir``. Multi-GPU / multi-node / mixed precision are
+    Lightning's: ``devices=8, strategy="ddp", precision="bf16-mixed"``."""
     out = Path(out_dir)
     # One file rewritten every epoch. (save_last=True with save_top_k=0 writes last.ckpt only
     # when fit() ends in Lightning 2.x, so an interrupted run had nothing to resume from; and
@@ -81,7 +90,8 @@ def build_trainer(
             dirpath=out / "checkpoints",
             filename="last",
             save_top_k=1,
-            every_n_epochs=1,
+            every_n_epochs=None if checkpoint_every_n_steps else 1,
+            every_n_train_steps=checkpoint_every_n_steps or None,
             save_on_train_epoch_end=True,
             enable_version_counter=False,
         )

@@ -1,9 +1,11 @@
-"""Optimisers, parameter groups and learning-rate schedules."""
+"""Optimisers, parameter groups and per-step learning-rate schedules (one place for every
+trainer: :func:`lr_lambda`, :func:`step_scheduler`)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 
 import torch
 from torch import nn
@@ -118,3 +120,47 @@ def warmup_cosine(step: int, total: int, warmup: int, final_ratio: float = 0.0) 
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def poly(step: int, total: int, warmup: int, power: float = 0.9) -> float:
+    """LR multiplier: linear warm-up, then ``(1 - progress) ** power`` (DeepLab's "poly")."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return (1.0 - progress) ** power
+
+
+def warmup_constant(step: int, warmup: int) -> float:
+    """LR multiplier: linear warm-up over ``warmup`` steps, then constant."""
+    return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+
+
+SCHEDULES = ("cosine", "poly", "constant")
+
+
+def lr_lambda(
+    schedule: str, total: int, warmup: int = 0, final_ratio: float = 0.0, power: float = 0.9
+) -> Callable[[int], float]:
+    """The per-step LR multiplier of ``schedule``: ``cosine`` (to ``final_ratio``), ``poly``
+    (with ``power``) or ``constant``, each after ``warmup`` linear warm-up steps."""
+    if schedule == "cosine":
+        return partial(warmup_cosine, total=total, warmup=warmup, final_ratio=final_ratio)
+    if schedule == "poly":
+        return partial(poly, total=total, warmup=warmup, power=power)
+    if schedule == "constant":
+        return partial(warmup_constant, warmup=warmup)
+    raise VislearnError(f"unknown lr schedule {schedule!r}; choose {', '.join(SCHEDULES)}")
+
+
+def step_scheduler(
+    optimizer: torch.optim.Optimizer,
+    schedule: str,
+    total: int,
+    warmup: int = 0,
+    final_ratio: float = 0.0,
+    power: float = 0.9,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A ``LambdaLR`` stepped once per optimiser step with :func:`lr_lambda`'s multiplier."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(schedule, total, warmup, final_ratio, power)
+    )

@@ -17,7 +17,6 @@ metadata and loaded without unpickling.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -31,6 +30,7 @@ from torch import Tensor, nn
 from vislearn.core.errors import VislearnError
 from vislearn.core.utils import atomic_path
 from vislearn.models import create_backbone
+from vislearn.ops.optim import step_scheduler
 
 __all__ = [
     "FeatureClassifier",
@@ -107,9 +107,7 @@ def train_feature_classifier(
     model = FeatureClassifier(int(train_labels.max()) + 1, train_images.shape[1]).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     steps = epochs * (n // batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
-    )
+    sched = step_scheduler(opt, "cosine", steps)
     gen = torch.Generator().manual_seed(seed)
     bar = _progress(steps, progress)
     model.train()

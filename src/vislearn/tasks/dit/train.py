@@ -12,7 +12,6 @@ independently. An EMA copy of the weights is what gets exported, as a diffusers 
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from vislearn.engine.module import TrainModule
 from vislearn.engine.momentum import ema_update, momentum_copy
 from vislearn.tasks.dit.fid import to_signed
 
@@ -52,8 +52,10 @@ def build_dit(
     return model
 
 
-class DiTDiffusion(L.LightningModule):
+class DiTDiffusion(TrainModule):
     """Epsilon-prediction DDPM training of a class-conditional DiT, with an EMA copy."""
+
+    loss_name = "DiT training loss"
 
     def __init__(
         self,
@@ -94,11 +96,7 @@ class DiTDiffusion(L.LightningModule):
         t = torch.randint(0, h.num_train_timesteps, (b,), device=x.device)
         noisy = self.noise_scheduler.add_noise(x, noise, t)
         pred = self.model(noisy, timestep=t, class_labels=labels).sample
-        loss = F.mse_loss(pred, noise)
-        if not torch.isfinite(loss):
-            from vislearn.core.errors import VislearnError
-
-            raise VislearnError(f"DiT training loss is {loss.item()} at step {self.global_step}")
+        loss = self.check_finite(F.mse_loss(pred, noise))
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
@@ -112,9 +110,7 @@ class DiTDiffusion(L.LightningModule):
     def configure_optimizers(self):
         h = self.hparams
         opt = torch.optim.AdamW(self.model.parameters(), lr=h.lr, weight_decay=h.weight_decay)
-        warm = max(1, h.warmup_steps)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return self.schedule(opt, "constant", self.warmup_steps_of(steps=h.warmup_steps))
 
     def export(self, out: str | Path) -> Path:
         """Write the EMA weights and the noise schedule as a diffusers folder."""
@@ -138,7 +134,7 @@ def train_dit(
     """Train and export to ``out/model``; logs and ``checkpoints/last.ckpt`` go to ``out``
     (an interrupted run resumes from it)."""
     from vislearn.data.datamodule import ImageDataModule
-    from vislearn.engine.trainer import build_trainer
+    from vislearn.engine.run import fit
 
     L.seed_everything(seed, workers=True, verbose=False)
     size = int(model_kwargs.get("image_size", 32))
@@ -153,11 +149,5 @@ def train_dit(
     kw = {"max_epochs": epochs, "max_steps": max_steps, **(trainer_kwargs or {})}
     if max_steps > 0:
         kw["max_epochs"] = max(epochs, math.ceil(max_steps * batch_size / len(dm.train_set)))
-    trainer = build_trainer(out, **kw)
-    last = out / "checkpoints" / "last.ckpt"
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*no `validation_step`.*")
-        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None)
-    if trainer.is_global_zero:
-        module.export(out / "model")
+    fit(module, dm, out, kw, export=lambda out: module.export(out / "model"))
     return module, out / "model"

@@ -54,7 +54,6 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -70,6 +69,7 @@ from vislearn.data.mixing import (
     region_mix,
 )
 from vislearn.data.segmentation import SegmentationAugment, downsample_labels
+from vislearn.engine.module import TrainModule
 from vislearn.engine.prototypes import PrototypeBank
 from vislearn.eval.segmentation import confusion_matrix, segmentation_scores
 from vislearn.losses.segmentation import (
@@ -83,7 +83,7 @@ from vislearn.models.segmentation import (
     SegmentationNet,
     load_segmentation_weights,
 )
-from vislearn.ops.optim import build_optimizer, param_groups, warmup_cosine
+from vislearn.ops.optim import build_optimizer, param_groups
 
 __all__ = ["PRETRAIN_METHODS", "SegFinetuneModule", "SegPretrainModule", "export_safetensors"]
 
@@ -102,17 +102,11 @@ def export_safetensors(
         save_file(flat, str(tmp), metadata=meta)
 
 
-def poly_lr(step: int, total: int, warmup: int, power: float) -> float:
-    """LR multiplier: linear warm-up, then ``(1 - progress) ** power`` (DeepLab's "poly")."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return (1.0 - progress) ** power
-
-
-class _SegModule(L.LightningModule):
+class _SegModule(TrainModule):
     """Shared by both modules: uint8 -> normalised input, joint augmentation on the device
-    (its generator checkpointed), SGD/AdamW with poly or cosine decay per step, NaN check."""
+    (its generator checkpointed), SGD/AdamW with poly, cosine or constant LR per step."""
+
+    loss_hint = "lower the learning rate or check the data"
 
     net: SegmentationNet
 
@@ -137,14 +131,6 @@ class _SegModule(L.LightningModule):
     def _prepare(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         return self.augment(self.normalize(images), labels.long())
 
-    def _finite(self, loss: Tensor) -> Tensor:
-        if not torch.isfinite(loss):
-            raise VislearnError(
-                f"loss is {loss.item()} at step {self.global_step}; lower the learning rate "
-                "or check the data"
-            )
-        return loss
-
     def configure_optimizers(self) -> dict[str, Any]:
         h = self.hparams
         mult = float(getattr(h, "backbone_lr_mult", 1.0))
@@ -156,28 +142,11 @@ class _SegModule(L.LightningModule):
         groups += param_groups(rest, h.weight_decay, lr=h.lr)
         groups = [g for g in groups if g["params"]]
         opt = build_optimizer(h.optimizer, groups, h.lr, momentum=h.sgd_momentum)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warm = int(h.warmup_steps)
-        if h.lr_schedule == "poly":
-            fn = lambda s: poly_lr(s, total, warm, h.poly_power)  # noqa: E731
-        elif h.lr_schedule == "cosine":
-            fn = lambda s: warmup_cosine(s, total, warm)  # noqa: E731
-        elif h.lr_schedule == "constant":
-            fn = lambda s: min(1.0, (s + 1) / warm) if warm else 1.0  # noqa: E731
-        else:
-            raise VislearnError(f"unknown lr_schedule {h.lr_schedule!r}; poly, cosine, constant")
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, fn)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        warmup = self.warmup_steps_of(steps=h.warmup_steps)
+        return self.schedule(opt, h.lr_schedule, warmup, power=h.poly_power)
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["augment_rng"] = self.augment.generator.get_state()
-        checkpoint["mix_rng"] = self.mix_generator.get_state()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "augment_rng" in checkpoint:
-            self.augment.generator.set_state(checkpoint["augment_rng"])
-        if "mix_rng" in checkpoint:
-            self.mix_generator.set_state(checkpoint["mix_rng"])
+    def rng_generators(self) -> dict[str, torch.Generator]:
+        return {"augment_rng": self.augment.generator, "mix_rng": self.mix_generator}
 
 
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
@@ -314,7 +283,7 @@ class SegPretrainModule(_SegModule):
             logits = self.net(x, 0)
             loss = F.cross_entropy(logits, labels, ignore_index=h.ignore_index)
             logs = {"ce": loss.detach()}
-        self._finite(loss)
+        self.check_finite(loss)
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, on_step=True, on_epoch=False)
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
         return loss
@@ -481,7 +450,7 @@ class SegFinetuneModule(_SegModule):
         images, labels = batch[0], batch[1]
         x, labels = self._prepare(images, labels)
         loss = F.cross_entropy(self.net(x), labels, ignore_index=self.hparams.ignore_index)
-        self._finite(loss)
+        self.check_finite(loss)
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
         return loss
 

@@ -22,15 +22,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 
-from vislearn.core.config import save_config
 from vislearn.core.errors import VislearnError
 from vislearn.core.utils import save_png, write_json
 from vislearn.data.segmentation import (
@@ -38,7 +35,7 @@ from vislearn.data.segmentation import (
     SegmentationDataset,
     fraction_subset,
 )
-from vislearn.engine.trainer import build_trainer
+from vislearn.engine.run import fit, last_checkpoint, quiet_lightning
 from vislearn.tasks.seg.data import (
     SegDataModule,
     build_segmentation_dataset,
@@ -112,19 +109,8 @@ ARCH_KEYS = (
 )
 
 
-def _quiet() -> None:
-    for pattern in (
-        ".*does not have many workers.*",
-        ".*smaller than the logging interval.*",
-        ".*val_dataloader.*",
-        ".*validation_step.*",
-        ".*LeafSpec.*",
-        ".*Total length of.*",
-    ):
-        warnings.filterwarnings("ignore", message=pattern)
-
-
-def _trainer(cfg: dict, out: Path, callbacks: list | None = None) -> L.Trainer:
+def _trainer_kwargs(cfg: dict) -> dict[str, Any]:
+    """``build_trainer`` arguments of a step-based segmentation run."""
     t = dict(cfg["trainer"])
     steps = int(t.pop("max_steps"))
     if steps < 1:
@@ -133,25 +119,12 @@ def _trainer(cfg: dict, out: Path, callbacks: list | None = None) -> L.Trainer:
     for key in ("devices", "num_nodes"):
         if isinstance(t.get(key), str) and t[key].isdigit():
             t[key] = int(t[key])
-    return build_trainer(
-        out,
-        max_epochs=-1,
-        max_steps=steps,
-        check_val_every_n_epoch=val_every if val_every > 0 else 10**9,
-        callbacks=callbacks,
+    return {
+        "max_epochs": -1,
+        "max_steps": steps,
+        "check_val_every_n_epoch": val_every if val_every > 0 else 10**9,
         **t,
-    )
-
-
-def _fit(
-    trainer: L.Trainer, module: L.LightningModule, dm: SegDataModule, last: Path, resume: bool
-) -> None:
-    """``trainer.fit``, then ``last.ckpt`` of the final step: checkpoints are written at epoch
-    ends, and ``max_steps`` usually stops a run inside an epoch."""
-    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume and last.is_file() else None)
-    cb = trainer.checkpoint_callback
-    if cb is not None and getattr(cb, "_last_global_step_saved", None) != trainer.global_step:
-        cb._save_checkpoint(trainer, str(last))  # AtomicCheckpoint: temporary file + rename
+    }
 
 
 def _build(cls: type, **kwargs: Any) -> Any:
@@ -168,7 +141,7 @@ def _fraction_of(fractions: dict, spec: str) -> float:
 def pretrain_seg(cfg: dict, resume: bool = True) -> tuple[SegPretrainModule, Path]:
     """Pretrain ``cfg["method"]`` on ``cfg["data"]["datasets"]``; writes the run folder and
     ``pretrained.safetensors``. Resumes from ``checkpoints/last.ckpt`` when present."""
-    _quiet()
+    quiet_lightning()
     method = cfg["method"]
     if method not in PRETRAIN_METHODS:
         raise VislearnError(f"unknown method {method!r}; choose from {', '.join(PRETRAIN_METHODS)}")
@@ -201,18 +174,20 @@ def pretrain_seg(cfg: dict, resume: bool = True) -> tuple[SegPretrainModule, Pat
     )
     out = Path(cfg["out"] or f"runs/seg_{method}")
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
     write_json(out / "datasets.json", describe_sets(sets))
     dm = SegDataModule(
         multi, None, d["batch_size"], d["num_workers"], cfg["seed"], d["steps_per_epoch"]
     )
-    trainer = _trainer(cfg, out)
-    last = out / "checkpoints" / "last.ckpt"
-    t0 = time.perf_counter()
-    _fit(trainer, module, dm, last, resume)
-    module.train_seconds = time.perf_counter() - t0
-    if trainer.is_global_zero:
-        module.export(out / "pretrained.safetensors")
+    run = fit(
+        module,
+        dm,
+        out,
+        _trainer_kwargs(cfg),
+        config=cfg,
+        resume=resume,
+        export=lambda out: module.export(out / "pretrained.safetensors"),
+    )
+    module.train_seconds = run.seconds
     return module, out
 
 
@@ -242,7 +217,7 @@ def finetune_seg(cfg: dict, resume: bool = True) -> tuple[SegFinetuneModule, Pat
     ``pretrained.safetensors``); ``model.*`` keys override it. Returns the module, the run
     folder and the scores (``miou``, ``pixel_acc`` ... as fractions, plus per-class IoU).
     """
-    _quiet()
+    quiet_lightning()
     d = cfg["data"]
     init = cfg.get("init")
     if init and not Path(init).expanduser().is_file():
@@ -265,20 +240,16 @@ def finetune_seg(cfg: dict, resume: bool = True) -> tuple[SegFinetuneModule, Pat
         **{**_arch_from(init), **cfg["model"]},
     )
     out = Path(cfg["out"] or f"runs/seg_finetune_{spec_name(target)}")
-    out.mkdir(parents=True, exist_ok=True)
-    last = out / "checkpoints" / "last.ckpt"
-    resuming = resume and last.is_file()
+    resuming = resume and last_checkpoint(out).is_file()
     loaded: list[str] = []
     if init and not resuming:
         loaded = module.load_pretrained(init, cfg.get("transfer") or "backbone+decoder")
-    save_config(cfg, out / "config.yaml")
     dm = SegDataModule(
         train, test, d["batch_size"], d["num_workers"], cfg["seed"], d["steps_per_epoch"]
     )
-    trainer = _trainer(cfg, out)
-    t0 = time.perf_counter()
-    _fit(trainer, module, dm, last, resuming)
-    module.train_seconds = time.perf_counter() - t0
+    run = fit(module, dm, out, _trainer_kwargs(cfg), config=cfg, resume=resuming)
+    module.train_seconds = run.seconds
+    trainer = run.trainer
     trainer.validate(module, datamodule=dm, verbose=False)
     scores = dict(module.scores)
     if trainer.is_global_zero:

@@ -13,15 +13,15 @@ import lightning as L
 import torch
 from torch import nn
 
-from vislearn.core.config import save_config
 from vislearn.core.errors import VislearnError
 from vislearn.core.utils import atomic_path
 from vislearn.data.augment import ViewConfig
 from vislearn.data.datamodule import ImageDataModule
 from vislearn.data.datasets import BUILTIN_DATASETS, get_dataset
 from vislearn.data.video.datamodule import SYNTHETIC_MOTION, VideoDataModule
+from vislearn.engine.run import fit
 from vislearn.engine.ssl import SSLMethod
-from vislearn.engine.trainer import Throughput, build_trainer
+from vislearn.engine.trainer import Throughput
 from vislearn.eval import (
     extract_features,
     few_shot_eval,
@@ -136,17 +136,17 @@ def pretrain(cfg: dict, resume: bool = True) -> tuple[SSLMethod, Path, dict[str,
     out = Path(cfg["out"] or f"runs/{cfg['method']}")
     dm = build_datamodule(cfg)
     model = build_from_config(cfg, dm)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
     throughput = Throughput()
-    trainer = build_trainer(out, callbacks=[throughput], **cfg["trainer"])
-    last = out / "checkpoints" / "last.ckpt"
-    ckpt_path = str(last) if resume and last.is_file() else None
-    if ckpt_path:
-        print(f"vislearn: resuming from {last}")
-    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
-    if trainer.is_global_zero:
-        export_backbone(model, out / "backbone.safetensors")
+    fit(
+        model,
+        dm,
+        out,
+        cfg["trainer"],
+        config=cfg,
+        resume=resume,
+        callbacks=[throughput],
+        export=lambda out: export_backbone(model, out / "backbone.safetensors"),
+    )
     stats = {"images_per_s": throughput.images_per_s, "train_seconds": throughput.seconds}
     return model, out, stats
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import lightning as L
 import torch
 from torch import Tensor, nn
 
 from vislearn.core.errors import VislearnError
+from vislearn.engine.module import TrainModule
 from vislearn.losses.uvos import motion_consistency_loss, semantic_consistency_loss
 from vislearn.models.vit import VisionTransformer
-from vislearn.ops.optim import param_groups, warmup_cosine
+from vislearn.ops.optim import param_groups
 from vislearn.tasks.vos.block import SpatioTemporalBlock
 from vislearn.tasks.vos.data import UVOSAugment, step_generator
 from vislearn.tasks.vos.features import ViTKeyFeatures
@@ -34,7 +34,7 @@ def _ignore_frozen_vit(module: nn.Module, incompatible_keys) -> None:
         missing.remove(key)
 
 
-class UVOSModule(L.LightningModule):
+class UVOSModule(TrainModule):
     """SSL-UVOS training: frozen ViT keys -> one spatio-temporal block -> two losses.
 
     Each step takes uint8 clips ``[B, T, C, H, W]``, applies :class:`UVOSAugment` (colour
@@ -66,6 +66,9 @@ class UVOSModule(L.LightningModule):
         vit_spec: description of the ViT (architecture, weights file...) kept in the
             hyper-parameters and in the block file.
     """
+
+    loss_name = "SSL-UVOS loss"
+    loss_hint = "lower the learning rate or check the input videos"
 
     def __init__(
         self,
@@ -152,12 +155,7 @@ class UVOSModule(L.LightningModule):
         clips = batch[0] if isinstance(batch, list | tuple) else batch
         g = step_generator(self.hparams.seed, self.global_step, batch_idx, self.global_rank)
         out = self.losses(clips, g)
-        loss = out["loss"]
-        if not torch.isfinite(loss):
-            raise VislearnError(
-                f"SSL-UVOS loss is {loss.item()} at step {self.global_step}; lower the learning "
-                "rate or check the input videos"
-            )
+        loss = self.check_finite(out["loss"])
         self.log_dict(
             {f"train/{k}": v.detach() for k, v in out.items()}, on_step=True, on_epoch=False
         )
@@ -170,11 +168,4 @@ class UVOSModule(L.LightningModule):
         for group in groups:
             group.pop("lars_exclude", None)
         opt = torch.optim.AdamW(groups, lr=h.lr)
-        total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer else 1
-        final = h.min_lr / h.lr
-
-        def factor(step: int) -> float:
-            return warmup_cosine(step, total, 0, final)
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return self.schedule(opt, "cosine", final_ratio=h.min_lr / h.lr)

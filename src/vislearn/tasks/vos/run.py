@@ -199,6 +199,7 @@ def train_uvos(
         Everything else: see :class:`UVOSModule` and :class:`UVOSClipDataset`.
     """
     from vislearn.core.utils import write_json
+    from vislearn.engine.run import fit
     from vislearn.engine.trainer import build_trainer
 
     features = vit if isinstance(vit, ViTKeyFeatures) else ViTKeyFeatures(vit)
@@ -249,17 +250,7 @@ def train_uvos(
     }
     if trainer.is_global_zero:
         write_json(out / "uvos_config.json", settings)
-    last = out / "checkpoints" / "last.ckpt"
-    ckpt_path = str(last) if resume and last.is_file() else None
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    except RuntimeError as exc:
-        if ckpt_path and "state_dict" in str(exc):
-            raise VislearnError(
-                f"{last} does not match this model ({str(exc).splitlines()[0][:200]}); use "
-                "another output folder or resume=False"
-            ) from None
-        raise
+    fit(module, datamodule, out, trainer, resume=resume)
     block = module.block.to("cpu").eval()
     if trainer.is_global_zero:
         info = {"epochs": epochs, "global_step": trainer.global_step, "videos": dataset.source}

@@ -18,7 +18,7 @@ from vislearn.losses import byol_loss
 from vislearn.models.decoder import SaGeDecoder
 from vislearn.models.frozen import BN_MODES, HEAD_PREFIXES, FrozenNetwork, load_frozen
 from vislearn.models.io import read_state_file, unwrap_state_dict
-from vislearn.ops.optim import param_groups, warmup_cosine
+from vislearn.ops.optim import param_groups, step_scheduler
 from vislearn.tasks.ssl.methods.byol import BYOL
 from vislearn.tasks.ssl.methods.registry import register_method
 
@@ -330,11 +330,8 @@ class SaGe(BYOL):
             opt = torch.optim.Adam(groups, lr=h.decoder_lr, betas=tuple(h.decoder_betas))
         else:
             opt = torch.optim.SGD(groups, lr=h.decoder_lr, momentum=h.sgd_momentum)
-        total = self.total_steps
-        warmup = int(h.warmup_epochs * total / max(1, self.trainer.max_epochs or 1))
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: warmup_cosine(step, total, warmup)
-        )
+        warmup = self.warmup_steps_of(epochs=h.warmup_epochs)
+        sched = step_scheduler(opt, "cosine", self.total_steps, warmup)
         if self._pending_decoder_state is not None:  # resuming: on_load_checkpoint ran first
             opt.load_state_dict(self._pending_decoder_state["optimizer"])
             sched.load_state_dict(self._pending_decoder_state["scheduler"])
