@@ -2,8 +2,8 @@
 
 A :class:`Job` is one (row, seed) run: ``fn`` (``"module:function"``) is called in a fresh
 ``spawn`` worker as ``fn(config, seed, ctx)`` and returns a dict of metrics. ``ctx`` is a dict
-with ``name``, ``key`` (the job's sha256), ``run_dir`` (a folder of its own, for checkpoints
-and logs), ``cache_dir`` and ``threads``.
+with ``name``, ``key`` (the job's sha256), ``resources`` (:attr:`Job.resources`),
+``run_dir`` (a folder of its own, for checkpoints and logs), ``cache_dir`` and ``threads``.
 
 Cache: ``<cache_dir>/<name>/<key[:16]>.json`` (``/`` in a name becomes ``__``) holds the key's
 inputs (``name``, ``seed``, ``config``, ``fn``) and the returned ``metrics``; it is written
@@ -53,13 +53,16 @@ def job_key(fn: str, config: dict, seed: int) -> str:
 @dataclass
 class Job:
     """One run: row ``name``, ``seed``, fully resolved ``config`` (JSON-able) and ``fn``
-    (``"module:function"``). ``display``: fields kept with the result but not hashed."""
+    (``"module:function"``). ``display``: fields kept with the result but not hashed.
+    ``resources``: run-time inputs passed to ``fn`` as ``ctx["resources"]`` and not hashed,
+    e.g. the path of another job's checkpoint (put that job's :attr:`key` in ``config``)."""
 
     name: str
     seed: int
     config: dict
     fn: str
     display: dict = field(default_factory=dict)
+    resources: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if ":" not in self.fn:
@@ -201,6 +204,7 @@ def run_jobs(
             "run_dir": str(job.run_dir(cache_dir)),
             "cache_dir": str(cache_dir),
             "threads": threads,
+            "resources": job.resources,
         }
 
     def finish(i: int, metrics: dict | None, error: str | None, started: float) -> None:
