@@ -4,7 +4,8 @@ frozen evaluator), with their baselines and ablations -> docs/results/fmnist_bin
 
 Protocol of ``fmnist_ssl.py`` (full Fashion-MNIST, the ``configs/fmnist_ssl`` recipes, the
 students' 4 epochs, offline kNN and linear evaluation). The student baselines, MoCo v2 and BYOL
-from scratch, are ``fmnist_ssl.py``'s own runs (shared cache: reused when present).
+from scratch, are ``fmnist_ssl.py``'s own jobs (same job function ``fmnist_ssl:run_job``, same
+resolved config, hence the same key in the shared cache: reused when present).
 
 * **teacher**: MoCo v2 on resnet18 (small_ds stem, width 16), 8 epochs
   (``moco_v2_resnet18_teacher.yaml``), evaluated like the students. BINGO's recipes
@@ -18,28 +19,31 @@ from scratch, are ``fmnist_ssl.py``'s own runs (shared cache: reused when presen
     python benchmarks/fmnist_bingo_sage.py --jobs 2
     python benchmarks/fmnist_bingo_sage.py --report-only
 
-Jobs wait for what they need (BINGO for the teacher, SaGe for the BYOL run); finished runs are
-cached (one JSON each), so an interrupted benchmark resumes.
+Jobs run on :func:`vislearn.bench.run_jobs` in stages (the baselines, then the teacher and the
+SaGe rows, then the BINGO rows): a student's config holds the key of the job whose checkpoint
+it uses (a changed teacher reruns its students), the checkpoint path is passed unhashed.
+Finished runs are cached by config hash, so an interrupted benchmark resumes. Rows: mean,
+per-seed values, 95 % t interval and, for the students, the paired (same seed) difference
+against their from-scratch baseline (BINGO vs moco_v2, SaGe vs byol).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shutil
-import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from multiprocessing import get_context
 from pathlib import Path
 
+from vislearn.bench import Job, aggregate, run_jobs
+from vislearn.bench import write_results as write_json_results
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from fmnist_ssl import aggregate, run_pending  # noqa: E402
-
-SSL_CACHE = ROOT / "benchmarks" / ".cache" / "fmnist_ssl"
+BENCH = ROOT / "benchmarks"
+SSL_CACHE = BENCH / ".cache" / "fmnist_ssl"
+METRICS = ("knn_top1", "linear_top1", "images_per_s")
+FN = "fmnist_bingo_sage:run_recipe_job"
+BASELINE_OF = {"bingo": "moco_v2", "sage": "byol"}  # student family -> from-scratch baseline
 TEACHER = "moco_v2_resnet18_teacher"
 # recipe -> (what it needs, the model field that receives it)
 STUDENTS = {
@@ -61,35 +65,66 @@ ORDER = (
 )
 
 
-def checkpoint_of(cache: Path, key: str) -> Path:
-    return cache / "runs" / key / "checkpoints" / "last.ckpt"
+def checkpoint_of(job: Job, cache: Path) -> Path:
+    return job.run_dir(cache) / "checkpoints" / "last.ckpt"
 
 
-def run_recipe_job(job: dict) -> dict:
-    """Train one recipe (with its frozen network's path filled in) and evaluate it offline."""
-    import lightning as L
-    import torch
-
+def _recipe(name: str, **updates) -> dict:
     from vislearn.core.config import load_config
-    from vislearn.engine.trainer import Throughput, build_trainer
-    from vislearn.tasks.ssl.run import build_datamodule, build_from_config, evaluate
 
-    torch.set_num_threads(job["threads"])
-    cfg = load_config(
-        ROOT / "configs" / "fmnist_ssl" / f"{job['method']}.yaml",
-        seed=job["seed"],
-        trainer={"progress": False},
-        model=job.get("model", {}),
+    cfg = load_config(ROOT / "configs" / "fmnist_ssl" / f"{name}.yaml", **updates)
+    cfg.pop("seed")  # the job's
+    cfg.pop("out")  # the job's run directory
+    return cfg
+
+
+def baseline_job(method: str, seed: int) -> Job:
+    """fmnist_ssl.py's job for ``vislearn/<method>`` at 4 epochs (same config as its
+    ``job_config``, so the key matches its cache)."""
+    cfg = _recipe(
+        method,
+        trainer={"max_epochs": 4, "check_val_every_n_epoch": 4, "progress": False},
+        data={"dataset": "fmnist"},
+        model={},
     )
-    L.seed_everything(job["seed"], verbose=False)
-    dm = build_datamodule(cfg)
-    model = build_from_config(cfg, dm)
-    tp = Throughput()
+    config = {"impl": "vislearn", "method": method, "recipe": cfg}
+    return Job(f"vislearn/{method}", seed, config, "fmnist_ssl:run_job")
+
+
+def make_jobs(a: argparse.Namespace, cache: Path) -> list[list[tuple[Job, Path]]]:
+    """The job table in stages of (job, cache dir): the baselines (fmnist_ssl's cache), the
+    teacher and the SaGe rows (evaluator: the BYOL baseline of --seed), the BINGO rows."""
+    base = [baseline_job(m, s) for s in a.baseline_seeds for m in ("moco_v2", "byol")]
+    evaluator = next(j for j in base if j.config["method"] == "byol" and j.seed == a.seed)
+    teacher = Job(TEACHER, a.seed, {"recipe": _recipe(TEACHER, trainer={"progress": False})}, FN)
+    needed = {"teacher": (teacher, cache), "evaluator": (evaluator, SSL_CACHE)}
+    students = []
+    for recipe, (needs, field) in STUDENTS.items():
+        job, where = needed[needs]
+        config = {"recipe": _recipe(recipe, trainer={"progress": False}), "field": field,
+                  "needs": {"name": job.name, "key": job.key}}  # fmt: skip
+        resources = {"checkpoint": str(checkpoint_of(job, where))}
+        students.append(Job(recipe, a.seed, config, FN, resources=resources))
+    stages = [
+        [(j, SSL_CACHE) for j in base],
+        [(j, cache) for j in (teacher, *students) if j.config.get("field") != "teacher"],
+        [(j, cache) for j in students if j.config.get("field") == "teacher"],
+    ]
+    if a.only:
+        stages[1:] = [[(j, c) for j, c in st if j.name in a.only] for st in stages[1:]]
+    return stages
+
+
+def run_recipe_job(config: dict, seed: int, ctx: dict) -> dict:
+    """Train one recipe (with its frozen network's path filled in) and evaluate it offline;
+    seed -> datamodule -> method -> trainer -> fit is :func:`vislearn.tasks.ssl.run.pretrain`."""
+    from vislearn.tasks.ssl.run import evaluate, pretrain
+
+    cfg = {**config["recipe"], "seed": seed, "out": ctx["run_dir"]}
+    if "field" in config:
+        cfg["model"] = {**cfg["model"], config["field"]: ctx["resources"]["checkpoint"]}
     t0 = time.perf_counter()
-    trainer = build_trainer(
-        Path(job["cache"]) / "runs" / job["key"], callbacks=[tp], **cfg["trainer"]
-    )
-    trainer.fit(model, datamodule=dm)
+    model, _, stats = pretrain(cfg)
     e = cfg["eval"]
     res = evaluate(
         model.backbone,
@@ -101,121 +136,59 @@ def run_recipe_job(job: dict) -> dict:
         device="cpu",
     )
     out = {
-        **job,
         **res,
         "epochs": cfg["trainer"]["max_epochs"],
-        "images_per_s": tp.images_per_s,
-        "train_seconds": tp.seconds,
+        **stats,
         "wall_seconds": time.perf_counter() - t0,
     }
-    metrics = trainer.callback_metrics
+    metrics = model.trainer.callback_metrics
     for k in ("train/bag_purity", "train/loss_pix", "train/loss_feat", "train/loss_proj"):
         if k in metrics:
             out[k.removeprefix("train/")] = float(metrics[k])
     return out
 
 
-def run_graph(jobs: list[dict], cache: Path, n_jobs: int, ready: dict[str, Path]) -> list[dict]:
-    """Run ``jobs`` (not cached yet) ``n_jobs`` at a time; a job with ``needs`` starts once
-    that checkpoint exists (``ready[needs]``, filled as the teacher finishes)."""
-    from vislearn.core.utils import write_json
-
-    done, waiting = [], []
-    for j in jobs:
-        f = cache / f"{j['key']}.json"
-        (done.append(json.loads(f.read_text())) if f.exists() else waiting.append(j))
-    print(f"{len(done)} cached, {len(waiting)} to run", flush=True)
-    with ProcessPoolExecutor(
-        n_jobs, mp_context=get_context("spawn"), max_tasks_per_child=1
-    ) as pool:
-        running = {}
-
-        def launch() -> None:
-            for j in list(waiting):
-                if j.get("needs") and j["needs"] not in ready:
-                    continue
-                if j.get("needs"):
-                    j["model"] = {j["field"]: str(ready[j["needs"]])}
-                waiting.remove(j)
-                running[pool.submit(run_recipe_job, j)] = j
-
-        launch()
-        while running:
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                j = running.pop(fut)
-                row = fut.result()
-                write_json(cache / f"{j['key']}.json", row)
-                print(json.dumps({k: row.get(k) for k in ("key", "knn_top1", "linear_top1")}))
-                done.append(row)
-                if j["method"] == TEACHER:
-                    ready["teacher"] = checkpoint_of(cache, j["key"])
-            launch()
-    if waiting:
-        raise RuntimeError(f"jobs never became ready: {[j['key'] for j in waiting]}")
-    return done
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--baseline-seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--seed", type=int, default=0, help="the teacher's and the students' seed")
+    p.add_argument("--seeds", type=int, nargs="+", help="several student seeds (default --seed)")
+    p.add_argument("--baseline-seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--jobs", type=int, default=2, help="concurrent runs (threads each = 1)")
-    p.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache" / "fmnist_bingo_sage"))
+    p.add_argument("--cache", default=str(BENCH / ".cache" / "fmnist_bingo_sage"))
     p.add_argument("--out", default=str(ROOT / "docs" / "results" / "fmnist_bingo_sage.json"))
     p.add_argument("--report-only", action="store_true", help="write results from the cache")
     p.add_argument("--only", nargs="+", help="run only these recipes (e.g. bingo sage)")
     a = p.parse_args()
     cache = Path(a.cache)
-    cache.mkdir(parents=True, exist_ok=True)
-
-    # the students' baselines: fmnist_ssl's runs (their cache), run here if missing
-    base_jobs = [
-        {"impl": "vislearn", "method": m, "seed": s}
-        for s in a.baseline_seeds
-        for m in ("moco_v2", "byol")
-    ]
-    baselines = run_pending(
-        base_jobs, 4, "fmnist", a.baseline_seeds, SSL_CACHE, a.jobs, a.report_only
-    )
-    baselines = [
-        r for r in baselines if r["impl"] == "vislearn" and r["method"] in ("moco_v2", "byol")
-    ]
-    ready = {"evaluator": checkpoint_of(SSL_CACHE, f"vislearn_byol_s{a.seed}_e4")}
-    teacher_key = f"teacher_{TEACHER}_s{a.seed}"
-    if checkpoint_of(cache, teacher_key).exists() and (cache / f"{teacher_key}.json").exists():
-        ready["teacher"] = checkpoint_of(cache, teacher_key)
-    jobs = [{"method": TEACHER, "key": teacher_key}]
-    for recipe, (needs, field) in STUDENTS.items():
-        jobs.append(
-            {"method": recipe, "key": f"{recipe}_s{a.seed}", "needs": needs, "field": field}
-        )
-    if a.only:
-        jobs = [j for j in jobs if j["method"] in a.only]
-    for j in jobs:
-        j.update(seed=a.seed, threads=1 if a.jobs > 1 else 2, cache=str(cache))
-    runs = [] if a.report_only else run_graph(jobs, cache, a.jobs, ready)
-    if a.report_only:
-        runs = [
-            json.loads((cache / f"{j['key']}.json").read_text())
-            for j in jobs
-            if (cache / f"{j['key']}.json").exists()
-        ]
-    write_results(baselines + runs, a, ready)
+    runs, sage_dirs = [], []
+    for seed in a.seeds or [a.seed]:  # each student seed distils its own teacher / evaluator
+        a.seed = seed
+        if seed not in a.baseline_seeds:
+            a.baseline_seeds = [*a.baseline_seeds, seed]
+        for stage in make_jobs(a, cache):
+            if not stage:
+                continue
+            where = stage[0][1]
+            jobs = [j for j, _ in stage if not any(j.key == r["key"] for r in runs)]
+            runs += run_jobs(jobs, where, a.jobs, report_only=a.report_only,
+                             import_paths=[BENCH], show=METRICS)  # fmt: skip
+            sage_dirs += [j.run_dir(c) for j, c in stage if j.name == "sage"]
+    write_results(runs, a, sage_dirs)
 
 
-def write_results(runs: list[dict], a: argparse.Namespace, ready: dict[str, Path]) -> None:
+def write_results(runs: list[dict], a: argparse.Namespace, sage_dirs: list[Path]) -> None:
     import torch
 
     from vislearn.core.config import load_config
-    from vislearn.core.utils import write_json
 
-    groups: dict[str, list[dict]] = {}
-    for r in runs:
-        groups.setdefault(r["method"], []).append(r)
-    rows = aggregate(groups)
+    runs = [{**r, "name": r["name"].removeprefix("vislearn/")} for r in runs]
+    rows = []
+    for family, base in BASELINE_OF.items():
+        group = [r for r in runs if r["name"] == base or r["name"].startswith(family)]
+        rows += aggregate(group, METRICS, baseline=base)
+    rows += aggregate([r for r in runs if r["name"] == TEACHER], METRICS)
     for row in rows:
-        first = groups[row["name"]][0]
+        first = next(r["metrics"] for r in runs if r["name"] == row["name"])
         for k in ("epochs", "bag_purity", "loss_pix", "loss_feat", "loss_proj"):
             if k in first:
                 row[k] = round(first[k], 4) if isinstance(first[k], float) else first[k]
@@ -238,7 +211,10 @@ def write_results(runs: list[dict], a: argparse.Namespace, ready: dict[str, Path
         "frozen, BatchNorm in eval mode",
         "evaluator": "SaGe's frozen evaluator: the BYOL baseline run of seed "
         f"{a.seed} (fmnist_ssl cache, its last.ckpt with the EMA projector), BN in eval mode",
-        "seeds": {"students": [a.seed], "baselines": a.baseline_seeds},
+        "seeds": {"students": a.seeds or [a.seed], "baselines": a.baseline_seeds},
+        "intervals": "mean over seeds; *_ci95: Student-t 95 % interval (n - 1 dof); *_diff: "
+        "paired (same seed) difference of a BINGO row against moco_v2, of a SaGe row against "
+        "byol, with its 95 % t interval",
         "knn": "k=200, T=0.07, cosine, bank = 60k train features, query = 10k test",
         "linear": "100 epochs SGD on frozen standardised features, lr 0.1 cosine",
         "images_per_s": "training-loop wall clock under varying load (two to five runs sharing "
@@ -247,9 +223,9 @@ def write_results(runs: list[dict], a: argparse.Namespace, ready: dict[str, Path
         f"{torch.__version__}, no GPU",
         "recipes": recipes,
     }
-    write_json(a.out, {"benchmark": "fmnist_bingo_sage", "settings": settings, "rows": rows})
-    grid = Path(a.cache) / "runs" / f"sage_s{a.seed}" / "reconstructions"
-    if grid.is_dir() and (pngs := sorted(grid.glob("*.png"))):
+    write_json_results(a.out, "fmnist_bingo_sage", settings, rows)
+    grids = [d / "reconstructions" for d in sage_dirs[:1]]  # the first student seed's
+    if grids and grids[0].is_dir() and (pngs := sorted(grids[0].glob("*.png"))):
         shutil.copyfile(pngs[-1], Path(a.out).with_name("sage_reconstructions.png"))
     print(f"wrote {a.out}")
     for r in rows:

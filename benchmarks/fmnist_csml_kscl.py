@@ -1,18 +1,20 @@
 """Fashion-MNIST benchmark of CsMl (with its ablations) and KSCL (K = 2, 3, 4) against
 MoCo v2 -> docs/results/fmnist_csml_kscl.json.
 
-Same protocol as ``fmnist_ssl.py`` (whose runner and cache it shares, so its MoCo v2 runs are
+Same protocol as ``fmnist_ssl.py`` (whose job function ``fmnist_ssl:run_job`` and cache it
+shares: the MoCo v2 jobs have the same resolved config, hence the same key, so its runs are
 reused): full Fashion-MNIST, the recipes in ``configs/fmnist_ssl/``, 4 epochs, then the
 offline kNN and linear evaluation. ``moco_v2_asym`` is the one-directional MoCo v2 that CsMl
 (all switches off) and KSCL (K = 1) reduce to, i.e. the direct control for both.
 
-    python benchmarks/fmnist_csml_kscl.py --seeds 0 1 --ablation-seeds 0 --jobs 2
+    python benchmarks/fmnist_csml_kscl.py --seeds 0 1 2 --ablation-seeds 0 1 2 --jobs 2
     python benchmarks/fmnist_csml_kscl.py --speed      # interleaved cost per step, then
     python benchmarks/fmnist_csml_kscl.py --report-only
 
 ``--speed`` times each recipe's training step in one process (interleaved repeats, median,
 ``fmnist_ssl_speed.time_fit``) and CsMl's kNN-bag refresh over the 60k training images,
-and writes ``fmnist_csml_kscl_speed.json``, which the report merges.
+and writes ``fmnist_csml_kscl_speed.json``, which the report merges. Rows: mean, per-seed
+values, 95 % t interval and the paired (same seed) difference against ``vislearn/moco_v2``.
 """
 
 from __future__ import annotations
@@ -21,14 +23,22 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from vislearn.bench import (
+    Job,
+    aggregate,
+    render_table,
+    run_jobs,
+)
+from vislearn.bench import (
+    write_results as write_json_results,
+)
 
-from fmnist_ssl import aggregate, run_pending  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+METRICS = ("knn_top1", "linear_top1", "images_per_s")
 
 MAIN = ("moco_v2", "csml")  # every --seeds
 ABLATIONS = ("moco_v2_asym", "csml_no_multilevel", "csml_no_mix", "kscl_k2", "kscl_k3", "kscl_k4")
@@ -51,6 +61,34 @@ def recipe(name: str) -> dict:
     from vislearn.core.config import load_config
 
     return load_config(ROOT / "configs" / "fmnist_ssl" / f"{name}.yaml")
+
+
+def job_config(method: str, epochs: int, dataset: str) -> dict:
+    """The resolved config of one run, exactly as ``fmnist_ssl.job_config`` builds it (same
+    config -> same key -> the runs of fmnist_ssl.py are reused from the shared cache)."""
+    from vislearn.core.config import load_config
+
+    cfg = load_config(
+        ROOT / "configs" / "fmnist_ssl" / f"{method}.yaml",
+        trainer={"max_epochs": epochs, "check_val_every_n_epoch": epochs, "progress": False},
+        data={"dataset": dataset},
+        model={},
+    )
+    cfg.pop("seed")
+    cfg.pop("out")
+    return {"impl": "vislearn", "method": method, "recipe": cfg}
+
+
+def make_jobs(a: argparse.Namespace) -> list[Job]:
+    """The job table: every recipe of ORDER, MAIN ones at --seeds, ablations at
+    --ablation-seeds, longest first (two workers finish together)."""
+    jobs = [
+        Job(f"vislearn/{m}", s, job_config(m, a.epochs, a.dataset), "fmnist_ssl:run_job")
+        for m in ORDER
+        for s in (a.seeds if m in MAIN else a.ablation_seeds)
+    ]
+    jobs.sort(key=lambda j: -COST.get(j.config["method"], 1))
+    return jobs
 
 
 def measure_speed(a: argparse.Namespace) -> None:
@@ -111,19 +149,16 @@ def measure_speed(a: argparse.Namespace) -> None:
 def write_results(runs: list[dict], a: argparse.Namespace) -> None:
     import torch
 
-    from vislearn.core.utils import write_json
-
-    groups: dict[str, list[dict]] = {}
-    for r in runs:
-        if r["impl"] == "vislearn" and r["method"] in ORDER:
-            groups.setdefault(f"vislearn/{r['method']}", []).append(r)
-    rows = aggregate(groups)
+    rows = aggregate(runs, METRICS, baseline="vislearn/moco_v2")
     speed_file = RESULTS / "fmnist_csml_kscl_speed.json"
     if speed_file.exists():
         speed = {s["name"]: s for s in json.loads(speed_file.read_text())["rows"]}
         for r in rows:
             s = speed.get(r["name"], {})
-            r["images_per_s_concurrent_runs"] = r.pop("images_per_s", None)
+            for k in ("images_per_s", "images_per_s_seeds", "images_per_s_ci95"):
+                if k in r:
+                    r[k.replace("images_per_s", "images_per_s_concurrent_runs")] = r.pop(k)
+            r.pop("images_per_s_diff", None)
             for k in ("images_per_s", "step_cost_vs_moco_v2", "step_cost_vs_moco_v2_asym"):
                 if k in s:
                     r[k] = s[k]
@@ -140,27 +175,25 @@ def write_results(runs: list[dict], a: argparse.Namespace) -> None:
         "median); step_cost_vs_moco_v2 = MoCo v2 images/s / this images/s",
         "hardware": f"{platform.processor() or platform.machine()}, 2 CPU cores, torch "
         f"{torch.__version__}, no GPU",
+        "intervals": "mean over seeds; *_ci95: Student-t 95 % interval (n - 1 dof); *_diff: "
+        "paired (same seed) difference against vislearn/moco_v2, with its 95 % t interval",
         "recipes": {n: recipe(n)["model"] for n in ORDER},
         "notes": a.note,
     }
     out = RESULTS / "fmnist_csml_kscl.json"
-    write_json(out, {"benchmark": "fmnist_csml_kscl", "settings": settings, "rows": rows})
+    write_json_results(out, "fmnist_csml_kscl", settings, rows)
     print(f"wrote {out}")
-    for r in rows:
-        print(
-            f"| {r['name']} | {r.get('knn_top1')} ± {r.get('knn_top1_spread')} | "
-            f"{r.get('linear_top1')} ± {r.get('linear_top1_spread')} | {r.get('images_per_s')} |"
-        )
+    print(render_table(rows, [("kNN", "knn_top1"), ("linear", "linear_top1"), "images_per_s"]))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="moco_v2 and csml")
-    p.add_argument("--ablation-seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="moco_v2 and csml")
+    p.add_argument("--ablation-seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--dataset", default="fmnist")
     p.add_argument("--jobs", type=int, default=2, help="concurrent runs (threads each = 1)")
-    p.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache" / "fmnist_ssl"))
+    p.add_argument("--cache", default=str(BENCH / ".cache" / "fmnist_ssl"))
     p.add_argument("--report-only", action="store_true", help="write results from the cache")
     p.add_argument("--note", default="", help="free-text note stored in settings.notes")
     p.add_argument("--speed", action="store_true", help="only time the steps (see above)")
@@ -171,14 +204,8 @@ def main() -> None:
     if a.speed:
         measure_speed(a)
         return
-    jobs = [
-        {"impl": "vislearn", "method": m, "seed": s}
-        for m in ORDER
-        for s in (a.seeds if m in MAIN else a.ablation_seeds)
-    ]
-    jobs.sort(key=lambda j: -COST.get(j["method"], 1))
-    seeds = sorted(set(a.seeds) | set(a.ablation_seeds))
-    done = run_pending(jobs, a.epochs, a.dataset, seeds, Path(a.cache), a.jobs, a.report_only)
+    done = run_jobs(make_jobs(a), a.cache, a.jobs, report_only=a.report_only,
+                    import_paths=[BENCH], show=METRICS)  # fmt: skip
     write_results(done, a)
 
 

@@ -10,15 +10,18 @@ classifier head's test top-1 on the clean 10k test set (``top1``) and on the sam
 seeded 14x14 black square occluder each (``occluded_top1``); ``occluded/<aug>`` rows repeat the
 100 % rows' occluded accuracy next to their clean one.
 
-    python benchmarks/fmnist_mra.py --seeds 0 --jobs 2
+    python benchmarks/fmnist_mra.py --seeds 0 1 2 --jobs 2
     python benchmarks/fmnist_mra.py --report-only
     # smoke test (embedded 5k subset, 2 steps per run, two rows, results outside docs/):
     python benchmarks/fmnist_mra.py --dataset fmnist-mini --epochs 1 --mae-epochs 1 \\
         --limit-batches 2 --augments baseline mra --fractions 10pct \\
         --cache /tmp/mra_smoke --out /tmp/mra_smoke/fmnist_mra.json
 
-Finished runs are cached under --cache (one JSON per run, and the run directories with their
-``last.ckpt``), so an interrupted benchmark resumes.
+Jobs run on :func:`vislearn.bench.run_jobs`: finished runs are cached under --cache by the hash
+of their resolved recipe and seed (one JSON per run, next to its run directory with its
+``last.ckpt``), so an interrupted benchmark resumes; the MRA rows' config holds the MAE job's
+key, so a changed MAE recipe reruns them too. Rows: mean, per-seed values, 95 % t interval,
+and the paired (same seed) difference against ``baseline_<fraction>``.
 """
 
 from __future__ import annotations
@@ -26,15 +29,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from vislearn.bench import Job, aggregate, run_jobs
+from vislearn.bench import write_results as write_json_results
 
-from fmnist_ssl import run_pending  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+FN = "fmnist_mra:run_mra_job"
 
 AUGMENTS = ("baseline", "mra", "cutmix", "mixup", "randaugment")
 FRACTIONS = ("100pct", "10pct", "1pct")
@@ -42,42 +45,60 @@ OCCLUSION = {"size": 14, "seed": 0, "fill": 0, "count": 1}
 METRICS = ("top1", "occluded_top1", "images_per_s", "train_seconds")
 
 
-def _trainer(job: dict, epochs: int) -> dict:
+def _trainer(epochs: int, limit_batches: int | None) -> dict:
     t = {"max_epochs": epochs, "check_val_every_n_epoch": epochs, "progress": False}
-    if job.get("limit_batches"):
-        t["limit_train_batches"] = job["limit_batches"]
+    if limit_batches:
+        t["limit_train_batches"] = limit_batches
     return t
 
 
-def mae_dir(cache: str | Path, mae_epochs: int, dataset: str) -> Path:
-    """Run directory of the (one) MAE all MRA rows use."""
-    return Path(cache) / "runs" / f"mae_{dataset}_e{mae_epochs}"
+def _recipe(path: Path, epochs: int, a: argparse.Namespace, **updates) -> dict:
+    from vislearn.core.config import load_config
+
+    data = {"dataset": a.dataset}
+    if a.limit_batches:
+        data["knn_bank_size"] = 500
+    cfg = load_config(path, data=data, trainer=_trainer(epochs, a.limit_batches), **updates)
+    cfg.pop("seed")  # the job's
+    cfg.pop("out")  # the job's run directory
+    return cfg
 
 
-def run_mra_job(job: dict) -> dict:
+def mae_job(a: argparse.Namespace) -> Job:
+    """The (one) MAE all MRA rows use (seed 0)."""
+    cfg = _recipe(ROOT / "configs" / "fmnist_mae" / "mae.yaml", a.mae_epochs, a)
+    return Job("mae_pretraining", 0, {"kind": "mae", "recipe": cfg}, FN)
+
+
+def row_jobs(a: argparse.Namespace, mae: Job, cache: Path) -> tuple[list[Job], list[Job]]:
+    """The classifier rows: (those without the MAE, the MRA rows that need it)."""
+    first, second = [], []
+    mae_path = str(mae.run_dir(cache) / "mae.safetensors")
+    for seed in a.seeds:
+        for aug in a.augments:
+            for frac in a.fractions:
+                name = f"{aug}_{frac}"
+                path = ROOT / "configs" / "fmnist_mra" / f"{name}.yaml"
+                if aug == "mra":  # the MAE's identity is hashed, its path is not
+                    cfg = {"kind": "cls", "mae_key": mae.key, "recipe": _recipe(path, a.epochs, a)}
+                    second.append(Job(name, seed, cfg, FN, resources={"mae": mae_path}))
+                else:
+                    cfg = {"kind": "cls", "recipe": _recipe(path, a.epochs, a)}
+                    first.append(Job(name, seed, cfg, FN))
+    return first, second
+
+
+def run_mra_job(config: dict, seed: int, ctx: dict) -> dict:
     """Pretrain the MAE, or train one classifier row and score it; runs in a worker process."""
     import warnings
 
-    import torch
-
-    from vislearn.core.config import load_config
     from vislearn.tasks.ssl.run import pretrain, train_classifier
 
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # the frozen MAE
-    torch.set_num_threads(job["threads"])
     t0 = time.perf_counter()
-    data = {"dataset": job["dataset"]}
-    if job.get("limit_batches"):
-        data["knn_bank_size"] = 500
-    if job["method"].startswith("mae"):
-        out = mae_dir(job["cache"], job["mae_epochs"], job["dataset"])
-        cfg = load_config(
-            ROOT / "configs" / "fmnist_mae" / "mae.yaml",
-            seed=0,
-            out=str(out),
-            data=data,
-            trainer=_trainer(job, job["mae_epochs"]),
-        )
+    out = Path(ctx["run_dir"])
+    cfg = {**config["recipe"], "seed": seed, "out": str(out)}
+    if config["kind"] == "mae":
         model, _, stats = pretrain(cfg)
         metrics = model.trainer.callback_metrics
         loss, knn = metrics.get("train/loss"), metrics.get("val/knn_top1")
@@ -88,26 +109,17 @@ def run_mra_job(job: dict) -> dict:
             **stats,
         }
     else:
-        model_cfg = {}
-        if job["method"].startswith("mra_"):
-            model_cfg["mae"] = job["mae"]
-        cfg = load_config(
-            ROOT / "configs" / "fmnist_mra" / f"{job['method']}.yaml",
-            seed=job["seed"],
-            out=str(Path(job["cache"]) / "runs" / job["key"]),
-            model=model_cfg,
-            data=data,
-            trainer=_trainer(job, job["epochs"]),
-        )
+        if "mae_key" in config:
+            cfg["model"] = {**cfg["model"], "mae": ctx["resources"]["mae"]}
         _, _, res = train_classifier(cfg, OCCLUSION)
-    return {**job, **res, "wall_seconds": time.perf_counter() - t0}
+    return {**res, "wall_seconds": time.perf_counter() - t0}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=3, help="classifier epochs, every row (3)")
     p.add_argument("--mae-epochs", type=int, default=5, help="MAE pretraining epochs (5)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--jobs", type=int, default=2, help="concurrent runs (threads each = 1)")
     p.add_argument("--dataset", default="fmnist", help="fmnist (default) or fmnist-mini (smoke)")
     p.add_argument("--augments", nargs="+", default=list(AUGMENTS), choices=AUGMENTS)
@@ -115,61 +127,46 @@ def main() -> None:
     p.add_argument(
         "--limit-batches", type=int, help="smoke tests: steps per epoch (and a 500-image kNN bank)"
     )
-    p.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache" / "fmnist_mra"))
+    p.add_argument("--cache", default=str(BENCH / ".cache" / "fmnist_mra"))
     p.add_argument("--out", default=str(ROOT / "docs" / "results" / "fmnist_mra.json"))
     p.add_argument("--report-only", action="store_true", help="write results from the cache")
     a = p.parse_args()
 
     cache = Path(a.cache)
-    extra = {"mae_epochs": a.mae_epochs, "limit_batches": a.limit_batches}
-    mae_path = str(mae_dir(cache, a.mae_epochs, a.dataset) / "mae.safetensors")
+    mae = mae_job(a)
+    first, second = row_jobs(a, mae, cache)
+    run = {"n_jobs": a.jobs, "report_only": a.report_only, "import_paths": [BENCH],
+           "show": ("top1", "occluded_top1", "final_loss")}  # fmt: skip
     # phase 1: the MAE (longest, first) next to every row that does not need it
-    first = []
-    if "mra" in a.augments:
-        first.append({"impl": "mae", "method": f"mae_e{a.mae_epochs}", "seed": 0, **extra})
-    second = []
-    for seed in a.seeds:
-        for aug in a.augments:
-            for frac in a.fractions:
-                job = {"impl": "cls", "method": f"{aug}_{frac}", "seed": seed, **extra}
-                (second if aug == "mra" else first).append(job | {"mae": mae_path})
-    run = {"epochs": a.epochs, "dataset": a.dataset, "seeds": [0, *a.seeds], "cache": cache}
-    done = run_pending(first, n_jobs=a.jobs, report_only=a.report_only, worker=run_mra_job, **run)
-    if second and not a.report_only and not Path(mae_path).is_file():
+    done = run_jobs(([mae] if second else []) + first, cache, **run)
+    mae_path = mae.run_dir(cache) / "mae.safetensors"
+    if second and not a.report_only and not mae_path.is_file():
         raise SystemExit(f"the MAE did not finish ({mae_path} missing); rerun to resume")
-    done += run_pending(second, n_jobs=a.jobs, report_only=a.report_only, worker=run_mra_job, **run)
-    write_results({r["key"]: r for r in done}, a)
+    done += run_jobs(second, cache, **run)
+    write_results(done, a)
 
 
-def write_results(runs: dict[str, dict], a: argparse.Namespace) -> None:
+def write_results(runs: list[dict], a: argparse.Namespace) -> None:
     import torch
 
-    from vislearn.core.utils import write_json
-
-    by_name: dict[str, list[dict]] = {}
-    for r in runs.values():
-        if r.get("limit_batches") != a.limit_batches or r["dataset"] != a.dataset:
-            continue
-        if r["impl"] == "mae" and r["mae_epochs"] == a.mae_epochs:
-            by_name.setdefault("mae_pretraining", []).append(r)
-        elif r["impl"] == "cls" and r["seed"] in a.seeds:
-            by_name.setdefault(r["method"], []).append(r)
     rows = []
+    cls = [r for r in runs if r["config"]["kind"] == "cls"]
     order = [f"{aug}_{frac}" for frac in FRACTIONS for aug in AUGMENTS]
-    for name in order:
-        if name in by_name:
-            rows.append(_aggregate(name, by_name[name], METRICS))
+    cls.sort(key=lambda r: order.index(r["name"]))
+    for frac in FRACTIONS:  # each fraction's rows paired against its baseline row
+        group = [r for r in cls if r["name"].endswith(f"_{frac}")]
+        rows += aggregate(group, METRICS, baseline=f"baseline_{frac}")
     for aug in AUGMENTS:
-        if f"{aug}_100pct" in by_name:
-            row = _aggregate(f"occluded/{aug}", by_name[f"{aug}_100pct"], ("occluded_top1",))
+        group = [{**r, "name": f"occluded/{aug}"} for r in cls if r["name"] == f"{aug}_100pct"]
+        if group:
+            row = aggregate(group, ("occluded_top1",))[0]
             row["clean_top1"] = next(r["top1"] for r in rows if r["name"] == f"{aug}_100pct")
             rows.append(row)
-    if "mae_pretraining" in by_name:
-        mae = by_name["mae_pretraining"][0]
+    mae = [r for r in runs if r["config"]["kind"] == "mae"]
+    if mae:
         keys = ("final_loss", "knn_top1", "images_per_s", "train_seconds")
-        rows.append(
-            {"name": "mae_pretraining", **{k: round(mae[k], 4) for k in keys if mae.get(k)}}
-        )
+        m = mae[0]["metrics"]
+        rows.append({"name": "mae_pretraining", **{k: round(m[k], 4) for k in keys if m.get(k)}})
     settings = {
         "data": f"{a.dataset}: Fashion-MNIST 28x28 grayscale, train 60k / test 10k; labelled "
         "subsets seeded and class-balanced (label_seed 0): 6,000 images at 10 %, 600 at 1 %",
@@ -194,27 +191,16 @@ def write_results(runs: dict[str, dict], a: argparse.Namespace) -> None:
         f"image (seed {OCCLUSION['seed']})",
         "top1": "test top-1 (%) of the classifier head",
         "limit_train_batches": a.limit_batches,
+        "intervals": "mean over seeds; *_ci95: Student-t 95 % interval (n - 1 dof); *_diff: "
+        "paired (same seed) difference against baseline_<fraction>, with its 95 % t interval",
         "hardware": f"{platform.processor() or platform.machine()}, 2 CPU cores, torch "
         f"{torch.__version__}, no GPU; {a.jobs} runs at a time, "
         f"{1 if a.jobs > 1 else 2} thread(s) each",
     }
-    write_json(a.out, {"benchmark": "fmnist_mra", "settings": settings, "rows": rows})
+    write_json_results(a.out, "fmnist_mra", settings, rows)
     print(f"wrote {a.out}")
     for r in rows:
         print(json.dumps(r))
-
-
-def _aggregate(name: str, runs: list[dict], metrics: tuple[str, ...]) -> dict:
-    runs = sorted(runs, key=lambda r: r["seed"])
-    row: dict = {"name": name, "seeds": [r["seed"] for r in runs]}
-    for m in metrics:
-        vals = [r[m] for r in runs if isinstance(r.get(m), int | float)]
-        if vals:
-            row[m] = round(statistics.mean(vals), 2)
-            if len(vals) > 1:
-                row[f"{m}_per_seed"] = [round(v, 2) for v in vals]
-                row[f"{m}_spread"] = round(max(vals) - min(vals), 2)
-    return row
 
 
 if __name__ == "__main__":

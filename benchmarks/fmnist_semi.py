@@ -18,11 +18,13 @@ regression classifiers on frozen pooled features, mean and 95 % interval) drawn 
 split. All ten classes were seen in training (with 1 % of their labels for the semi-supervised
 backbones), so these are not novel-class episodes; the MoCo v2 backbone never saw a label.
 
-    python benchmarks/fmnist_semi.py --seeds 0 --jobs 2
+    python benchmarks/fmnist_semi.py --seeds 0 1 2 --jobs 2
     python benchmarks/fmnist_semi.py --report-only
 
-Finished runs are cached under --cache (one JSON per run), so an interrupted benchmark
-resumes.
+Jobs run on :func:`vislearn.bench.run_jobs`: finished runs are cached under --cache by the hash
+of their resolved recipe and seed, so an interrupted benchmark resumes and a changed recipe
+runs again. Rows: mean, per-seed values, 95 % t interval, and the paired (same seed)
+difference against ``supervised_<fraction>``.
 """
 
 from __future__ import annotations
@@ -31,15 +33,14 @@ import argparse
 import json
 import math
 import platform
-import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from vislearn.bench import Job, aggregate, run_jobs
+from vislearn.bench import write_results as write_json_results
 
-from fmnist_ssl import run_pending  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
 
 FRACTIONS = {"1pct": 0.01, "10pct": 0.1}
 TRAINED = ("supervised", "pseudolabel", "sscl")  # each has configs/fmnist_semi/<m>_<frac>.yaml
@@ -55,29 +56,44 @@ FEWSHOT = {"ways": 5, "shots": (1, 5), "queries": 15, "episodes": 600}
 COST = {"moco": 3, "sscl": 2, "pseudolabel": 1.5}
 
 
-def recipe(job: dict) -> dict:
+def recipe(name: str, epochs: int) -> dict:
+    """The resolved recipe of row ``name`` (its ``seed`` and ``out`` are the job's)."""
     from vislearn.core.config import load_config
 
-    name = job["method"]
     overrides = {
-        "seed": job["seed"],
-        "trainer": {
-            "max_epochs": job["epochs"],
-            "check_val_every_n_epoch": job["epochs"],
-            "progress": False,
-        },
+        "trainer": {"max_epochs": epochs, "check_val_every_n_epoch": epochs, "progress": False},
     }
     if name == "moco_v2":
-        return load_config(ROOT / "configs" / "fmnist_ssl" / "moco_v2.yaml", **overrides)
-    base = name
-    for ablation, model in ABLATIONS.items():
-        if name.startswith(ablation):
-            base = name.replace(ablation, "sscl")
-            overrides["model"] = model
-    return load_config(ROOT / "configs" / "fmnist_semi" / f"{base}.yaml", **overrides)
+        cfg = load_config(ROOT / "configs" / "fmnist_ssl" / "moco_v2.yaml", **overrides)
+    else:
+        base = name
+        for ablation, model in ABLATIONS.items():
+            if name.startswith(ablation):
+                base = name.replace(ablation, "sscl")
+                overrides["model"] = model
+        cfg = load_config(ROOT / "configs" / "fmnist_semi" / f"{base}.yaml", **overrides)
+    cfg.pop("seed")
+    cfg.pop("out")
+    return cfg
 
 
-def run_semi_job(job: dict) -> dict:
+def make_jobs(a: argparse.Namespace) -> list[Job]:
+    """The job table: MoCo v2 (pretrain + fine-tunes) and every trained row at each
+    fraction for --seeds, the SsCL ablations at 1 % for --ablation-seeds; longest first."""
+    names = []
+    for seed in a.seeds:
+        names.append(("moco_v2", seed))
+        names += [(f"{m}_{tag}", seed) for m in TRAINED for tag in FRACTIONS]
+    names += [(f"{n}_1pct", seed) for seed in a.ablation_seeds for n in ABLATIONS]
+    names.sort(key=lambda ns: -COST.get(ns[0].split("_")[0], 1))
+    fn = "fmnist_semi:run_semi_job"
+    return [
+        Job(n, seed, {"method": n, "epochs": a.epochs, "recipe": recipe(n, a.epochs)}, fn)
+        for n, seed in names
+    ]
+
+
+def run_semi_job(config: dict, seed: int, ctx: dict) -> dict:
     """Train one row's recipe (or the MoCo v2 pretraining, then its fine-tunes) and score it;
     runs in a worker process."""
     import lightning as L
@@ -90,18 +106,16 @@ def run_semi_job(job: dict) -> dict:
     from vislearn.ops.features import extract_features
     from vislearn.tasks.ssl.run import build_datamodule, build_from_config
 
-    torch.set_num_threads(job["threads"])
-    cfg = recipe(job)
-    L.seed_everything(job["seed"], verbose=False)
+    job = {"method": config["method"], "epochs": config["epochs"], "seed": seed}
+    cfg = {**config["recipe"], "seed": seed}
+    L.seed_everything(seed, verbose=False)
     dm = build_datamodule(cfg)
     model = build_from_config(cfg, dm)
     tp = Throughput()
     t0 = time.perf_counter()
-    trainer = build_trainer(
-        Path(job["cache"]) / "runs" / job["key"], callbacks=[tp], **cfg["trainer"]
-    )
+    trainer = build_trainer(ctx["run_dir"], callbacks=[tp], **cfg["trainer"])
     trainer.fit(model, datamodule=dm)
-    out = {**job, "images_per_s": tp.images_per_s, "train_seconds": tp.seconds}
+    out = {"images_per_s": tp.images_per_s, "train_seconds": tp.seconds}
 
     train = get_dataset("fmnist", "train")
     test = get_dataset("fmnist", "test")
@@ -149,39 +163,28 @@ def run_semi_job(job: dict) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--ablation-seeds", type=int, nargs="*", default=[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--ablation-seeds", type=int, nargs="*", default=[0, 1, 2])
     p.add_argument("--jobs", type=int, default=2, help="concurrent runs (threads each = 1)")
-    p.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache" / "fmnist_semi"))
+    p.add_argument("--cache", default=str(BENCH / ".cache" / "fmnist_semi"))
     p.add_argument("--out", default=str(ROOT / "docs" / "results" / "fmnist_semi.json"))
     p.add_argument("--report-only", action="store_true", help="write results from the cache")
     a = p.parse_args()
 
-    jobs = []
-    for seed in a.seeds:
-        jobs.append({"impl": "semi", "method": "moco_v2", "seed": seed})
-        for m in TRAINED:
-            for tag in FRACTIONS:
-                jobs.append({"impl": "semi", "method": f"{m}_{tag}", "seed": seed})
-    for seed in a.ablation_seeds:
-        for name in ABLATIONS:
-            jobs.append({"impl": "semi", "method": f"{name}_1pct", "seed": seed})
-    jobs.sort(key=lambda j: -COST.get(j["method"].split("_")[0], 1))  # longest first
-    seeds = sorted({*a.seeds, *a.ablation_seeds})
-    done = run_pending(
-        jobs, a.epochs, "fmnist", seeds, Path(a.cache), a.jobs, a.report_only, run_semi_job
-    )
+    done = run_jobs(make_jobs(a), a.cache, a.jobs, report_only=a.report_only,
+                    import_paths=[BENCH], show=("top1", "images_per_s"))  # fmt: skip
     write_results(done, a)
 
 
-def rows_of(run: dict) -> dict[str, dict]:
+def rows_of(record: dict) -> dict[str, dict]:
     """The result rows one cached run contributes: ``{row name: metrics}``."""
     rows = {}
-    name = run["method"]
+    name = record["config"]["method"]
+    run = record["metrics"]
     fewshot_name = "moco_v2" if name == "moco_v2" else name
     for key, value in run.items():
         if key.startswith("fewshot_"):
-            rows[f"fewshot/{fewshot_name}/{key.removeprefix('fewshot_')}"] = value
+            rows[f"fewshot/{fewshot_name}/{key.removeprefix('fewshot_')}"] = dict(value)
     if name == "moco_v2":
         for tag in FRACTIONS:
             tries = {lr: run[f"finetune_{tag}_lr{lr:g}"]["semi_top1"] for lr in FINETUNE_LRS}
@@ -199,28 +202,30 @@ def rows_of(run: dict) -> dict[str, dict]:
     return rows
 
 
+def _numeric(records: list[dict]) -> list[str]:
+    keys = {k: None for r in records for k, v in r["metrics"].items() if k != "finetune_lr"}
+    return [k for k in keys if any(isinstance(r["metrics"].get(k), int | float) for r in records)]
+
+
 def write_results(runs: list[dict], a: argparse.Namespace) -> None:
     import torch
 
-    from vislearn.core.utils import write_json
-
-    per_seed: dict[str, dict[int, dict]] = {}
-    for run in runs:
-        for name, metrics in rows_of(run).items():
-            per_seed.setdefault(name, {})[run["seed"]] = metrics
+    records = [  # one pseudo-record per (result row, seed)
+        {"name": name, "seed": run["seed"], "metrics": metrics}
+        for run in runs
+        for name, metrics in rows_of(run).items()
+    ]
     rows = []
-    for name, by_seed in per_seed.items():
-        seeds = sorted(by_seed)
-        row: dict = {"name": name, "seeds": seeds}
-        for m in by_seed[seeds[0]]:
-            vals = [by_seed[s].get(m) for s in seeds]
-            if m != "finetune_lr" and all(isinstance(v, int | float) for v in vals):
-                row[m] = round(statistics.mean(vals), 2)
-                if len(vals) > 1:
-                    row[f"{m}_per_seed"] = [round(v, 2) for v in vals]
-            else:
-                row[f"{m}_per_seed"] = vals
-        rows.append(row)
+    for tag in FRACTIONS:  # each fraction's rows paired against its supervised row
+        group = [r for r in records if r["name"].endswith(f"_{tag}")]
+        rows += aggregate(group, _numeric(group), baseline=f"supervised_{tag}")
+    rest = [r for r in records if not any(r["name"].endswith(f"_{t}") for t in FRACTIONS)]
+    rows += aggregate(rest, _numeric(rest))
+    for row in rows:  # the fine-tuning lr picked per seed (not a number to average)
+        lrs = [r["metrics"]["finetune_lr"] for r in records
+               if r["name"] == row["name"] and "finetune_lr" in r["metrics"]]  # fmt: skip
+        if lrs:
+            row["finetune_lr_per_seed"] = lrs
 
     def order(r: dict) -> tuple:
         name = r["name"]
@@ -255,8 +260,11 @@ def write_results(runs: list[dict], a: argparse.Namespace) -> None:
         "ablations": {f"{k}_1pct": v for k, v in ABLATIONS.items()},
         "hardware": f"{platform.processor() or platform.machine()}, 2 CPU cores, torch "
         f"{torch.__version__}, no GPU; two runs at a time, one thread each",
+        "intervals": "mean over seeds; *_ci95 (of a row's seeds): Student-t 95 % interval; "
+        "*_diff: paired (same seed) difference against supervised_<fraction>; the few-shot "
+        "rows' prototype_ci95/logistic_ci95 are their episodes' intervals, averaged over seeds",
     }
-    write_json(a.out, {"benchmark": "fmnist_semi", "settings": settings, "rows": rows})
+    write_json_results(a.out, "fmnist_semi", settings, rows)
     print(f"wrote {a.out}")
     for r in rows:
         print(json.dumps(r))

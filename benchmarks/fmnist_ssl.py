@@ -3,12 +3,17 @@ random-init and supervised reference rows -> docs/results/fmnist_ssl.json.
 
 Both implementations of a method get the same recipe (configs/fmnist_ssl/<method>.yaml):
 backbone, device-side augmentation, batch, optimiser, schedule, epochs and seed. The two
-runs of a (method, seed) pair execute concurrently, one thread each, so they share the
-machine's load equally and their images/s are directly comparable.
+runs of a (method, seed) pair are adjacent in the job table, so with ``--jobs 2`` they run
+concurrently, one thread each, share the machine's load equally and their images/s are
+directly comparable. ``vislearn/<method>_joint_views`` rows: the same recipe with
+``model.joint_views=true``.
 
-    python benchmarks/fmnist_ssl.py --epochs 4 --seeds 0 1 --jobs 2
+    python benchmarks/fmnist_ssl.py --epochs 4 --seeds 0 1 2 --jobs 2
 
-Finished runs are cached under --cache, so an interrupted benchmark resumes.
+Jobs run on :func:`vislearn.bench.run_jobs`: each finished run is cached under --cache by the
+hash of its resolved recipe and seed (a changed recipe runs again), so an interrupted
+benchmark resumes. Rows: mean, per-seed values, 95 % t interval, and the paired difference
+of ``vislearn/<m>`` against ``lightly/<m>``.
 """
 
 from __future__ import annotations
@@ -16,206 +21,172 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 from pathlib import Path
 
+from vislearn.bench import Job, aggregate, render_table, run_jobs
+from vislearn.bench import write_results as write_results_json
+
 ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
 METHODS = ("moco_v2", "simclr", "byol")
+METRICS = ("knn_top1", "linear_top1", "images_per_s")
+# the job table: row impl -> (recipe, model overrides); "{m}" is each of --methods
+IMPLS = {
+    "vislearn": ("{m}", {}),
+    "lightly": ("{m}", {}),
+    "vislearn_joint": ("{m}", {"joint_views": True}),
+    "supervised": ("supervised", {}),
+    "random_init": ("supervised", {}),
+}
 
 
-def run_job(job: dict) -> dict:
+def job_config(impl: str, method: str, epochs: int, dataset: str, model: dict | None = None):
+    """The resolved config of one run (also used by fmnist_csml_kscl.py's job table, which
+    shares this benchmark's cache)."""
+    from vislearn.core.config import load_config
+
+    recipe = load_config(
+        ROOT / "configs" / "fmnist_ssl" / f"{method}.yaml",
+        trainer={"max_epochs": epochs, "check_val_every_n_epoch": epochs, "progress": False},
+        data={"dataset": dataset},
+        model=model or {},
+    )
+    recipe.pop("seed")  # the job's seed replaces it
+    recipe.pop("out")  # each job trains in its own run directory (ctx["run_dir"])
+    return {"impl": impl, "method": method, "recipe": recipe}
+
+
+def row_name(impl: str, method: str) -> str:
+    if impl in ("supervised", "random_init"):
+        return impl
+    if impl == "vislearn_joint":
+        return f"vislearn/{method}_joint_views"
+    return f"{impl}/{method}"
+
+
+def make_jobs(a: argparse.Namespace) -> list[Job]:
+    jobs = []
+    for seed in a.seeds:  # vislearn and lightly adjacent -> run concurrently as a pair
+        for m in a.methods:
+            for impl in ("vislearn", "lightly", "vislearn_joint"):
+                if impl == "vislearn_joint" and not a.joint_views:
+                    continue
+                recipe, model = IMPLS[impl]
+                cfg = job_config(impl, recipe.format(m=m), a.epochs, a.dataset, model)
+                jobs.append(Job(row_name(impl, m), seed, cfg, "fmnist_ssl:run_job"))
+    for seed in a.seeds:  # the reference rows last, so they never break up a pair
+        for impl in ("supervised", "random_init"):
+            cfg = job_config(impl, "supervised", a.epochs, a.dataset)
+            jobs.append(Job(row_name(impl, "supervised"), seed, cfg, "fmnist_ssl:run_job"))
+    return jobs
+
+
+def run_job(config: dict, seed: int, ctx: dict) -> dict:
     """Train one (impl, method, seed) and evaluate it offline; runs in a worker process."""
     import lightning as L
-    import torch
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from vislearn.core.config import load_config
     from vislearn.engine.trainer import Throughput, build_trainer
     from vislearn.models import create_backbone
-    from vislearn.tasks.ssl.run import build_datamodule, build_from_config, evaluate
+    from vislearn.tasks.ssl.run import build_datamodule, evaluate, pretrain
 
-    torch.set_num_threads(job["threads"])
-    cfg = load_config(
-        ROOT / "configs" / "fmnist_ssl" / f"{job['method']}.yaml",
-        seed=job["seed"],
-        trainer={
-            "max_epochs": job["epochs"],
-            "check_val_every_n_epoch": job["epochs"],
-            "progress": False,
-        },
-        data={"dataset": job["dataset"]},
-    )
-    L.seed_everything(job["seed"], verbose=False)
-    dm = build_datamodule(cfg)
+    cfg = {**config["recipe"], "seed": seed, "out": ctx["run_dir"]}
+    impl = config["impl"]
     t0 = time.perf_counter()
-    if job["impl"] == "random_init":
+    if impl == "random_init":
+        L.seed_everything(seed, verbose=False)
+        dm = build_datamodule(cfg)
         m = cfg["model"]
         backbone = create_backbone(m["backbone"], in_chans=dm.channels, **m["backbone_kwargs"])
         stats = {}
-    else:
-        if job["impl"] == "lightly":
-            from lightly_methods import LIGHTLY_METHODS
+    elif impl == "lightly":
+        from lightly_methods import LIGHTLY_METHODS  # a peer module next to this script
 
-            kwargs = {
-                "in_chans": dm.channels,
-                "image_size": dm.image_size,
-                "num_classes": dm.num_classes,
-                "seed": job["seed"],
-                **cfg["model"],
-            }
-            model = LIGHTLY_METHODS[job["method"]](**kwargs)
-        else:
-            model = build_from_config(cfg, dm)
+        L.seed_everything(seed, verbose=False)
+        dm = build_datamodule(cfg)
+        kwargs = {
+            "in_chans": dm.channels,
+            "image_size": dm.image_size,
+            "num_classes": dm.num_classes,
+            "seed": seed,
+            **cfg["model"],
+        }
+        model = LIGHTLY_METHODS[config["method"]](**kwargs)
         tp = Throughput()
-        out = Path(job["cache"]) / "runs" / job["key"]
-        trainer = build_trainer(out, callbacks=[tp], **cfg["trainer"])
+        trainer = build_trainer(ctx["run_dir"], callbacks=[tp], **cfg["trainer"])
         trainer.fit(model, datamodule=dm)
         backbone = model.backbone
-        stats = {
-            "images_per_s": tp.images_per_s,
-            "train_seconds": tp.seconds,
-            "online_knn_top1": 100 * float(trainer.callback_metrics["val/knn_top1"]),
-        }
+        stats = {"images_per_s": tp.images_per_s, "train_seconds": tp.seconds}
+    else:  # seed -> datamodule -> method -> trainer -> fit, as pipeline.pretrain does
+        model, _, stats = pretrain(cfg)
+        backbone = model.backbone
+    if impl != "random_init":
+        knn = model.trainer.callback_metrics["val/knn_top1"]
+        stats["online_knn_top1"] = 100 * float(knn)
     e = cfg["eval"]
     res = evaluate(
         backbone,
-        job["dataset"],
+        cfg["data"]["dataset"],
         knn_k=e["knn_k"],
         knn_t=e["knn_t"],
         linear_epochs=e["linear_epochs"],
         linear_lr=e["linear_lr"],
         device="cpu",
     )
-    return {**job, **res, **stats, "wall_seconds": time.perf_counter() - t0}
+    return {**res, **stats, "wall_seconds": time.perf_counter() - t0}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", default=list(METHODS))
     p.add_argument("--dataset", default="fmnist")
     p.add_argument("--jobs", type=int, default=2, help="concurrent runs (threads each = 1)")
-    p.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache" / "fmnist_ssl"))
+    p.add_argument("--no-joint-views", dest="joint_views", action="store_false",
+                   help="skip the vislearn/<m>_joint_views rows")  # fmt: skip
+    p.add_argument("--cache", default=str(BENCH / ".cache" / "fmnist_ssl"))
     p.add_argument("--out", default=str(ROOT / "docs" / "results" / "fmnist_ssl.json"))
     p.add_argument("--report-only", action="store_true", help="write results from the cache")
     p.add_argument("--note", default="", help="free-text note stored in settings.notes")
     a = p.parse_args()
-
-    jobs = []
-    for seed in a.seeds:
-        for method in a.methods:
-            for impl in ("vislearn", "lightly"):  # adjacent -> run concurrently as a pair
-                jobs.append({"impl": impl, "method": method, "seed": seed})
-    for seed in a.seeds:  # the reference rows last, so they never break up a pair
-        jobs.append({"impl": "supervised", "method": "supervised", "seed": seed})
-        jobs.append({"impl": "random_init", "method": "supervised", "seed": seed})
-    done = run_pending(jobs, a.epochs, a.dataset, a.seeds, Path(a.cache), a.jobs, a.report_only)
+    done = run_jobs(make_jobs(a), a.cache, a.jobs, report_only=a.report_only,
+                    import_paths=[BENCH], show=METRICS)  # fmt: skip
     write_results(done, a)
-
-
-def run_pending(
-    jobs: list[dict],
-    epochs: int,
-    dataset: str,
-    seeds: list[int],
-    cache: Path,
-    n_jobs: int,
-    report_only: bool = False,
-    worker=None,
-) -> list[dict]:
-    """Run the ``jobs`` not in ``cache`` yet (``n_jobs`` at a time, one thread each when
-    several, each by ``worker``: default :func:`run_job`) and return every finished run:
-    these, plus cached runs of the same epochs and seeds (e.g. variants run earlier)."""
-    cache.mkdir(parents=True, exist_ok=True)
-    todo, done = [], []
-    for j in jobs:
-        j.update(
-            epochs=epochs,
-            dataset=dataset,
-            threads=1 if n_jobs > 1 else 2,
-            cache=str(cache),
-            key=f"{j['impl']}_{j['method']}_s{j['seed']}_e{epochs}",
-        )
-        f = cache / f"{j['key']}.json"
-        (done.append(json.loads(f.read_text())) if f.exists() else todo.append(j))
-    keys = {j["key"] for j in jobs}  # also report extra cached variants (e.g. joint views)
-    for f in sorted(cache.glob(f"*_e{epochs}.json")):
-        if f.stem not in keys and json.loads(f.read_text())["seed"] in seeds:
-            done.append(json.loads(f.read_text()))
-    print(f"{len(done)} cached, {len(todo)} to run", flush=True)
-    if report_only:
-        todo = []
-    from vislearn.core.utils import write_json
-
-    with ProcessPoolExecutor(
-        n_jobs, mp_context=get_context("spawn"), max_tasks_per_child=1
-    ) as pool:
-        # cache each run as soon as it finishes (not in submission order): a killed
-        # benchmark loses at most the runs in flight
-        futures = [pool.submit(worker or run_job, j) for j in todo]
-        for fut in as_completed(futures):
-            row = fut.result()
-            write_json(cache / f"{row['key']}.json", row)
-            shown = ("key", "knn_top1", "linear_top1", "miou", "images_per_s", "seconds_per_step")
-            print(json.dumps({k: row[k] for k in shown if k in row}), flush=True)
-            done.append(row)
-    return done
-
-
-def aggregate(groups: dict[str, list[dict]]) -> list[dict]:
-    """One row per named group of runs: mean, per-seed values and spread of each metric."""
-    rows = []
-    for name, rs in groups.items():
-        rs = sorted(rs, key=lambda r: r["seed"])
-        row: dict = {"name": name, "seeds": [r["seed"] for r in rs]}
-        for metric in ("knn_top1", "linear_top1", "images_per_s"):
-            vals = [r[metric] for r in rs if metric in r]
-            if vals:
-                row[metric] = round(statistics.mean(vals), 2)
-                row[f"{metric}_per_seed"] = [round(v, 2) for v in vals]
-                row[f"{metric}_spread"] = round(max(vals) - min(vals), 2)
-        rows.append(row)
-    return rows
-
-
-def row_name(r: dict) -> str:
-    if r["impl"] in ("supervised", "random_init"):
-        return r["impl"]
-    if r["impl"] == "vislearn_joint":  # the same method with model.joint_views=true
-        return f"vislearn/{r['method']}_joint_views"
-    return f"{r['impl']}/{r['method']}"
 
 
 def write_results(runs: list[dict], a: argparse.Namespace) -> None:
     import torch
 
     from vislearn.core.config import load_config
-    from vislearn.core.utils import write_json
 
-    groups: dict[str, list[dict]] = {}
-    for r in runs:
-        groups.setdefault(row_name(r), []).append(r)
-    rows = aggregate(groups)
+    rows = []
+    for m in a.methods:  # vislearn/<m> (and its joint views) paired against lightly/<m>
+        group = [r for r in runs if r["config"]["method"] == m]
+        rows += aggregate(group, METRICS, baseline=f"lightly/{m}")
+    rows += aggregate([r for r in runs if r["config"]["method"] == "supervised"], METRICS)
     by_name = {r["name"]: r for r in rows}
     speed_file = Path(a.out).with_name("fmnist_ssl_speed.json")
     if speed_file.exists():  # interleaved same-process timing (fmnist_ssl_speed.py) wins
         for s in json.loads(speed_file.read_text())["rows"]:
             if s["name"] in by_name:
                 r = by_name[s["name"]]
-                r["images_per_s_concurrent_runs"] = r.pop("images_per_s", None)
+                for k in ("images_per_s", "images_per_s_seeds", "images_per_s_ci95"):
+                    if k in r:
+                        r[k.replace("images_per_s", "images_per_s_concurrent_runs")] = r.pop(k)
+                r.pop("images_per_s_diff", None)
                 r["images_per_s"] = s["images_per_s"]
                 if "speed_ratio_vs_lightly" in s:
                     r["speed_ratio_vs_lightly"] = s["speed_ratio_vs_lightly"]
-    for m in METHODS:  # speed as a ratio against the peer, per seed (same-seed runs are paired)
-        ours, peer = groups.get(f"vislearn/{m}", []), groups.get(f"lightly/{m}", [])
-        peer_by_seed = {r["seed"]: r["images_per_s"] for r in peer}
+    for m in a.methods:  # speed as a ratio against the peer, per seed (same-seed runs are paired)
+        ours = [r for r in runs if r["name"] == f"vislearn/{m}"]
+        peer_by_seed = {
+            r["seed"]: r["metrics"]["images_per_s"] for r in runs if r["name"] == f"lightly/{m}"
+        }
         ratios = [
-            r["images_per_s"] / peer_by_seed[r["seed"]] for r in ours if r["seed"] in peer_by_seed
+            r["metrics"]["images_per_s"] / peer_by_seed[r["seed"]]
+            for r in sorted(ours, key=lambda r: r["seed"])
+            if r["seed"] in peer_by_seed
         ]
         if ratios:
             by_name[f"vislearn/{m}"]["speed_ratio_concurrent_runs_per_seed"] = [
@@ -246,17 +217,14 @@ def write_results(runs: list[dict], a: argparse.Namespace) -> None:
         "benchmark runs themselves (validation excluded), two runs sharing the 2 cores",
         "hardware": f"{platform.processor() or platform.machine()}, 2 CPU cores, torch "
         f"{torch.__version__}, no GPU",
+        "intervals": "mean over seeds; *_ci95: Student-t 95 % interval (n - 1 dof); *_diff: "
+        "paired (same seed) difference against lightly/<method>, with its 95 % t interval",
         "recipes": recipes,
         "notes": a.note,
     }
-    write_json(a.out, {"benchmark": "fmnist_ssl", "settings": settings, "rows": rows})
+    write_results_json(a.out, "fmnist_ssl", settings, rows)
     print(f"wrote {a.out}")
-    for r in rows:
-        print(
-            f"| {r['name']} | {r.get('knn_top1', '')} ± {r.get('knn_top1_spread', '')} | "
-            f"{r.get('linear_top1', '')} ± {r.get('linear_top1_spread', '')} | "
-            f"{r.get('images_per_s', '')} |"
-        )
+    print(render_table(rows, [("kNN", "knn_top1"), ("linear", "linear_top1"), "images_per_s"]))
 
 
 if __name__ == "__main__":

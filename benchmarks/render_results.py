@@ -2,6 +2,11 @@
 ``<!-- <benchmark>:start -->`` and ``<!-- <benchmark>:end -->`` markers.
 
     python benchmarks/render_results.py fmnist_ssl
+
+A value with a 95 % interval (``<key>_ci95``, written by :func:`vislearn.bench.aggregate`)
+shows as ``mean [low, high]``; a column whose rows carry a paired difference against a
+baseline (``<key>_diff``) gets a ``Δ ... vs <baseline>`` column next to it, bold with ▲/▼ when
+the difference's interval excludes zero (:func:`vislearn.bench.report.format_diff`).
 """
 
 from __future__ import annotations
@@ -10,9 +15,11 @@ import json
 import sys
 from pathlib import Path
 
+from vislearn.bench.report import format_cell, format_diff
+
 ROOT = Path(__file__).resolve().parents[1]
 
-# (column title, row key, spread key or None)
+# (column title, row key, per-seed key shown when the row has no interval, or None)
 COLUMNS = {
     "fmnist_ssl": [
         ("kNN top-1 %", "knn_top1", "knn_top1_per_seed"),
@@ -91,6 +98,8 @@ def _cell(row: dict, key: str, per_seed: str | None) -> str:
         if not isinstance(value, dict) or part not in value:
             return "–"
         value = value[part]
+    if isinstance(row.get(f"{key}_ci95"), list):
+        return format_cell(row, key)
     if isinstance(value, int):
         text = str(value)
     else:
@@ -116,12 +125,20 @@ def render(name: str) -> str:
     data = json.loads((ROOT / "docs" / "results" / f"{name}.json").read_text())
     if name in PIVOTS:
         return render_pivot(name, data["rows"])
-    cols = COLUMNS[name]
+    return render_rows(data["rows"], COLUMNS[name])
+
+
+def render_rows(rows: list[dict], columns: list[tuple[str, str, str | None]]) -> str:
+    """One table row per result row; a ``Δ`` column after each column with paired diffs."""
+    cols = []
+    for title, key, per_seed in columns:
+        cols.append((title, lambda r, k=key, s=per_seed: _cell(r, k, s)))
+        base = next((r[f"{key}_diff"]["baseline"] for r in rows if r.get(f"{key}_diff")), None)
+        if base is not None:
+            cols.append((f"Δ vs `{base}`", lambda r, k=key: format_diff(r, k)))
     lines = ["| name | " + " | ".join(c[0] for c in cols) + " |", "|---|" + "---:|" * len(cols)]
-    for row in data["rows"]:
-        lines.append(
-            f"| `{row['name']}` | " + " | ".join(_cell(row, k, s) for _, k, s in cols) + " |"
-        )
+    for row in rows:
+        lines.append(f"| `{row['name']}` | " + " | ".join(c[1](row) for c in cols) + " |")
     return "\n".join(lines)
 
 

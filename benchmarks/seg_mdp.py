@@ -21,7 +21,7 @@ network, batch, optimiser and number of steps (``--pretrain-steps``); every row 
 fine-tuned with configs/seg_mdp/finetune.yaml for ``--finetune-steps`` steps (backbone and
 decoder transferred, new classifier) and scored by mIoU on T's test split.
 
-    python benchmarks/seg_mdp.py --jobs 2                  # the full benchmark
+    python benchmarks/seg_mdp.py --jobs 2 --seeds 0 1 2    # the full benchmark
     python benchmarks/seg_mdp.py --smoke --out /tmp/seg_mdp.json --cache /tmp/seg_mdp_cache
     python benchmarks/seg_mdp.py --report-only
 
@@ -31,8 +31,11 @@ fraction, single_dataset per target and fraction) and 24 fine-tuning runs. Measu
 during pretraining): 0.32 s per MDP step, 0.25-0.26 s for the other pretrainings and for
 fine-tuning; about 35 min of pretraining and 36 min of fine-tuning.
 
-Finished runs are cached under --cache (one JSON per run; rendered data sets under
-cache/data), so an interrupted benchmark resumes.
+Jobs run on :func:`vislearn.bench.run_jobs`: finished runs are cached under --cache by the hash
+of their resolved recipe and seed (a fine-tuning job's config holds its pretraining job's key;
+rendered data sets under cache/data), so an interrupted benchmark resumes and a changed recipe
+runs again. Rows: mean, per-seed values, 95 % t interval and the paired (same seed)
+difference against ``random_init`` at the same target and fraction.
 """
 
 from __future__ import annotations
@@ -41,14 +44,15 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from vislearn.bench import Job, aggregate, run_jobs
+from vislearn.bench import write_results as write_json_results
 
-from fmnist_ssl import run_pending  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+METRICS = ("miou", "pixel_acc", "seconds_per_step")
 
 TARGETS = ("fine", "coarse", "partial")
 ROWS = ("random_init", "single_dataset", "naive_multi", "mdp")
@@ -60,75 +64,60 @@ def frac_tag(f: float) -> str:
     return f"{round(100 * f):d}pct"
 
 
-def _data_overrides(job: dict) -> dict:
-    return {
-        "num_train": job["num_train"],
-        "num_test": job["num_test"],
-        "image_size": job["image_size"],
-        "cache_dir": str(Path(job["cache_root"]) / "data"),
-    }
+def _sizes(a: argparse.Namespace) -> dict:
+    return {"num_train": a.num_train, "num_test": a.num_test, "image_size": a.image_size}
 
 
-def run_pretrain_job(job: dict) -> dict:
-    """One pretraining run (worker process)."""
-    import torch
-
+def _recipe(name: str, steps: int, data: dict, **updates) -> dict:
     from vislearn.core.config import load_config
-    from vislearn.tasks.seg.run import SEG_DEFAULTS, pretrain_seg
+    from vislearn.tasks.seg.run import SEG_DEFAULTS
 
-    torch.set_num_threads(job["threads"])
-    specs = [f"synthetic:{t}" for t in job["pool"]]
-    fractions = {job["target"]: job["fraction"]} if job["target"] != "all" else {}
     cfg = load_config(
-        ROOT / "configs" / "seg_mdp" / f"pretrain_{RECIPE[job['row']]}.yaml",
+        ROOT / "configs" / "seg_mdp" / f"{name}.yaml",
         defaults=SEG_DEFAULTS,
-        seed=job["seed"],
-        out=str(Path(job["cache"]) / "runs" / job["key"]),
-        data={**_data_overrides(job), "datasets": specs, "fractions": fractions},
-        trainer={"max_steps": job["epochs"], "progress": False, "accelerator": "cpu"},
+        data=data,
+        trainer={"max_steps": steps, "progress": False, "accelerator": "cpu"},
+        **updates,
     )
+    cfg.pop("seed")  # the job's
+    cfg.pop("out")  # the job's run directory
+    return cfg
+
+
+def run_pretrain_job(config: dict, seed: int, ctx: dict) -> dict:
+    """One pretraining run (worker process)."""
+    from vislearn.tasks.seg.run import pretrain_seg
+
+    cfg = {**config["recipe"], "seed": seed, "out": ctx["run_dir"]}
+    cfg["data"] = {**cfg["data"], "cache_dir": ctx["resources"]["data_cache"]}
     t0 = time.perf_counter()
     module, out = pretrain_seg(cfg)
+    steps = cfg["trainer"]["max_steps"]
     return {
-        **job,
         "pretrained": str(out / "pretrained.safetensors"),
         "train_seconds": module.train_seconds,
-        "seconds_per_step": module.train_seconds / job["epochs"],
+        "seconds_per_step": module.train_seconds / steps,
         "wall_seconds": time.perf_counter() - t0,
     }
 
 
-def run_finetune_job(job: dict) -> dict:
+def run_finetune_job(config: dict, seed: int, ctx: dict) -> dict:
     """One fine-tuning run + evaluation (worker process)."""
-    import torch
+    from vislearn.tasks.seg.run import finetune_seg
 
-    from vislearn.core.config import load_config
-    from vislearn.tasks.seg.run import SEG_DEFAULTS, finetune_seg
-
-    torch.set_num_threads(job["threads"])
-    cfg = load_config(
-        ROOT / "configs" / "seg_mdp" / "finetune.yaml",
-        defaults=SEG_DEFAULTS,
-        seed=job["seed"],
-        init=job["init"],
-        out=str(Path(job["cache"]) / "runs" / job["key"]),
-        data={
-            **_data_overrides(job),
-            "target": f"synthetic:{job['target']}",
-            "fraction": job["fraction"],
-        },
-        trainer={"max_steps": job["epochs"], "progress": False, "accelerator": "cpu"},
-    )
+    cfg = {**config["recipe"], "seed": seed, "out": ctx["run_dir"]}
+    cfg["init"] = ctx["resources"].get("init")
+    cfg["data"] = {**cfg["data"], "cache_dir": ctx["resources"]["data_cache"]}
     t0 = time.perf_counter()
     module, _, scores = finetune_seg(cfg)
+    steps = cfg["trainer"]["max_steps"]
     return {
-        **job,
         "miou": 100 * scores["miou"],
         "pixel_acc": 100 * scores["pixel_acc"],
         "mean_acc": 100 * scores["mean_acc"],
         "iou": {k: None if v is None else 100 * v for k, v in scores["iou"].items()},
         "train_seconds": module.train_seconds,
-        "seconds_per_step": module.train_seconds / job["epochs"],
+        "seconds_per_step": module.train_seconds / steps,
         "wall_seconds": time.perf_counter() - t0,
     }
 
@@ -154,61 +143,54 @@ def prepare_data(a: argparse.Namespace) -> None:
             build_segmentation_dataset(f"synthetic:{t}", split, cfg["data"])
 
 
-def pretrain_jobs(a: argparse.Namespace) -> list[dict]:
+def pretrain_jobs(a: argparse.Namespace) -> list[Job]:
+    """Pretraining job table: (row, target, fraction) for each seed; at f = 1 the
+    multi-dataset rows run once for every target ("all")."""
+    table = []
+    for f in a.fractions:
+        for row in ("mdp", "naive_multi"):
+            table += [(row, t, f, list(TARGETS)) for t in (["all"] if f == 1.0 else a.targets)]
+        table += [("single_dataset", t, f, [t]) for t in a.targets]
+    res = {"data_cache": str(Path(a.cache) / "data")}
     jobs = []
     for seed in a.seeds:
-        for f in a.fractions:
-            for row in ("mdp", "naive_multi"):  # at f = 1 one run serves every target
-                for t in ["all"] if f == 1.0 else a.targets:
-                    jobs.append({"row": row, "target": t, "fraction": f, "pool": list(TARGETS)})
-                    jobs[-1]["seed"] = seed
-            for t in a.targets:
-                jobs.append({"row": "single_dataset", "target": t, "fraction": f, "pool": [t]})
-                jobs[-1]["seed"] = seed
-    for j in jobs:
-        j.update(
-            impl="pretrain",
-            method=f"{j['row']}_{j['target']}_{frac_tag(j['fraction'])}",
-            **_size_keys(a),
-        )
+        for row, t, f, pool in table:
+            data = {**_sizes(a), "datasets": [f"synthetic:{p}" for p in pool],
+                    "fractions": {t: f} if t != "all" else {}}  # fmt: skip
+            recipe = _recipe(f"pretrain_{RECIPE[row]}", a.pretrain_steps, data)
+            config = {"row": row, "target": t, "fraction": f, "recipe": recipe}
+            name = f"pretrain/{row}_{t}_{frac_tag(f)}"
+            jobs.append(Job(name, seed, config, "seg_mdp:run_pretrain_job", resources=res))
     return jobs
 
 
-def _size_keys(a: argparse.Namespace) -> dict:
-    return {
-        "num_train": a.num_train,
-        "num_test": a.num_test,
-        "image_size": a.image_size,
-        "cache_root": a.cache,
-    }
-
-
-def run_jobs(jobs: list[dict], steps: int, cache: Path, a: argparse.Namespace, worker) -> list:
-    """:func:`fmnist_ssl.run_pending` (``--jobs`` worker processes), or with ``--jobs 0`` the
-    same caching with every run in this process (no per-run interpreter start: smoke tests)."""
-    if a.jobs > 0:
-        return run_pending(jobs, steps, "synthetic_seg", a.seeds, cache, a.jobs, a.report_only,
-                           worker)  # fmt: skip
-    done = run_pending(jobs, steps, "synthetic_seg", a.seeds, cache, 1, True, worker)
-    have = {r["key"] for r in done}
-    from vislearn.core.utils import write_json
-
-    for job in jobs:
-        if job["key"] in have or a.report_only:
-            continue
-        job["threads"] = 1
-        row = worker(job)
-        write_json(cache / f"{job['key']}.json", row)
-        print(json.dumps({k: row.get(k) for k in ("key", "miou", "seconds_per_step")}), flush=True)
-        done.append(row)
-    return done
+def finetune_jobs(a: argparse.Namespace, pre: list[Job], cache: Path) -> list[Job]:
+    """Fine-tuning job table: every row x target x fraction x seed; a pretrained row's
+    config holds its pretraining job's key, its checkpoint path is a resource."""
+    by = {(j.config["row"], j.config["target"], j.config["fraction"], j.seed): j for j in pre}
+    jobs = []
+    for seed in a.seeds:
+        for t in a.targets:
+            for f in a.fractions:
+                data = {**_sizes(a), "target": f"synthetic:{t}", "fraction": f}
+                recipe = _recipe("finetune", a.finetune_steps, data)
+                for row in ROWS:
+                    config = {"row": row, "target": t, "fraction": f, "recipe": recipe}
+                    res = {"data_cache": str(cache / "data")}
+                    if row != "random_init":
+                        source = t if (row == "single_dataset" or f != 1.0) else "all"
+                        p = by[(row, source, f, seed)]
+                        config["init_key"] = p.key
+                        res["init"] = str(p.run_dir(cache / "pretrain") / "pretrained.safetensors")
+                    jobs.append(Job(row, seed, config, "seg_mdp:run_finetune_job", resources=res))
+    return jobs
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--targets", nargs="+", default=list(TARGETS), choices=TARGETS)
     p.add_argument("--low-fraction", type=float, default=0.1)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--pretrain-steps", type=int, default=1000)
     p.add_argument("--finetune-steps", type=int, default=600)
     p.add_argument("--num-train", type=int, default=2000, help="train images per data set")
@@ -218,7 +200,7 @@ def main() -> None:
         "--jobs", type=int, default=2, help="concurrent runs (threads each = 1); 0: in-process"
     )
     p.add_argument("--smoke", action="store_true", help="tiny sets, 32 px, 2 steps per run")
-    p.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache" / "seg_mdp"))
+    p.add_argument("--cache", default=str(BENCH / ".cache" / "seg_mdp"))
     p.add_argument("--out", default=str(ROOT / "docs" / "results" / "seg_mdp.json"))
     p.add_argument("--report-only", action="store_true", help="write results from the cache")
     a = p.parse_args()
@@ -231,36 +213,17 @@ def main() -> None:
         prepare_data(a)
 
     t0 = time.perf_counter()
-    pre = run_jobs(pretrain_jobs(a), a.pretrain_steps, cache / "pretrain", a, run_pretrain_job)
-    pretrained = {
-        (r["row"], r["target"], r["fraction"], r["seed"]): r["pretrained"]
-        for r in pre
-        if (r.get("num_train"), r.get("image_size")) == (a.num_train, a.image_size)
-    }
-    ft_jobs = []
-    for seed in a.seeds:
-        for t in a.targets:
-            for f in a.fractions:
-                for row in ROWS:
-                    init = None
-                    if row != "random_init":
-                        source = t if (row == "single_dataset" or f != 1.0) else "all"
-                        init = pretrained.get((row, source, f, seed))
-                        if init is None:
-                            continue  # not pretrained (report-only on a partial cache)
-                    ft_jobs.append(
-                        {
-                            "impl": "finetune",
-                            "row": row,
-                            "method": f"{row}_{t}_{frac_tag(f)}",
-                            "target": t,
-                            "fraction": f,
-                            "seed": seed,
-                            "init": init,
-                            **_size_keys(a),
-                        }
-                    )
-    ft = run_jobs(ft_jobs, a.finetune_steps, cache / "finetune", a, run_finetune_job)
+    run = {"n_jobs": a.jobs, "report_only": a.report_only, "import_paths": [BENCH],
+           "show": ("miou", "seconds_per_step")}  # fmt: skip
+    jobs = pretrain_jobs(a)
+    pre = run_jobs(jobs, cache / "pretrain", **run)
+    done = {r["key"] for r in pre}
+    ft_jobs = [  # report-only on a partial cache: skip rows whose pretraining is missing
+        j
+        for j in finetune_jobs(a, jobs, cache)
+        if "init_key" not in j.config or j.config["init_key"] in done
+    ]
+    ft = run_jobs(ft_jobs, cache / "finetune", **run)
     wall = time.perf_counter() - t0
     write_results(pre, ft, a, wall)
 
@@ -269,45 +232,26 @@ def write_results(pre: list[dict], ft: list[dict], a: argparse.Namespace, wall: 
     import torch
 
     from vislearn.core.config import load_config
-    from vislearn.core.utils import write_json
     from vislearn.tasks.seg.run import SEG_DEFAULTS
 
-    groups: dict[tuple, list[dict]] = {}
-    for r in ft:
-        if (r.get("num_train"), r.get("image_size")) != (a.num_train, a.image_size):
-            continue
-        if r["target"] not in a.targets:
-            continue
-        groups.setdefault((r["row"], r["target"], r["fraction"]), []).append(r)
-    rows = []
-    for t in a.targets:
-        for f in a.fractions:
-            for name in ROWS:
-                rs = sorted(groups.get((name, t, f), []), key=lambda r: r["seed"])
-                if not rs:
-                    continue
-                row = {
-                    "name": name,
-                    "target": t,
-                    "fraction": f,
-                    "miou": round(statistics.mean(r["miou"] for r in rs), 2),
-                    "pixel_acc": round(statistics.mean(r["pixel_acc"] for r in rs), 2),
-                    "seeds": [r["seed"] for r in rs],
-                }
-                if len(rs) > 1:
-                    row["miou_per_seed"] = [round(r["miou"], 2) for r in rs]
-                row["iou"] = {
-                    k: None if v is None else round(v, 2) for k, v in rs[0]["iou"].items()
-                }
-                row["finetune_seconds_per_step"] = round(
-                    statistics.mean(r["seconds_per_step"] for r in rs), 3
-                )
-                rows.append(row)
+    ft_recs = [{**r, **{k: r["config"][k] for k in ("target", "fraction")}} for r in ft]
+    order = {(n, t, f): i for i, (t, f, n) in enumerate(
+        (t, f, n) for t in a.targets for f in a.fractions for n in ROWS)}  # fmt: skip
+    ft_recs.sort(key=lambda r: order.get((r["name"], r["target"], r["fraction"]), len(order)))
+    rows = aggregate(ft_recs, METRICS, baseline="random_init",
+                     group_keys=("name", "target", "fraction"))  # fmt: skip
+    for row in rows:
+        gk = (row["name"], row["target"], row["fraction"])
+        first = next(r["metrics"] for r in ft_recs if (r["name"], r["target"], r["fraction"]) == gk)
+        row["iou"] = {k: None if v is None else round(v, 2) for k, v in first["iou"].items()}
+        for k in [k for k in row if k.startswith("seconds_per_step")]:
+            row["finetune_" + k] = row.pop(k)
     step_time: dict[str, list[float]] = {}
     for r in pre:
-        step_time.setdefault(f"pretrain/{r['row']}", []).append(r["seconds_per_step"])
+        key = f"pretrain/{r['config']['row']}"
+        step_time.setdefault(key, []).append(r["metrics"]["seconds_per_step"])
     for r in ft:
-        step_time.setdefault("finetune", []).append(r["seconds_per_step"])
+        step_time.setdefault("finetune", []).append(r["metrics"]["seconds_per_step"])
     recipe = load_config(ROOT / "configs" / "seg_mdp" / "pretrain_mdp.yaml", defaults=SEG_DEFAULTS)
     settings = {
         "data": f"synthetic segmentation sets fine / coarse / partial "
@@ -332,11 +276,13 @@ def write_results(pre: list[dict], ft: list[dict], a: argparse.Namespace, wall: 
         "seconds_per_step": {k: round(statistics.mean(v), 3) for k, v in step_time.items()},
         "wall_seconds_this_invocation": round(wall, 1),
         "seeds": a.seeds,
+        "intervals": "mean over seeds; *_ci95: Student-t 95 % interval (n - 1 dof); *_diff: "
+        "paired (same seed) difference against random_init at the same target and fraction",
         "hardware": f"{platform.processor() or platform.machine()}, 2 CPU cores, torch "
         f"{torch.__version__}, no GPU; {a.jobs} runs at a time",
         "smoke": bool(a.smoke),
     }
-    write_json(a.out, {"benchmark": "seg_mdp", "settings": settings, "rows": rows})
+    write_json_results(a.out, "seg_mdp", settings, rows)
     print(f"wrote {a.out}")
     for r in rows:
         print(json.dumps({k: r[k] for k in ("name", "target", "fraction", "miou")}))

@@ -32,24 +32,26 @@ A smoke run (about a minute, writes elsewhere):
         --out /tmp/video_fame.json --cache /tmp/video_fame_cache
 
 ``--set section.key=value`` overrides every recipe (e.g. ``data.background_bias=0.9``); runs
-with different overrides are cached apart. Finished runs are cached under --cache, so an
-interrupted benchmark resumes (``run_pending`` of benchmarks/fmnist_ssl.py).
+with different overrides are cached apart: jobs run on :func:`vislearn.bench.run_jobs`, which
+caches each finished run under --cache by the hash of its resolved recipe and seed, so an
+interrupted benchmark resumes and a changed recipe runs again. Rows: mean, per-seed values,
+95 % t interval and the paired (same seed) difference against ``moco_video``.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from vislearn.bench import Job, run_jobs
+from vislearn.bench import aggregate as aggregate_rows
+from vislearn.bench import write_results as write_json_results
 
-from fmnist_ssl import run_pending  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
 
 #: result row name -> (vislearn method, recipe under configs/video_synth/)
 ROWS: dict[str, tuple[str, str]] = {
@@ -88,22 +90,39 @@ SMOKE = [
 ]
 
 
-def recipe(name: str, seed: int, epochs: int, overrides: list[str]) -> dict:
+def recipe(name: str, epochs: int, overrides: list[str]) -> dict:
+    """Row ``name``'s resolved recipe (``seed`` and ``out`` are the job's)."""
     from vislearn.core.config import load_config
 
     method, file = ROWS[name]
-    return load_config(
+    cfg = load_config(
         ROOT / "configs" / "video_synth" / file,
         overrides,
-        seed=seed,
         trainer={"max_epochs": epochs, "check_val_every_n_epoch": epochs, "progress": False},
     )
+    cfg.pop("seed")
+    cfg.pop("out")
+    return cfg
 
 
-def run_job(job: dict) -> dict:
+def make_jobs(a: argparse.Namespace, overrides: list[str]) -> list[Job]:
+    """The job table: every --rows row at every seed (moco_video and moco_video_fame
+    adjacent: they run as a concurrent pair)."""
+    return [
+        Job(
+            name,
+            seed,
+            {"row": name, "overrides": overrides, "recipe": recipe(name, a.epochs, overrides)},
+            "video_fame:run_job",
+        )  # fmt: skip
+        for seed in a.seeds
+        for name in a.rows
+    ]
+
+
+def run_job(config: dict, seed: int, ctx: dict) -> dict:
     """Train one (row, seed) and evaluate it; runs in a worker process."""
     import lightning as L
-    import torch
 
     from vislearn.engine.trainer import Throughput, build_trainer
     from vislearn.models import create_backbone
@@ -114,21 +133,19 @@ def run_job(job: dict) -> dict:
         evaluate_video,
     )
 
-    torch.set_num_threads(job["threads"])
-    cfg = recipe(job["impl"], job["seed"], job["epochs"], job["overrides"])
-    L.seed_everything(job["seed"], verbose=False)
+    cfg = {**config["recipe"], "seed": seed}
+    L.seed_everything(seed, verbose=False)
     t0 = time.perf_counter()
     m = cfg["model"]
     stats: dict = {}
-    if job["impl"] == "random_init":
+    if config["row"] == "random_init":
         chans = cfg["data"]["channels"] or 3
         backbone = create_backbone(m["backbone"], in_chans=chans, **m["backbone_kwargs"])
     else:
         dm = build_datamodule(cfg)
         model = build_from_config(cfg, dm)
         tp = Throughput()
-        out = Path(job["cache"]) / "runs" / job["key"]
-        trainer = build_trainer(out, callbacks=[tp], **cfg["trainer"])
+        trainer = build_trainer(ctx["run_dir"], callbacks=[tp], **cfg["trainer"])
         trainer.fit(model, datamodule=dm)
         backbone = model.backbone
         metrics = trainer.callback_metrics
@@ -143,10 +160,10 @@ def run_job(job: dict) -> dict:
     res = evaluate_video(
         backbone, cfg, VIDEO_PROTOCOLS, crop_size=m.get("image_size"), device="cpu"
     )
-    return {**job, **res, **stats, "wall_seconds": time.perf_counter() - t0}
+    return {**res, **stats, "wall_seconds": time.perf_counter() - t0}
 
 
-def unbiased_probe(run: dict, cache: Path) -> dict:
+def unbiased_probe(run: dict, run_dir: Path) -> dict:
     """``motion_top1_unbiased_probe``: the frozen linear probe of ``run``'s backbone trained on
     an *unbiased* training split (``data.background_bias=0``; same test split), i.e. how much
     motion the features hold when the probe cannot lean on the background. Cached next to the
@@ -156,53 +173,47 @@ def unbiased_probe(run: dict, cache: Path) -> dict:
     import lightning as L
     import torch
 
+    from vislearn.core.utils import write_json
     from vislearn.models import create_backbone
     from vislearn.tasks.ssl.run import build_datamodule, build_from_config, evaluate_video
 
-    path = cache / f"{run['key']}_unbiased_probe.json"
+    path = run_dir.with_name(f"{run['key'][:16]}_unbiased_probe.json")
     if path.is_file():
         return json.loads(path.read_text())
-    cfg = recipe(run["impl"], run["seed"], run["epochs"], run["overrides"])
+    c = run["config"]
+    cfg = {**c["recipe"], "seed": run["seed"]}
     m = cfg["model"]
-    if run["impl"] == "random_init":
+    if c["row"] == "random_init":
         L.seed_everything(run["seed"], verbose=False)  # the backbone run_job scored
         chans = cfg["data"]["channels"] or 3
         backbone = create_backbone(m["backbone"], in_chans=chans, **m["backbone_kwargs"])
     else:
         model = build_from_config(cfg, build_datamodule(cfg))
-        ckpt = cache / "runs" / run["key"] / "checkpoints" / "last.ckpt"
+        ckpt = run_dir / "checkpoints" / "last.ckpt"
         state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
         model.load_state_dict(state)
         backbone = model.backbone
-    unbiased = recipe(run["impl"], run["seed"], run["epochs"], [*run["overrides"], UNBIASED])
+    epochs = cfg["trainer"]["max_epochs"]
+    unbiased = {**recipe(c["row"], epochs, [*c["overrides"], UNBIASED]), "seed": run["seed"]}
     res = evaluate_video(backbone.eval(), unbiased, ("linear",), m.get("image_size"), "cpu")
     out = {"motion_top1_unbiased_probe": res["motion_top1"]}
-    path.write_text(json.dumps(out))
+    write_json(path, out)
     return out
 
 
 def aggregate(runs: list[dict]) -> list[dict]:
-    """One row per name (order of :data:`ROWS`): mean, per-seed values and spread."""
-    groups: dict[str, list[dict]] = {}
-    for r in runs:
-        groups.setdefault(r["impl"], []).append(r)
-    rows = []
-    for name in [n for n in ROWS if n in groups]:
-        rs = sorted(groups[name], key=lambda r: r["seed"])
-        row: dict = {"name": name, "method": ROWS[name][0], "seeds": [r["seed"] for r in rs]}
-        for metric in METRICS:
-            vals = [r[metric] for r in rs if metric in r]
-            if vals:
-                row[metric] = round(statistics.mean(vals), 3)
-                row[f"{metric}_per_seed"] = [round(v, 3) for v in vals]
-                row[f"{metric}_spread"] = round(max(vals) - min(vals), 3)
-        rows.append(row)
-    base = {r["seed"]: r.get("s_per_step") for r in groups.get("moco_video", [])}
+    """One row per name (order of :data:`ROWS`): mean, per-seed values, 95 % interval and
+    the paired difference against ``moco_video``."""
+    runs = sorted(runs, key=lambda r: list(ROWS).index(r["name"]))
+    rows = aggregate_rows(runs, METRICS, baseline="moco_video", ndigits=3)
+    for row in rows:
+        row["method"] = ROWS[row["name"]][0]
+    base = {r["seed"]: r["metrics"].get("s_per_step") for r in runs if r["name"] == "moco_video"}
     for row in rows:  # same-seed pairs ran concurrently: their step times compare directly
         ratios = [
-            r["s_per_step"] / base[r["seed"]]
-            for r in groups[row["name"]]
-            if r.get("s_per_step") and base.get(r["seed"])
+            r["metrics"]["s_per_step"] / base[r["seed"]]
+            for r in runs
+            if r["name"] == row["name"] and r["metrics"].get("s_per_step") and base.get(r["seed"])
         ]
         if ratios and row["name"] != "moco_video":
             row["step_time_ratio_vs_moco_video"] = round(statistics.mean(ratios), 3)
@@ -212,12 +223,12 @@ def aggregate(runs: list[dict]) -> list[dict]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=16)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     p.add_argument("--jobs", type=int, default=2, help="concurrent runs (threads each = 1)")
     p.add_argument("--set", nargs="*", default=[], metavar="section.key=value")
     p.add_argument("--smoke", action="store_true", help="tiny settings (a test of the script)")
-    p.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache" / "video_fame"))
+    p.add_argument("--cache", default=str(BENCH / ".cache" / "video_fame"))
     p.add_argument("--out", default=str(ROOT / "docs" / "results" / "video_fame.json"))
     p.add_argument("--report-only", action="store_true", help="write results from the cache")
     p.add_argument("--note", default="", help="free-text note stored in settings.notes")
@@ -230,39 +241,25 @@ def main() -> None:
     a = p.parse_args()
 
     overrides = (SMOKE if a.smoke else []) + list(a.set)
-    tag = hashlib.sha1(" ".join(overrides).encode()).hexdigest()[:8] if overrides else "default"
-    cache = Path(a.cache) / tag
-    jobs = []
-    for seed in a.seeds:  # moco_video and moco_video_fame adjacent: they run as a pair
-        for name in a.rows:
-            jobs.append(
-                {"impl": name, "method": ROWS[name][0], "seed": seed, "overrides": overrides}
-            )
-    done = run_pending(
-        jobs,
-        a.epochs,
-        "synthetic-motion",
-        a.seeds,
-        cache,
-        a.jobs,
-        a.report_only,
-        worker=run_job,
-    )
+    cache = Path(a.cache)
+    jobs = make_jobs(a, overrides)
+    done = run_jobs(jobs, cache, a.jobs, report_only=a.report_only, import_paths=[BENCH],
+                    show=("motion_top1", "finetune_top1", "s_per_step"))  # fmt: skip
     if a.unbiased_probe:
         import torch
 
         torch.set_num_threads(2 if a.jobs == 1 else 1)
-        done = [{**r, **unbiased_probe(r, cache)} for r in done]
+        dirs = {j.key: j.run_dir(cache) for j in jobs}
+        for r in done:
+            r["metrics"].update(unbiased_probe(r, dirs[r["key"]]))
     write_results(done, a, overrides)
 
 
 def write_results(runs: list[dict], a: argparse.Namespace, overrides: list[str]) -> None:
     import torch
 
-    from vislearn.core.utils import write_json
-
     rows = aggregate(runs)
-    cfg = recipe("moco_video", a.seeds[0], a.epochs, overrides)
+    cfg = recipe("moco_video", a.epochs, overrides)
     d, e, m = cfg["data"], cfg["eval"], cfg["model"]
     settings = {
         "data": (
@@ -293,14 +290,16 @@ def write_results(runs: list[dict], a: argparse.Namespace, overrides: list[str])
         "hardware": f"{platform.processor() or platform.machine()}, 2 CPU cores, torch "
         f"{torch.__version__}, no GPU; one thread per run, {a.jobs} runs at a time",
         "recipes": {
-            name: recipe(name, a.seeds[0], a.epochs, overrides)["model"]
+            name: recipe(name, a.epochs, overrides)["model"]
             for name in ROWS
             if name != "random_init"
         },
         "overrides": overrides,
+        "intervals": "mean over seeds; *_ci95: Student-t 95 % interval (n - 1 dof); *_diff: "
+        "paired (same seed) difference against moco_video, with its 95 % t interval",
         "notes": a.note,
     }
-    write_json(a.out, {"benchmark": "video_fame", "settings": settings, "rows": rows})
+    write_json_results(a.out, "video_fame", settings, rows)
     print(f"wrote {a.out}")
     cols = ["motion_top1", "finetune_top1", "retrieval_r1", "retrieval_r5"]
     cols += ["background_probe_top1", "s_per_step"]

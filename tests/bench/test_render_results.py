@@ -3,7 +3,7 @@
 import importlib.util
 from pathlib import Path
 
-PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "render_results.py"
+PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "render_results.py"
 
 
 def _module():
@@ -32,3 +32,22 @@ def test_nested_keys_and_missing_values():
     assert r._cell(row, "per_frame.JF_mean", None) == "3.14"
     assert r._cell(row, "per_frame.J_mean", None) == "–"
     assert r._cell(row, "n", None) == "7"
+
+
+def test_intervals_and_paired_diff_columns():
+    r = _module()
+    rows = [
+        {"name": "base", "acc": 70.0, "acc_ci95": [69.0, 71.0], "acc_seeds": [69.5, 70, 70.5]},
+        {
+            "name": "ours",
+            "acc": 72.0,
+            "acc_ci95": [71.0, 73.0],
+            "acc_diff": {"baseline": "base", "mean": 2.0, "ci95": [1.0, 3.0]},
+        },
+        {"name": "old", "acc": 71.0, "acc_seeds": [70.0, 72.0], "acc_per_seed": [70.0, 72.0]},
+    ]
+    lines = r.render_rows(rows, [("top-1 %", "acc", "acc_per_seed")]).splitlines()
+    assert lines[0] == "| name | top-1 % | Δ vs `base` |"
+    assert lines[2] == "| `base` | 70.0 [69.0, 71.0] | – |"
+    assert lines[3] == "| `ours` | 72.0 [71.0, 73.0] | **+2.00 [+1.00, +3.00]** ▲ |"
+    assert lines[4] == "| `old` | 71.0 (70.0 / 72.0) | – |"  # no interval: the old format
