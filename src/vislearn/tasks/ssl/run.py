@@ -66,18 +66,18 @@ def build_datamodule(cfg: dict) -> ImageDataModule:
             f"{', '.join(video)})"
         )
     return ImageDataModule(
-        dataset=d["dataset"],
-        data_dir=d["data_dir"],
-        image_size=d["image_size"],
-        channels=d["channels"],
-        batch_size=d["batch_size"],
-        num_workers=d["num_workers"],
-        knn_bank_size=d["knn_bank_size"],
-        seed=cfg["seed"],
+        **_shared_data_kwargs(cfg),
         label_fraction=d["label_fraction"],
         labelled_batch_size=d["labelled_batch_size"],
         label_seed=d["label_seed"],
     )
+
+
+def _shared_data_kwargs(cfg: dict) -> dict:
+    """The arguments image and video data modules share, from ``cfg["data"]``."""
+    d = cfg["data"]
+    keys = ("dataset", "data_dir", "image_size", "channels", "batch_size", "num_workers")
+    return {**{k: d[k] for k in keys}, "knn_bank_size": d["knn_bank_size"], "seed": cfg["seed"]}
 
 
 def build_video_datamodule(
@@ -88,14 +88,7 @@ def build_video_datamodule(
     if d["label_fraction"] is not None or d["labelled_batch_size"] is not None:
         raise VislearnError("data.label_fraction / labelled_batch_size apply to image data only")
     return VideoDataModule(
-        dataset=d["dataset"],
-        data_dir=d["data_dir"],
-        image_size=d["image_size"],
-        channels=d["channels"],
-        batch_size=d["batch_size"],
-        num_workers=d["num_workers"],
-        knn_bank_size=d["knn_bank_size"],
-        seed=cfg["seed"],
+        **_shared_data_kwargs(cfg),
         online_eval=online_eval,
         clips_per_video=clips_per_video,
         frames=d["frames"],
