@@ -55,7 +55,7 @@ def load_settings(smoke: bool) -> dict:
 
 
 def make_videos(v: dict) -> dict:
-    from vislearn.data.synthetic import moving_sprite_videos
+    from vislearn.data.synthetic.motion import moving_sprite_videos
 
     common = {
         "frames": v["frames"],
