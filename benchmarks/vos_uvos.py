@@ -177,7 +177,7 @@ def segment_frame_difference(frames, threshold: float):
 
 
 def score(preds: dict, gts: dict) -> dict:
-    from vislearn.eval.vos import evaluate_sequences
+    from vislearn.eval.vos.protocols import evaluate_sequences
 
     out = {}
     for protocol in ("davis", "per_frame"):

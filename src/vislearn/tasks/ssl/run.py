@@ -324,9 +324,9 @@ def evaluate_semi(
 ) -> dict[str, float | int]:
     """Semi-supervised fine-tuning (:func:`~vislearn.eval.semi.semi_supervised_finetune`) of
     ``backbone`` on a seeded ``fraction`` of ``dataset``'s training labels; top-1 on its test
-    split, with the fraction, seed and subset size."""
+    split in % (``semi_top1``), with the fraction, seed and subset size."""
     train, test = _labelled_splits(backbone, dataset, data_dir, "semi-supervised fine-tuning")
-    return semi_supervised_finetune(
+    res = semi_supervised_finetune(
         backbone,
         train,
         test,
@@ -338,6 +338,8 @@ def evaluate_semi(
         device=device or _default_device(),
         progress=progress,
     )
+    res["semi_top1"] = 100 * res["semi_top1"]
+    return res
 
 
 def evaluate_fewshot(

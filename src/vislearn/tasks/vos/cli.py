@@ -295,13 +295,9 @@ def run_video_seg(a: argparse.Namespace) -> None:
     import torch
 
     from vislearn.core.errors import VislearnError
-    from vislearn.tasks.vos.segment import (
-        ObjectRule,
-        overlay_strip,
-        save_overlay_video,
-        segment_video,
-        write_masks,
-    )
+    from vislearn.tasks.vos.objects import ObjectRule
+    from vislearn.tasks.vos.output import overlay_strip, save_overlay_video, write_masks
+    from vislearn.tasks.vos.segment import segment_video
 
     src = Path(a.input).expanduser()
     name = src.name if src.is_dir() else src.stem
