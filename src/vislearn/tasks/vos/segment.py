@@ -1,5 +1,7 @@
 """SSL-UVOS inference: segment a whole video into temporally consistent clusters
-(``research/uvos.md`` §3), pick the object clusters, and write or draw the result.
+(Ding et al., "Betrayed by Attention", ECCV 2024, arXiv:2311.17893); the object clusters
+are picked by :mod:`vislearn.tasks.vos.objects` and written or drawn by
+:mod:`vislearn.tasks.vos.output`.
 
 :func:`segment_video` runs the pipeline on one video:
 
