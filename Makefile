@@ -1,6 +1,6 @@
 # vislearn: two commands on a fresh machine (Python >= 3.11, pip; no GPU needed)
 #   make demo   -- venv + install + MoCo v2 on the embedded data, kNN/linear table, t-SNE PNG
-#   make test   -- venv + install + ruff + the whole test suite
+#   make test   -- venv + install + ruff + import layering (lint-imports) + the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
@@ -24,6 +24,7 @@ demo: install
 
 test: install
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest tests
 
 bench: install

@@ -187,7 +187,9 @@ def rows_of(record: dict) -> dict[str, dict]:
             rows[f"fewshot/{fewshot_name}/{key.removeprefix('fewshot_')}"] = dict(value)
     if name == "moco_v2":
         for tag in FRACTIONS:
-            tries = {lr: run[f"finetune_{tag}_lr{lr:g}"]["semi_top1"] for lr in FINETUNE_LRS}
+            tries = {
+                lr: 100 * run[f"finetune_{tag}_lr{lr:g}"]["semi_top1"] for lr in FINETUNE_LRS
+            }  # fraction -> %
             best = max(tries, key=tries.get)
             rows[f"moco_v2_finetune_{tag}"] = {
                 "top1": tries[best],

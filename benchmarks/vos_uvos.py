@@ -55,7 +55,7 @@ def load_settings(smoke: bool) -> dict:
 
 
 def make_videos(v: dict) -> dict:
-    from vislearn.data.synthetic import moving_sprite_videos
+    from vislearn.data.synthetic.motion import moving_sprite_videos
 
     common = {
         "frames": v["frames"],
@@ -177,7 +177,7 @@ def segment_frame_difference(frames, threshold: float):
 
 
 def score(preds: dict, gts: dict) -> dict:
-    from vislearn.eval.vos import evaluate_sequences
+    from vislearn.eval.vos.protocols import evaluate_sequences
 
     out = {}
     for protocol in ("davis", "per_frame"):

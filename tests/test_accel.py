@@ -112,7 +112,8 @@ def pixart_inputs(batch: int = 2):
 
 # ---------------------------------------------------------------------- schedules
 def test_released_dit_schedule_matches_the_notes():
-    # research/dit-caching.md 2.2: DDIM-50, fresh_threshold 3, listed from t = T (T = conservative)
+    # DuCa (arXiv:2412.18911) official code: DDIM-50, fresh_threshold 3, listed from t = T
+    # (T = conservative)
     documented = "FTATFFTATFTATFTATFTFATFATFATFATFTFTFTFTFTFTFTFTFTF".replace("T", "C")
     types = step_types("duca_dit", 50)
     assert types_to_string(types) == documented

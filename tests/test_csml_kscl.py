@@ -1,10 +1,10 @@
 """CsMl and KSCL: losses against NumPy transcriptions, CutMix, kNN bags, subspace numerics,
 and both methods end to end (tiny settings, seconds on 2 CPU cores).
 
-References: the released CsMl loss transcribed in float64 NumPy (research/ssl-methods-1.md
-§2.2), the KSCL score as the projection length onto the span of the top-L eigenvectors of the
-keys' Gram matrix (``numpy.linalg.eigh``) and as a least-squares projection, brute-force
-nearest neighbours in NumPy, and pixel counting for CutMix.
+References: the released CsMl loss transcribed in float64 NumPy (Xu et al., arXiv:2012.02733;
+release github.com/haohang96/CSML), the KSCL score as the projection length onto the span of
+the top-L eigenvectors of the keys' Gram matrix (``numpy.linalg.eigh``) and as a least-squares
+projection, brute-force nearest neighbours in NumPy, and pixel counting for CutMix.
 """
 
 from __future__ import annotations

@@ -22,17 +22,16 @@ from vislearn.data.mixing import (
     pixel_mix,
     region_mix,
 )
-from vislearn.data.segmentation import (
+from vislearn.data.segmentation.augment import SegmentationAugment
+from vislearn.data.segmentation.datasets import (
     ArraySegmentationDataset,
-    LabelSpace,
     MultiDatasetSegmentation,
-    SegmentationAugment,
-    SegmentationFolder,
-    downsample_labels,
     fraction_subset,
-    write_segmentation_folder,
 )
-from vislearn.data.synthetic import SEG_TAXONOMIES, generated_background, segmentation_scenes
+from vislearn.data.segmentation.folder import SegmentationFolder, write_segmentation_folder
+from vislearn.data.segmentation.labels import LabelSpace, downsample_labels
+from vislearn.data.synthetic.backgrounds import generated_background
+from vislearn.data.synthetic.scenes import SEG_TAXONOMIES, segmentation_scenes
 from vislearn.data.video.davis import davis_palette
 from vislearn.engine.prototypes import PrototypeBank, class_mean_stats
 from vislearn.eval.segmentation import colourise, confusion_matrix, segmentation_scores
@@ -484,7 +483,7 @@ def test_seg_cli_pretrain_finetune_eval_predict(tmp_path, capsys):
 
 
 def test_epoch_slice_sampler_fixed_epochs_cover_the_data():
-    from vislearn.data.segmentation import EpochSliceSampler
+    from vislearn.data.segmentation.samplers import EpochSliceSampler
 
     # 10 items, 4 per rank and epoch on 2 ranks: 5 epochs = 4 full passes
     seen = []

@@ -12,17 +12,17 @@ from PIL import Image
 
 from vislearn.core.errors import VislearnError
 from vislearn.data.augment import ViewConfig
-from vislearn.data.synthetic import (
+from vislearn.data.synthetic.backgrounds import (
     DEFAULT_PHOTO_DIR,
-    MotionClipDataset,
-    composite,
     generated_background,
     list_background_photos,
     load_backgrounds,
-    motion_splits,
-    moving_sprite_videos,
-    write_video_folders,
 )
+from vislearn.data.synthetic.clips import MotionClipDataset, write_video_folders
+from vislearn.data.synthetic.motion import motion_splits, moving_sprite_videos
+from vislearn.data.synthetic.sprites import composite
+from vislearn.data.video.augment import ClipAugment
+from vislearn.data.video.dataset import VideoFolderDataset, clip_indices
 from vislearn.data.video.fame import (
     FAME,
     color_ids,
@@ -33,16 +33,7 @@ from vislearn.data.video.fame import (
     rgb_to_hsv,
     sample_donors,
 )
-from vislearn.data.video.io import (
-    ClipAugment,
-    VideoFolderDataset,
-    clip_indices,
-    count_frames,
-    list_frames,
-    read_clip,
-    read_video,
-    write_video,
-)
+from vislearn.data.video.io import count_frames, list_frames, read_clip, read_video, write_video
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

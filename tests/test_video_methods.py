@@ -160,7 +160,8 @@ def test_fame_view_is_own_foreground_on_donor_background_without_jitter():
 
 # ---- data ---------------------------------------------------------------------------------
 def test_video_datamodule_reads_ucf_style_folders(tmp_path):
-    from vislearn.data.synthetic import motion_splits, write_video_folders
+    from vislearn.data.synthetic.clips import write_video_folders
+    from vislearn.data.synthetic.motion import motion_splits
 
     train, test = motion_splits(8, 4, frames=10, size=32, classes=("right", "left", "grow"))
     write_video_folders(train, tmp_path / "train")

@@ -19,17 +19,15 @@ from vislearn.data.video.davis import (
     read_predictions,
     write_label_png,
 )
-from vislearn.eval.vos import (
+from vislearn.eval.vos.measures import (
     boundary_f,
     boundary_map,
     boundary_tolerance,
     disk,
-    evaluate_folder,
-    evaluate_sequence,
-    evaluate_sequences,
     region_j,
     stats,
 )
+from vislearn.eval.vos.protocols import evaluate_folder, evaluate_sequence, evaluate_sequences
 
 
 def box(shape, r0, r1, c0, c1):

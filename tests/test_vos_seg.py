@@ -24,14 +24,9 @@ from vislearn.tasks.vos.cluster import (
     symmetric_kl,
 )
 from vislearn.tasks.vos.features import ViTKeyFeatures
-from vislearn.tasks.vos.segment import (
-    ObjectRule,
-    cluster_statistics,
-    overlay_strip,
-    segment_video,
-    select_objects,
-    write_masks,
-)
+from vislearn.tasks.vos.objects import ObjectRule, cluster_statistics, select_objects
+from vislearn.tasks.vos.output import overlay_strip, write_masks
+from vislearn.tasks.vos.segment import segment_video
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

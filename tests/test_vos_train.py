@@ -301,7 +301,7 @@ def test_dataset_from_tensor_and_sampler():
 
 
 def _sprites():
-    from vislearn.data.synthetic import moving_sprite_videos
+    from vislearn.data.synthetic.motion import moving_sprite_videos
 
     return moving_sprite_videos(4, frames=8, size=32, seed=0, distractors=1).clips
 

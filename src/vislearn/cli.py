@@ -554,10 +554,10 @@ def cmd_export(a: argparse.Namespace) -> None:
 def cmd_embed(a: argparse.Namespace) -> None:
     from vislearn.data import get_dataset
     from vislearn.eval import extract_features, plot_embedding
-    from vislearn.tasks.ssl.run import _in_chans, load_backbone
+    from vislearn.tasks.ssl.run import backbone_in_chans, load_backbone
 
     bb = load_backbone(a.checkpoint, a.backbone, in_chans=a.in_chans)
-    ds = get_dataset(a.data, a.split, a.data_dir, channels=_in_chans(bb))
+    ds = get_dataset(a.data, a.split, a.data_dir, channels=backbone_in_chans(bb))
     feats, labels = extract_features(bb, ds)
     if (labels < 0).all():
         labels = labels.clamp(min=0)

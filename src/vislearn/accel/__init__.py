@@ -10,8 +10,11 @@ Attached from outside to a diffusers transformer, nothing forked::
     print(cache.counts())             # {'full': 17, 'conservative': 17, 'aggressive': 16, ...}
 
 :mod:`vislearn.accel.schedule` (step types, presets), :mod:`vislearn.accel.selection` (token
-scores), :mod:`vislearn.accel.cache` (the hooks), :mod:`vislearn.accel.metrics` (FLOPs, PSNR,
-relative L2), :mod:`vislearn.accel.sampling` (checkpoint loading, a CFG sampler). Names are
+scores), the cache laid out like diffusers' hooks -- :mod:`vislearn.accel.config` (settings),
+:mod:`vislearn.accel.state` (per-run state), :mod:`vislearn.accel.hook` (the block hooks),
+:mod:`vislearn.accel.apply` (:class:`DuCaCache`, :func:`find_blocks`) --
+:mod:`vislearn.accel.metrics` (FLOPs, PSNR, relative L2), :mod:`vislearn.accel.sampling`
+(checkpoint loading, a CFG sampler). Names are
 imported lazily, so ``import vislearn.accel`` imports neither torch nor diffusers.
 """
 
@@ -20,9 +23,12 @@ from __future__ import annotations
 from vislearn.core.lazy import lazy_exports
 
 _EXPORTS = {
-    "DuCaCache": "cache",
-    "UnsupportedModelError": "cache",
-    "find_blocks": "cache",
+    "DuCaCache": "apply",
+    "UnsupportedModelError": "config",
+    "find_blocks": "apply",
+    "CacheConfig": "config",
+    "BlockCache": "state",
+    "RunState": "state",
     "count_flops": "metrics",
     "flops_ratio": "metrics",
     "psnr": "metrics",

@@ -14,8 +14,8 @@ gets a :class:`StepType`:
     FORA: re-gate the cached attention / cross-attention / MLP outputs of every block, no tokens
     recomputed.
 
-The cycle (see ``research/dit-caching.md`` section 2.2): the official code classifies a step by
-the *code step* ``s`` and the current interval ``n``::
+The cycle (DuCa: Zou et al., arXiv:2412.18911, and its official code release), which
+classifies a step by the *code step* ``s`` and the current interval ``n``::
 
     full          if first step or s % n == 0
     conservative  elif (s % n) is odd

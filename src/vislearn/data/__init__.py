@@ -24,15 +24,10 @@ from vislearn.data.synthetic import (
     moving_sprite_videos,
     write_video_folders,
 )
+from vislearn.data.video.augment import ClipAugment
+from vislearn.data.video.dataset import VideoFolderDataset, clip_indices
 from vislearn.data.video.fame import FAME, fame, fame_mask
-from vislearn.data.video.io import (
-    ClipAugment,
-    VideoFolderDataset,
-    clip_indices,
-    read_clip,
-    read_video,
-    write_video,
-)
+from vislearn.data.video.io import read_clip, read_video, write_video
 
 __all__ = [
     "BUILTIN_DATASETS",

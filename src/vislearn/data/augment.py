@@ -87,11 +87,13 @@ PRESETS: dict[str, AugmentConfig] = {
 OP_STAGES = ("uint8", "normalized")
 
 
-def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> Tensor:
+def uniform_draws(n: int, lo: float, hi: float, g: torch.Generator) -> Tensor:
+    """``n`` draws uniform in ``[lo, hi)`` from generator ``g`` (CPU)."""
     return torch.rand(n, generator=g) * (hi - lo) + lo
 
 
-def _bernoulli(n: int, p: float, g: torch.Generator) -> Tensor:
+def bernoulli_draws(n: int, p: float, g: torch.Generator) -> Tensor:
+    """``n`` boolean draws, each ``True`` with probability ``p``, from generator ``g``."""
     return torch.rand(n, generator=g) < p
 
 
@@ -115,7 +117,7 @@ def _rotate_hue(x: Tensor, turns: Tensor) -> Tensor:
     return (c @ torch.linalg.inv(yiq).T).permute(0, 3, 1, 2)
 
 
-def _blur(x: Tensor, sigma: Tensor, kernel_size: int | None = None) -> Tensor:
+def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int | None = None) -> Tensor:
     """Per-sample Gaussian blur (separable, reflect padding).
 
     ``kernel_size`` defaults to ~10% of the image side (odd, at least 3), as in SimCLR.
@@ -145,13 +147,13 @@ def crop_flip_theta(
     Area fraction ~ U(scale), log aspect ratio ~ U(log ratio), centre uniform among the crops
     that fit (sides clamped to the image), horizontal flip with probability ``hflip_p``.
     """
-    area = _uniform(n, *scale, g)
-    logr = _uniform(n, math.log(ratio[0]), math.log(ratio[1]), g)
+    area = uniform_draws(n, *scale, g)
+    logr = uniform_draws(n, math.log(ratio[0]), math.log(ratio[1]), g)
     w = torch.sqrt(area * logr.exp()).clamp(max=1.0)
     h = torch.sqrt(area / logr.exp()).clamp(max=1.0)
     cx = (torch.rand(n, generator=g) * (1 - w) + w / 2) * 2 - 1
     cy = (torch.rand(n, generator=g) * (1 - h) + h / 2) * 2 - 1
-    flip = torch.where(_bernoulli(n, hflip_p, g), -1.0, 1.0)
+    flip = torch.where(bernoulli_draws(n, hflip_p, g), -1.0, 1.0)
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0], theta[:, 0, 2] = w * flip, cx
     theta[:, 1, 1], theta[:, 1, 2] = h, cy
@@ -171,15 +173,15 @@ def color_jitter(
     bri, con, sat, hue = strength
     if not (p > 0 and any(strength)):
         return x
-    on = _bernoulli(n, p, g).to(x.device).view(-1, 1, 1, 1)
-    y = x * _uniform(n, 1 - bri, 1 + bri, g).to(x).view(-1, 1, 1, 1)
+    on = bernoulli_draws(n, p, g).to(x.device).view(-1, 1, 1, 1)
+    y = x * uniform_draws(n, 1 - bri, 1 + bri, g).to(x).view(-1, 1, 1, 1)
     m = _gray(y).mean((1, 2, 3), keepdim=True)
-    y = (y - m) * _uniform(n, 1 - con, 1 + con, g).to(x).view(-1, 1, 1, 1) + m
+    y = (y - m) * uniform_draws(n, 1 - con, 1 + con, g).to(x).view(-1, 1, 1, 1) + m
     y = y.clamp(0, 1)
     if x.shape[1] == 3:
-        s = _uniform(n, 1 - sat, 1 + sat, g).to(x).view(-1, 1, 1, 1)
+        s = uniform_draws(n, 1 - sat, 1 + sat, g).to(x).view(-1, 1, 1, 1)
         y = ((y - _gray(y)) * s + _gray(y)).clamp(0, 1)
-        y = _rotate_hue(y, _uniform(n, -hue, hue, g)).clamp(0, 1)
+        y = _rotate_hue(y, uniform_draws(n, -hue, hue, g)).clamp(0, 1)
     return torch.where(on, y, x)
 
 
@@ -187,7 +189,7 @@ def random_grayscale(x: Tensor, p: float, g: torch.Generator) -> Tensor:
     """Turn each sample of ``[B, C, H, W]`` to gray with probability ``p`` (3 channels only)."""
     if not (p > 0 and x.shape[1] == 3):
         return x
-    on = _bernoulli(x.shape[0], p, g).to(x.device).view(-1, 1, 1, 1)
+    on = bernoulli_draws(x.shape[0], p, g).to(x.device).view(-1, 1, 1, 1)
     return torch.where(on, _gray(x), x)
 
 
@@ -219,10 +221,10 @@ class ViewAugment(nn.Module):
         x = color_jitter(x, cfg.jitter, cfg.jitter_p, g)
         x = random_grayscale(x, cfg.gray_p, g)
         if self.use_blur:
-            on = _bernoulli(n, cfg.blur_p, g).to(x.device).view(-1, 1, 1, 1)
-            x = torch.where(on, _blur(x, _uniform(n, *cfg.blur_sigma, g)), x)
+            on = bernoulli_draws(n, cfg.blur_p, g).to(x.device).view(-1, 1, 1, 1)
+            x = torch.where(on, gaussian_blur(x, uniform_draws(n, *cfg.blur_sigma, g)), x)
         if cfg.solarize_p > 0:
-            on = _bernoulli(n, cfg.solarize_p, g).to(x.device).view(-1, 1, 1, 1)
+            on = bernoulli_draws(n, cfg.solarize_p, g).to(x.device).view(-1, 1, 1, 1)
             x = torch.where(on & (x >= 0.5), 1.0 - x, x)
         return self.normalize(x)
 

@@ -145,7 +145,7 @@ def _verify(path: Path) -> bool:
         return False
 
 
-def _to_mode(img: Image.Image, mode: str) -> Image.Image:
+def to_mode(img: Image.Image, mode: str) -> Image.Image:
     """Convert to ``"L"`` or ``"RGB"``, scaling 16/32-bit and float images to 8 bits."""
     if img.mode in ("I", "F") or img.mode.startswith("I;16"):
         arr = np.asarray(img, dtype=np.float64)
@@ -167,7 +167,7 @@ def load_image(path: str | os.PathLike, image_size: int, channels: int) -> torch
     """
     with Image.open(path) as opened:
         img = ImageOps.exif_transpose(opened)
-        img = _to_mode(img, "L" if channels == 1 else "RGB")
+        img = to_mode(img, "L" if channels == 1 else "RGB")
     w, h = img.size
     scale = image_size / min(w, h)
     new_w, new_h = max(image_size, round(w * scale)), max(image_size, round(h * scale))

@@ -5,8 +5,8 @@ each patch gets a foreground score, the ``k`` best-scoring patches stay visible,
 masked and filled in by the MAE decoder, and the visible patches are pasted back. The object
 stays sharp; the rest becomes a plausible, blurry re-synthesis.
 
-No official code exists; the masking logic is the reconstruction of
-``research/ssl-methods-2.md`` §2.2 from the paper's figure. Every uncertain choice is a
+No official code exists; the masking logic is our reconstruction from the paper's figure
+(Xu et al., arXiv:2206.04846). Every uncertain choice is a
 parameter (default first):
 
 * ``score``: ``"token_dot"`` -- dot product of the final class token with each final patch

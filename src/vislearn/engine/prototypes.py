@@ -5,8 +5,8 @@ images of the class (which counters long tails and data set imbalance). The prot
 buffers, not parameters: no gradient reaches them; they follow the embeddings through
 :meth:`PrototypeBank.update`, called with detached embeddings after the loss of a step.
 
-**Two-step average** (the rebuttal's name; the rule is our interpretation, see
-``research/ssl-methods-2.md`` section 4.2):
+**Two-step average** (the name in the authors' rebuttal for MDP, Shi et al., arXiv 2106.04121; the
+rule is our interpretation):
 
 1. for every image ``b`` and class ``c`` present in it, the mean embedding ``m_bc`` of the
    image's pixels of class ``c``;

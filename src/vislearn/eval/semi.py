@@ -3,18 +3,15 @@ class-balanced fraction of the training labels (the 1 % / 10 % protocol of SimCL
 
 from __future__ import annotations
 
-import copy
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from vislearn.core.errors import VislearnError
 from vislearn.data.augment import MultiViewAugment
 from vislearn.data.subsets import balanced_subset
+from vislearn.eval.finetune import finetune, linear_head_model, top1_fraction
 from vislearn.ops.features import extract_features
-from vislearn.ops.optim import build_optimizer, param_groups, warmup_cosine
 
 __all__ = ["semi_supervised_finetune"]
 
@@ -42,11 +39,13 @@ def semi_supervised_finetune(
     passes over the subset in shuffled batches (the last incomplete batch dropped, so BatchNorm
     never sees a batch of one), each image augmented by the ``augment`` preset's first view
     (default: crop 0.5-1 + flip). The head starts at ``N(0, 0.01)`` weights and zero bias.
-    ``backbone`` itself is not changed.
+    ``backbone`` itself is not changed. The loop is :func:`~vislearn.eval.finetune.finetune`;
+    a non-finite loss raises :class:`~vislearn.core.errors.VislearnError`.
 
     Returns:
-        ``semi_top1`` (test top-1 in %), ``fraction``, ``seed``, ``num_labelled``, ``epochs``
-        and ``steps``.
+        ``semi_top1`` (test top-1 as a fraction in [0, 1], like every function of
+        :mod:`vislearn.eval`; ``vislearn eval semi`` reports it in %), ``fraction``, ``seed``,
+        ``num_labelled``, ``epochs`` and ``steps``.
     """
     labels = getattr(train_set, "labels", None)
     if labels is None:
@@ -56,12 +55,7 @@ def semi_supervised_finetune(
     subset = balanced_subset(labels, fraction=fraction, seed=seed)
     num_classes = int(getattr(train_set, "num_classes", 0) or int(labels.max()) + 1)
     g = torch.Generator().manual_seed(seed)
-    model = copy.deepcopy(backbone).to(device).train()
-    head = nn.Linear(model.num_features, num_classes).to(device)
-    with torch.no_grad():
-        head.weight.copy_(torch.randn(head.weight.shape, generator=g) * 0.01)
-        head.bias.zero_()
-    net = nn.Sequential(model, head)
+    net = linear_head_model(backbone, num_classes, g, device)
     batch = min(batch_size, len(subset))
     loader = DataLoader(
         Subset(train_set, subset.tolist()),
@@ -72,25 +66,13 @@ def semi_supervised_finetune(
     )
     first = train_set[0][0]
     view = MultiViewAugment(augment, int(first.shape[-1]), int(first.shape[0]), seed).to(device)
-    opt = build_optimizer("sgd", param_groups([net], weight_decay), lr, momentum=0.9)
-    total = epochs * len(loader)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_cosine(step, total, 0))
-    epoch_iter = range(epochs)
-    if progress:
-        from tqdm.auto import tqdm
-
-        epoch_iter = tqdm(epoch_iter, desc=f"fine-tune {fraction:g}", leave=False)
-    for _ in epoch_iter:
-        for x, y in loader:
-            loss = F.cross_entropy(net(view(x.to(device))[0]), y.to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+    total = finetune(
+        net, loader, view, epochs, lr, weight_decay, device, progress, f"fine-tune {fraction:g}"
+    )
     logits, test_labels = extract_features(net, test_set, device=device, progress=progress)
-    top1 = (logits.argmax(1) == test_labels).float().mean().item()
+    top1 = top1_fraction(logits, test_labels)
     return {
-        "semi_top1": 100 * top1,
+        "semi_top1": top1,
         "fraction": float(fraction),
         "seed": int(seed),
         "num_labelled": len(subset),

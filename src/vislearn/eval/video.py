@@ -32,7 +32,6 @@ Functions return fractions in [0, 1]; the pipeline reports percentages.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 import torch
@@ -43,7 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 from vislearn.core.errors import VislearnError
 from vislearn.data.augment import ViewConfig
 from vislearn.data.video.views import ClipNormalize, ClipViews
-from vislearn.ops.optim import build_optimizer, param_groups, warmup_cosine
+from vislearn.eval.finetune import finetune, linear_head_model, top1_fraction
 
 __all__ = [
     "center_crop",
@@ -201,6 +200,9 @@ def video_finetune(
         dropout: before the head (FAME uses 0.7 on full-size networks).
         seed: head initialisation, batch order, augmentation.
 
+    The loop is :func:`~vislearn.eval.finetune.finetune` (shared with
+    :func:`~vislearn.eval.semi.semi_supervised_finetune`).
+
     Returns:
         ``finetune_top1`` (in [0, 1]), ``epochs``, ``steps``.
     """
@@ -219,36 +221,15 @@ def video_finetune(
             f"fine-tuning needs one clip [T, C, H, W] per item, got {tuple(first.shape)}"
         )
     g = torch.Generator().manual_seed(seed)
-    model = copy.deepcopy(backbone).to(device).train()
-    head = nn.Linear(model.num_features, num_classes).to(device)
-    with torch.no_grad():
-        head.weight.copy_(torch.randn(head.weight.shape, generator=g) * 0.01)
-        head.bias.zero_()
-    net = nn.Sequential(model, nn.Dropout(dropout), head)
+    net = linear_head_model(backbone, num_classes, g, device, dropout=dropout)
     batch = min(batch_size, len(train_set))
     loader = DataLoader(train_set, batch_size=batch, shuffle=True, drop_last=True, generator=g)
     size = crop_size or int(first.shape[-1])
     cfg = augment if augment is not None else ViewConfig(blur_p=0.0)
     views = ClipViews(cfg, size, int(first.shape[1]), seed).to(device)
-    opt = build_optimizer("sgd", param_groups([net], weight_decay), lr, momentum=0.9)
-    total = epochs * len(loader)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_cosine(step, total, 0))
-    epoch_iter = range(epochs)
-    if progress:
-        from tqdm.auto import tqdm
-
-        epoch_iter = tqdm(epoch_iter, desc="fine-tune", leave=False)
-    for _ in epoch_iter:
-        for x, y in loader:
-            loss = F.cross_entropy(net(views(x.to(device))[0]), y.to(device))
-            if not torch.isfinite(loss):
-                raise VislearnError(f"fine-tuning loss is {loss.item()}; lower the learning rate")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+    total = finetune(net, loader, views, epochs, lr, weight_decay, device, progress)
     logits, test_labels = extract_clip_features(
         net, test_set, batch_size=batch_size, device=device, crop_size=size, progress=progress
     )
-    top1 = (logits.argmax(1) == test_labels).float().mean().item()
+    top1 = top1_fraction(logits, test_labels)
     return {"finetune_top1": top1, "epochs": int(epochs), "steps": int(total)}

@@ -17,7 +17,7 @@ data sets, ``y`` pixel labels ``[N]`` with ``ignore_index`` for unlabelled pixel
   function for the exact form).
 
 The published MDP paper (Shi et al., arXiv 2106.04121) gives no formulas we could read; these
-follow the reconstruction in ``research/ssl-methods-2.md`` section 4.2, and every free choice
+are our reconstruction from the abstract and the authors' rebuttal, and every free choice
 is an argument.
 """
 

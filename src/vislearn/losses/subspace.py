@@ -10,7 +10,7 @@ principal directions of the keys, ``v_l = Kn u_l / sqrt(λ_l)``, and the score o
     M = \sum_{l \le L} \frac{u_l u_l^\top}{\max(\lambda_l, \varepsilon)}
 
 ``s = |q·k|`` for ``K = L = 1``: MoCo's logit up to its sign. [UNVERIFIED reconstruction: the
-paper's exact score is not available; see ``research/ssl-methods-1.md`` §3.3.]
+paper's exact score is not available; KSCL: Xu, Xiong & Qi, TPAMI 2022, arXiv:2007.13310.]
 
 Numerical choices (all documented parameters):
 

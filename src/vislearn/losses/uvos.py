@@ -1,4 +1,5 @@
-"""The two training losses of SSL-UVOS (``research/uvos.md`` §2.2), as pure tensor functions.
+"""The two training losses of SSL-UVOS (Ding et al., "Betrayed by Attention", ECCV 2024,
+arXiv:2311.17893), as pure tensor functions.
 
 Both take the spatio-temporal block's attention ``attn`` ``[B, T N, T N]`` (post-dropout,
 head-averaged, class-token rows and columns removed, rows *not* renormalised -- the second

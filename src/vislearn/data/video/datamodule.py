@@ -8,7 +8,7 @@ Two sources:
   (``background_bias``), the test split never is. Generated once per process for a given
   setting (seeded by ``synthetic_seed``, independent of the training seed, so every run and
   every evaluation sees the same videos).
-* a folder of videos (:class:`~vislearn.data.video.io.VideoFolderDataset`, UCF101/HMDB51-style
+* a folder of videos (:class:`~vislearn.data.video.dataset.VideoFolderDataset`, UCF101/HMDB51-style
   class folders of video files or frame folders): ``root/train`` + ``root/test`` (or
   ``root/val``), or ``root`` alone as an unlabelled/labelled training set without online
   evaluation.
@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 from vislearn.core.errors import VislearnError
 from vislearn.data.datamodule import ImageDataModule
 from vislearn.data.synthetic import MotionClipDataset, MotionVideos, motion_splits
-from vislearn.data.video.io import VideoFolderDataset, find_videos
+from vislearn.data.video.dataset import VideoFolderDataset, find_videos
 
 __all__ = ["SYNTHETIC_MOTION", "VideoDataModule", "synthetic_motion_splits"]
 
@@ -175,7 +175,7 @@ class VideoDataModule(ImageDataModule):
     ) -> Dataset:
         """A split of the data as a data set of clips ``(uint8 [T, C, H, W] or
         [K, T, C, H, W], label)``; ``mode``/``num_clips`` as in
-        :func:`~vislearn.data.video.io.clip_indices`, ``target="background"`` (synthetic only)
+        :func:`~vislearn.data.video.dataset.clip_indices`, ``target="background"`` (synthetic only)
         labels each video with its background identity."""
         if split not in ("train", "test"):
             raise VislearnError(f"unknown split {split!r}; expected 'train' or 'test'")

@@ -54,7 +54,7 @@ Choices where the notes leave room (documented defaults, all parameters):
 * ``T = 1``: no frame difference exists; the clip is treated as static.
 
 Use it on un-normalised [0, 1] clips after the spatial crop/flip and before colour jitter
-and normalisation (:class:`vislearn.data.video.io.ClipAugment` has the two stages apart); the
+and normalisation (:class:`vislearn.data.video.augment.ClipAugment` has the two stages apart); the
 release merges only the first of the two clips of each video.
 """
 
@@ -66,7 +66,7 @@ import torch
 from torch import Tensor, nn
 
 from vislearn.core.errors import VislearnError
-from vislearn.data.augment import _blur
+from vislearn.data.augment import gaussian_blur
 
 __all__ = [
     "FAME",
@@ -117,7 +117,7 @@ def _smooth(x: Tensor, kernel: int) -> Tensor:
     if kernel <= 1:
         return x
     sigma = torch.full((b,), kernel / 3.0, device=x.device)
-    return _blur(x.unsqueeze(1), sigma, kernel_size=kernel)[:, 0]
+    return gaussian_blur(x.unsqueeze(1), sigma, kernel_size=kernel)[:, 0]
 
 
 def motion_map(clips: Tensor, kernel_size: int | None = None) -> Tensor:

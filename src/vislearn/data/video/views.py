@@ -28,15 +28,15 @@ from torch import Tensor, nn
 
 from vislearn.core.errors import VislearnError
 from vislearn.data.augment import ViewConfig
+from vislearn.data.video.augment import ClipAugment
 from vislearn.data.video.fame import fame_mask, fame_merge, sample_donors
-from vislearn.data.video.io import ClipAugment
 
 __all__ = ["ClipNormalize", "ClipViews"]
 
 
 class ClipNormalize(nn.Module):
     """uint8 clips ``[B, T, C, H, W]`` -> normalised float ``[B, C, T, H, W]`` (the evaluation
-    transform; the statistics of :class:`~vislearn.data.video.io.ClipAugment`)."""
+    transform; the statistics of :class:`~vislearn.data.video.augment.ClipAugment`)."""
 
     def __init__(self, channels: int = 3) -> None:
         super().__init__()

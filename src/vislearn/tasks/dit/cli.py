@@ -92,7 +92,7 @@ def _policy_overrides(a: argparse.Namespace) -> dict:
 def _setup(a: argparse.Namespace):
     import torch
 
-    from vislearn.accel.cache import DuCaCache
+    from vislearn.accel.apply import DuCaCache
     from vislearn.accel.sampling import load_transformer, make_scheduler
     from vislearn.core.errors import VislearnError
 

@@ -3,8 +3,8 @@
 
 **MDP** (Shi et al., "Multi-dataset Pretraining: A Unified Model for Semantic Segmentation",
 arXiv 2106.04121). No code was published and the paper body was not readable here; the
-method below follows the abstract and the authors' draft rebuttal as summarised in
-``research/ssl-methods-2.md`` section 4, and every choice the sources leave open is an
+method below is our reconstruction from the abstract and the authors' draft rebuttal, and
+every choice the sources leave open is an
 argument of :class:`SegPretrainModule` (defaults in brackets):
 
 * label space: the plain concatenation of the data sets' label spaces, no merging;

@@ -1,4 +1,5 @@
-"""The spatio-temporal block of SSL-UVOS (``research/uvos.md`` §1.3).
+"""The spatio-temporal block of SSL-UVOS (Ding et al., "Betrayed by Attention", ECCV 2024,
+arXiv:2311.17893).
 
 One pre-norm transformer block with joint attention over the tokens of ``T`` frames,
 ``[CLS_t, k_t(0..N-1)]`` per frame, and no positional or temporal embedding (position enters

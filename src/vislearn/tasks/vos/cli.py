@@ -277,7 +277,7 @@ def add_video_seg_parser(sub: Any) -> argparse.ArgumentParser:
 def _read_input(path: Path):
     """Frames uint8 ``[T, C, H, W]``, output frame names (or ``None``) and the video name."""
     from vislearn.core.errors import VislearnError
-    from vislearn.data.video.io import _is_video_file, list_frames, read_clip, read_video
+    from vislearn.data.video.io import is_video_file, list_frames, read_clip, read_video
 
     if path.is_dir():
         files = list_frames(path)
@@ -286,7 +286,7 @@ def _read_input(path: Path):
         return read_clip(path, range(len(files)), 3, frame_files=files), [f.stem for f in files]
     if not path.exists():
         raise VislearnError(f"input does not exist: {path}")
-    if not _is_video_file(path):
+    if not is_video_file(path):
         raise VislearnError(f"{path} is neither a video file nor a folder of frames")
     return read_video(path, 3), None
 
@@ -295,13 +295,9 @@ def run_video_seg(a: argparse.Namespace) -> None:
     import torch
 
     from vislearn.core.errors import VislearnError
-    from vislearn.tasks.vos.segment import (
-        ObjectRule,
-        overlay_strip,
-        save_overlay_video,
-        segment_video,
-        write_masks,
-    )
+    from vislearn.tasks.vos.objects import ObjectRule
+    from vislearn.tasks.vos.output import overlay_strip, save_overlay_video, write_masks
+    from vislearn.tasks.vos.segment import segment_video
 
     src = Path(a.input).expanduser()
     name = src.name if src.is_dir() else src.stem

@@ -1,4 +1,5 @@
-"""Clustering of attention descriptors for SSL-UVOS inference (``research/uvos.md`` §3).
+"""Clustering of attention descriptors for SSL-UVOS inference
+(Ding et al., "Betrayed by Attention", ECCV 2024, arXiv:2311.17893).
 
 Every token of a video is described by a probability vector over the tokens of the key frames
 (the spatio-temporal block's head-averaged attention). Two descriptors are compared with the

@@ -21,13 +21,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vislearn.core.errors import VislearnError
 from vislearn.data.augment import ViewConfig
+from vislearn.data.video.augment import ClipAugment
 from vislearn.data.video.io import (
-    ClipAugment,
-    _is_image,
-    _is_video_file,
-    _natural_key,
     count_frames,
+    is_image_file,
+    is_video_file,
     list_frames,
+    natural_key,
     read_clip,
     resize_frames,
 )
@@ -76,7 +76,7 @@ def find_uvos_videos(root: str | os.PathLike) -> list[Path]:
     ``train/JPEGImages`` (``train/Annotations`` holds PNG masks that would count as videos).
     """
     root = Path(root).expanduser()
-    if _is_video_file(root):
+    if is_video_file(root):
         return [root]
     if not root.is_dir():
         raise VislearnError(f"video folder does not exist: {root}")
@@ -85,14 +85,14 @@ def find_uvos_videos(root: str | os.PathLike) -> list[Path]:
     while pending:
         folder = pending.pop()
         children = sorted(
-            (c for c in folder.iterdir() if not c.name.startswith(".")), key=_natural_key
+            (c for c in folder.iterdir() if not c.name.startswith(".")), key=natural_key
         )
-        if any(_is_image(c) for c in children):
+        if any(is_image_file(c) for c in children):
             found.append(folder)
             continue
-        found.extend(c for c in children if _is_video_file(c))
+        found.extend(c for c in children if is_video_file(c))
         pending.extend(reversed([c for c in children if c.is_dir()]))
-    return sorted(found, key=lambda p: [_natural_key(Path(q)) for q in p.relative_to(root).parts])
+    return sorted(found, key=lambda p: [natural_key(Path(q)) for q in p.relative_to(root).parts])
 
 
 def check_resolution(resolution: Sequence[int], patch_size: int | None = None) -> tuple[int, int]:
@@ -338,7 +338,7 @@ class UVOSAugment(nn.Module):
     with p 0.5 and sigma ~ U(0.1, 2) drawn per clip (kernel ~10% of the shorter side). No
     spatial augmentation.
 
-    This is :meth:`vislearn.data.video.io.ClipAugment.photometric` (contrast around the clip's
+    This is :meth:`vislearn.data.video.augment.ClipAugment.photometric` (contrast around the clip's
     mean gray). It applies jitter before grayscale; the release's kornia pipeline applies
     grayscale first, draws the blur sigma once when the pipeline is built, and uses a
     ``(0.1 H, 0.1 W)`` kernel -- small differences kept for one shared clip augmentation.

@@ -27,7 +27,7 @@ class ViTKeyFeatures(nn.Module):
             parameters are frozen and it is kept in eval mode.
         mean, std: normalisation of the ``[0, 1]`` RGB input (ImageNet statistics by default,
             used for training and inference alike -- the official code mixes ImageNet and
-            Kinetics statistics; see ``research/uvos.md`` §1.2).
+            Kinetics statistics; Ding et al., ECCV 2024).
     """
 
     def __init__(

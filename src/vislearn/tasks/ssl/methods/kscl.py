@@ -32,7 +32,8 @@ class KSCL(SSLMethod):
         L = -log exp(s_+(q)/τ) / (exp(s_+(q)/τ) + Σ_n exp(s_n(q)/τ)),   s(q) = ‖P q‖
 
     Only the abstract and introduction of the paper were available, so everything below the
-    concept is a documented reconstruction [UNVERIFIED] (``research/ssl-methods-1.md`` §3.3):
+    concept is a documented reconstruction [UNVERIFIED] of Xu, Xiong & Qi, TPAMI 2022
+    (arXiv:2007.13310):
 
     * ``num_keys`` ``K`` and ``subspace_rank`` ``L ≤ K`` (default ``L = K``: the full span of the
       keys; no truncation, and the gradient through the eigendecomposition has no gap terms).

@@ -40,9 +40,9 @@ def from_signed(s: Tensor, mean: Tensor, std: Tensor) -> Tensor:
 class SaGe(BYOL):
     """SaGe: BYOL + semantic-aware generation (decoder, frozen evaluator, feature-space MSE).
 
-    Sources: the release (github.com/sunsmarterjie/SaGe at ``1bc5873``, read for
-    ``research/ssl-methods-2.md`` §1), its config and pipeline figure; the paper body was not
-    available. [VERIFIED] marks what the release fixes, [CHOICE] what we decided.
+    Sources: the paper (Tian et al., arXiv:2111.13163) and its release
+    (github.com/sunsmarterjie/SaGe at ``1bc5873``), its config and pipeline figure; the paper
+    body was not available. [VERIFIED] marks what the release fixes, [CHOICE] what we decided.
 
     **Networks.** BYOL exactly as :class:`~vislearn.tasks.ssl.methods.byol.BYOL` (online backbone,
     projector, predictor; EMA target). The decoder :class:`~vislearn.models.decoder.SaGeDecoder`

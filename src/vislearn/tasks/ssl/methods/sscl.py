@@ -33,9 +33,9 @@ class SsCL(SSLMethod):
     """SsCL: a contrastive and a cross-entropy branch on one backbone, calibrating each other.
 
     Only the abstract and the first paragraph of the paper were available, so the algorithm is
-    the reconstruction of ``research/ssl-methods-1.md`` §4.3 [UNVERIFIED], with every open
-    choice a parameter. Train it with a label fraction (``data.label_fraction``): batches then
-    hold labelled rows and unlabelled rows whose labels are hidden (``-1``).
+    our reconstruction of Zhang et al., IEEE TMM 2022 (arXiv:2105.07387) [UNVERIFIED], with
+    every open choice a parameter. Train it with a label fraction (``data.label_fraction``):
+    batches then hold labelled rows and unlabelled rows whose labels are hidden (``-1``).
 
     **Networks.** Backbone ``f``, classifier ``h`` (linear), MoCo v2 projector ``g`` (embedding
     ``z``, ℓ2-normalised), and an EMA ("momentum", ``ema_base``) copy of all three, the teacher.

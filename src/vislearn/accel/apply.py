@@ -1,0 +1,245 @@
+"""DuCa / ToCa / FORA feature caching attached from outside to a diffusers transformer.
+
+``DuCaCache(model, policy)`` wraps the ``forward`` of every block in ``model.transformer_blocks``
+(diffusers ``BasicTransformerBlock``, as built by ``DiTTransformer2DModel`` and
+``PixArtTransformer2DModel``) and adds a forward pre-hook to the model; nothing of the model
+class is forked and :meth:`DuCaCache.disable` restores the model exactly.
+
+The pieces, as diffusers' hooks are laid out: :mod:`vislearn.accel.config` (the fixed settings),
+:mod:`vislearn.accel.state` (per-run state), :mod:`vislearn.accel.hook` (the block hooks and the
+step types), and here :class:`DuCaCache` (enable / disable, the model pre-hook that starts runs
+and plans steps) and :func:`find_blocks`.
+
+Choices where the notes leave room (to be copied into ``docs/RESULTS.md``):
+
+* Scores read on the last full step: ``vnorm`` from the *self*-attention values (as all three
+  released models), ``attention`` from the self-attention map on blocks without
+  cross-attention (s1, DiT) and from the cross-attention map on blocks with it (s2, PixArt;
+  its rows are refreshed when cross-attention rows are recomputed). Only ``attention`` needs
+  explicit softmax attention (ToCa's cost); it makes full steps equal to the plain model up to
+  float rounding instead of bit for bit.
+* CFG: cond and uncond halves always choose the same tokens (the released DiT code lets each
+  half choose for itself with ``kv-norm`` / ``attention``); see ``selection``.
+* Token choice per module and block, staleness counted per module (``cross_attn``, ``mlp``),
+  reset on full steps, ``+1`` for every token on each conservative step and ``0`` for the
+  chosen ones (``cache_cutfresh``).
+* The final hidden state is cached at full, conservative and reuse steps (the released code
+  stores it after every pass of the last block). If a non-full step finds no cache for a block,
+  that block computes fully; calls beyond ``num_steps`` are full; cached tensors are detached
+  (inference only). ``torch.compile`` was not tried: the step type is a Python decision per
+  call, so compile submodules (attention, feed-forward) rather than the whole model.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import torch
+from torch import nn
+
+from vislearn.accel.config import (
+    SUPPORTED_NORMS,
+    CacheConfig,
+    UnsupportedModelError,
+    resolve_num_steps,
+)
+from vislearn.accel.hook import BlockForward, BlockHooks
+from vislearn.accel.schedule import CachePolicy, StepType, count_step_types, get_policy
+from vislearn.accel.state import RunState, new_run
+from vislearn.core.errors import VislearnError
+
+__all__ = ["DuCaCache", "UnsupportedModelError", "find_blocks"]
+
+_ACTIVE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def find_blocks(model: nn.Module) -> list[nn.Module]:
+    """The cacheable blocks of ``model``, or :class:`UnsupportedModelError` naming what is
+    missing."""
+    try:
+        from diffusers.models.attention import BasicTransformerBlock
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise VislearnError("feature caching needs diffusers: pip install 'vislearn[dit]'") from exc
+    name = type(model).__name__
+    blocks = getattr(model, "transformer_blocks", None)
+    if not isinstance(blocks, nn.ModuleList) or len(blocks) == 0:
+        raise UnsupportedModelError(
+            f"{name} has no `transformer_blocks` ModuleList; DuCaCache supports "
+            "DiTTransformer2DModel, PixArtTransformer2DModel and other diffusers models whose "
+            "`transformer_blocks` are BasicTransformerBlock"
+        )
+    for i, b in enumerate(blocks):
+        where = f"{name}.transformer_blocks[{i}]"
+        if not isinstance(b, BasicTransformerBlock):
+            raise UnsupportedModelError(
+                f"{where} is a {type(b).__name__}, not a diffusers BasicTransformerBlock"
+            )
+        if b.norm_type not in SUPPORTED_NORMS:
+            raise UnsupportedModelError(
+                f"{where} uses norm_type={b.norm_type!r}; supported: {', '.join(SUPPORTED_NORMS)}"
+            )
+        if b.pos_embed is not None or hasattr(b, "fuser"):
+            raise UnsupportedModelError(
+                f"{where} has per-block positional embeddings or a GLIGEN fuser (not supported)"
+            )
+        if getattr(b, "_chunk_size", None) is not None:
+            raise UnsupportedModelError(
+                f"{where} uses chunked feed-forward; call set_chunk_feed_forward(None) first"
+            )
+        if isinstance(vars(b).get("forward"), BlockForward):
+            raise VislearnError("another DuCaCache is enabled on this model; disable it first")
+        if "forward" in vars(b):
+            raise UnsupportedModelError(
+                f"{where} is already wrapped by another hook (e.g. a diffusers cache hook); "
+                "remove it first"
+            )
+    return list(blocks)
+
+
+class DuCaCache:
+    """Training-free DuCa / ToCa / FORA caching for a diffusers transformer.
+
+    >>> cache = DuCaCache(transformer, policy="duca", interval=3, score="random")
+    >>> with cache:                      # enable(); disable() on exit
+    ...     images = pipe(...).images    # any scheduler; one model call per step
+
+    Args:
+        model: the transformer (``DiTTransformer2DModel``, ``PixArtTransformer2DModel``, ...).
+        policy: a preset name (:data:`vislearn.accel.schedule.PRESETS`) or a
+            :class:`CachePolicy`; ``**overrides`` replace its fields (``interval=5``, ...).
+        num_steps: model calls per run (needed by the ``*_dit`` presets and the ``toca`` ratio
+            schedule); alternatively ``scheduler``, whose ``timesteps`` length is read at the
+            start of every run.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        policy: str | CachePolicy = "duca",
+        *,
+        num_steps: int | None = None,
+        scheduler: Any = None,
+        **overrides: Any,
+    ) -> None:
+        self.policy: CachePolicy = get_policy(policy, **overrides)
+        self.model = model
+        self.blocks = find_blocks(model)
+        self.depth = len(self.blocks)
+        self.num_steps = num_steps
+        self.scheduler = scheduler
+        self.config = CacheConfig.build(self.policy, self.blocks)
+        self.hooks = BlockHooks(self.config, self.blocks, owner=self)
+        self._pre_handle: Any = None
+        self._enabled = False
+        self.total_counts: dict[str, int] = count_step_types([])
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    @property
+    def state(self) -> RunState | None:
+        """The current run's state (``None`` before the first call of a run)."""
+        return self.hooks.state
+
+    @property
+    def step_history(self) -> list[StepType]:
+        """The step types of the current (or last) run so far."""
+        return list(self.hooks.state.history) if self.hooks.state else []
+
+    def counts(self) -> dict[str, int]:
+        """Number of calls of each step type in the current (or last) run."""
+        return count_step_types(self.step_history)
+
+    def fresh_token_fraction(self) -> float:
+        """Fraction of token-module evaluations recomputed on conservative steps of this run."""
+        st = self.hooks.state
+        return st.fresh_tokens / st.partial_tokens if st and st.partial_tokens else 0.0
+
+    def enable(self) -> DuCaCache:
+        """Attach the hooks; the next model call starts a new run."""
+        if self._enabled:
+            return self
+        other = _ACTIVE.get(self.model)
+        if other is not None and other is not self:
+            raise VislearnError("another DuCaCache is enabled on this model; disable it first")
+        find_blocks(self.model)  # re-check (e.g. a hook added since construction)
+        try:
+            self._attach()
+        except BaseException:
+            self._detach()
+            raise
+        _ACTIVE[self.model] = self
+        self._enabled = True
+        self.hooks.state = None
+        return self
+
+    def disable(self) -> None:
+        """Remove every hook and processor; the model is exactly as before."""
+        if not self._enabled:
+            return
+        self._detach()
+        if _ACTIVE.get(self.model) is self:
+            del _ACTIVE[self.model]
+        self._enabled = False
+        self.hooks.state = None
+
+    def reset(self, num_steps: int | None = None) -> None:
+        """Drop all cached tensors; the next call starts a new run (optionally with a new
+        ``num_steps``)."""
+        if num_steps is not None:
+            self.num_steps = num_steps
+        self.hooks.state = None
+
+    def __enter__(self) -> DuCaCache:
+        return self.enable()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.disable()
+
+    def __repr__(self) -> str:
+        p = self.policy
+        return (
+            f"DuCaCache({type(self.model).__name__}, method={p.method}, interval={p.interval}, "
+            f"score={p.score}, depth={self.depth}, enabled={self._enabled})"
+        )
+
+    # ------------------------------------------------------------------ attach / detach
+    def _attach(self) -> None:
+        self._pre_handle = self.model.register_forward_pre_hook(self._pre_hook, with_kwargs=True)
+        self.hooks.attach()
+
+    def _detach(self) -> None:
+        if self._pre_handle is not None:
+            self._pre_handle.remove()
+            self._pre_handle = None
+        self.hooks.detach()
+
+    # ------------------------------------------------------------------ run bookkeeping
+    def _pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        x = args[0] if args else kwargs.get("hidden_states")
+        if not torch.is_tensor(x):
+            raise VislearnError("DuCaCache: the model was called without hidden_states")
+        t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+        tval = None
+        if t is not None:
+            tval = float(torch.as_tensor(t).float().max())
+        st = self.hooks.state
+        if (
+            st is None
+            or tuple(x.shape) != st.shape
+            or (tval is not None and st.last_timestep is not None and tval > st.last_timestep)
+        ):
+            st = self.hooks.state = new_run(
+                self.config, self.model, resolve_num_steps(self.num_steps, self.scheduler), x
+            )
+        st.last_timestep = tval
+        st.step += 1
+        t0, t_rest = st.planner.next()
+        if st.final is None:  # nothing cached yet: compute
+            t0 = t_rest = StepType.FULL
+        st.types = (t0, t_rest)
+        st.history.append(t0)
+        self.total_counts[t0.value] += 1

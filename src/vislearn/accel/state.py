@@ -1,0 +1,91 @@
+"""Per-run state of a cache: what each block keeps between steps (:class:`BlockCache`) and
+the state of one sampling run (:class:`RunState`, started by :func:`new_run`).
+
+Runs and state: a run is a sequence of model calls. A new run starts (all caches dropped, the
+step counter and the random generator reset) at ``DuCaCache.reset``, at the first call after
+``DuCaCache.enable``, when the timestep goes up from one call to the next (every sampler
+counts timesteps down), or when the input shape changes. The step index is the number of
+model calls since the run started, so one call per sampler step is assumed (batched CFG, as
+the diffusers DiT and PixArt pipelines do). Reading the timestep costs one host sync per call
+on GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from vislearn.accel.config import CacheConfig
+from vislearn.accel.schedule import StepPlanner, StepType
+from vislearn.core.errors import VislearnError
+
+__all__ = ["BlockCache", "RunState", "new_run"]
+
+
+@dataclass
+class BlockCache:
+    """What one block keeps between steps (tensors are ``(B, N, C)`` unless noted)."""
+
+    attn: torch.Tensor | None = None  # ungated self-attention output
+    xattn: torch.Tensor | None = None  # cross-attention output
+    mlp: torch.Tensor | None = None  # ungated feed-forward output
+    vnorm: torch.Tensor | None = None  # (B, H, N) value norms of the last full step
+    attn_cols: torch.Tensor | None = None  # (B, N) self-attention column sums (ToCa s1)
+    xattn_probs: torch.Tensor | None = None  # (B, N, L) cross-attention map (ToCa s2)
+    stale: dict[str, torch.Tensor] = field(default_factory=dict)  # module -> (B, N) int32
+    indices: dict[str, torch.Tensor] = field(default_factory=dict)  # last fresh indices
+
+    @property
+    def ready(self) -> bool:
+        return self.attn is not None and self.mlp is not None
+
+
+@dataclass
+class RunState:
+    """The state of one sampling run."""
+
+    num_steps: int | None
+    planner: StepPlanner
+    blocks: list[BlockCache]
+    generator: torch.Generator
+    cfg: bool
+    grid: tuple[int, int] | None
+    shape: tuple[int, ...]
+    step: int = -1
+    types: tuple[StepType, StepType] = (StepType.FULL, StepType.FULL)
+    history: list[StepType] = field(default_factory=list)
+    final: torch.Tensor | None = None
+    last_timestep: float | None = None
+    fresh_tokens: int = 0
+    partial_tokens: int = 0
+
+
+def new_run(
+    config: CacheConfig, model: nn.Module, num_steps: int | None, x: torch.Tensor
+) -> RunState:
+    """A fresh run for input ``x`` (the model's ``hidden_states``): no cached tensors, step
+    counter at -1, the random generator seeded from the policy, CFG detected or checked."""
+    p = config.policy
+    cfg = p.cfg
+    if cfg == "auto":
+        b = x.shape[0]
+        cfg = b >= 2 and b % 2 == 0 and torch.equal(x[: b // 2], x[b // 2 :])
+    elif cfg and x.shape[0] % 2:
+        raise VislearnError(f"cfg=True needs an even batch, got {x.shape[0]}")
+    grid = None
+    patch = getattr(getattr(model, "config", None), "patch_size", None)
+    if x.ndim == 4 and isinstance(patch, int) and patch > 0:
+        grid = (x.shape[-2] // patch, x.shape[-1] // patch)
+    gen = torch.Generator(device=x.device)
+    gen.manual_seed(int(p.seed))
+    return RunState(
+        num_steps=num_steps,
+        planner=StepPlanner(p, num_steps),
+        blocks=[BlockCache() for _ in config.score_source],
+        generator=gen,
+        cfg=bool(cfg),
+        grid=grid,
+        shape=tuple(x.shape),
+    )
