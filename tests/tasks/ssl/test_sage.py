@@ -28,7 +28,7 @@ from vislearn.tasks.ssl.methods.sage import SaGe, from_signed, to_signed
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 TINY = {
     "backbone": "resnet_tiny",
     "backbone_kwargs": {"stem": "small_ds", "width": 8},

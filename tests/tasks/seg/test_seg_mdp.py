@@ -508,7 +508,7 @@ def test_seg_recipes_load_and_build(recipe):
     from vislearn.tasks.seg.modules import SegFinetuneModule, SegPretrainModule
     from vislearn.tasks.seg.run import SEG_DEFAULTS
 
-    configs = Path(__file__).resolve().parents[1] / "configs" / "seg_mdp"
+    configs = Path(__file__).resolve().parents[3] / "configs" / "seg_mdp"
     cfg = load_config(configs / f"{recipe}.yaml", defaults=SEG_DEFAULTS)
     counts = [11] if cfg["method"] == "single" else [11, 5, 6]
     assert len(cfg["data"]["datasets"]) == len(counts)

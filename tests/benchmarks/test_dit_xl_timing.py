@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("diffusers")
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "dit_xl_timing.py"
+PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "dit_xl_timing.py"
 
 
 def test_tiny_run_writes_every_setting(tmp_path, monkeypatch):

@@ -434,7 +434,7 @@ def test_dino_is_registered_with_the_paper_defaults():
 
 
 def test_recipe_builds():
-    cfg = load_config(Path(__file__).resolve().parents[1] / "configs/fmnist_ssl/dino.yaml")
+    cfg = load_config(Path(__file__).resolve().parents[3] / "configs/fmnist_ssl/dino.yaml")
     assert cfg["method"] == "dino"
     model = build_method("dino", in_chans=1, image_size=28, num_classes=10, **cfg["model"])
     assert model.backbone.num_features == 64 and model.hparams.out_dim == 1024

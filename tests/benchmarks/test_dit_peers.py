@@ -22,7 +22,7 @@ def _load_peers():
     name = "dit_peers"
     if name in sys.modules:
         return sys.modules[name]
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "dit_peers.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "dit_peers.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module

@@ -41,7 +41,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 TINY = {"backbone": "resnet_tiny", "backbone_kwargs": {"stem": "small_ds", "width": 8}}
 TINY_SSCL = {**TINY, "proj_hidden_dim": 32, "proj_dim": 16, "queue_size": 64}
-RECIPES = Path(__file__).resolve().parents[1] / "configs" / "fmnist_semi"
+RECIPES = Path(__file__).resolve().parents[3] / "configs" / "fmnist_semi"
 
 
 # ---- contrastive -> CE calibration ------------------------------------------------------------
