@@ -3,9 +3,13 @@
 from vislearn.models import resnet, video, vit  # noqa: F401  (register backbones)
 from vislearn.models.heads import DINOHead, MLPHead
 from vislearn.models.io import (
+    load_backbone,
+    load_network,
     load_vit_weights,
     load_weights,
     read_state_file,
+    register_network,
+    save_network,
     unwrap_state_dict,
 )
 from vislearn.models.registry import (
@@ -21,9 +25,13 @@ __all__ = [
     "backbone_modality",
     "create_backbone",
     "list_backbones",
+    "load_backbone",
+    "load_network",
     "load_vit_weights",
     "load_weights",
     "read_state_file",
     "register_backbone",
+    "register_network",
+    "save_network",
     "unwrap_state_dict",
 ]

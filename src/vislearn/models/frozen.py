@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from vislearn.core.errors import VislearnError
 from vislearn.models.heads import MLPHead
-from vislearn.models.io import read_state_file, unwrap_state_dict
+from vislearn.models.io import load_backbone, read_state_file, unwrap_state_dict
 
 BN_MODES = ("eval", "train")
 # where a checkpoint keeps its head, tried in order: the EMA (teacher-side) copy first
@@ -129,8 +129,6 @@ def load_frozen(
             teacher's ``2048 -> 2048 -> 128`` MLP. A checkpoint without one is an error.
         bn_mode: see :class:`FrozenNetwork`.
     """
-    from vislearn.tasks.ssl.run import load_backbone
-
     net = load_backbone(path, backbone, backbone_kwargs, in_chans)
     mlp = None
     if head is not None:

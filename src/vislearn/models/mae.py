@@ -26,10 +26,10 @@ Conventions:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -37,8 +37,12 @@ from torch import Tensor, nn
 from vislearn.core.errors import VislearnError
 from vislearn.data.augment import GRAY_MEAN, GRAY_STD, RGB_MEAN, RGB_STD
 from vislearn.data.masking import PATCH_SCORES, masking_from_keep
+from vislearn.models.io import load_network, network_spec, register_network, save_network
 from vislearn.models.registry import create_backbone
 from vislearn.models.vit import Block, VisionTransformer
+
+#: ``format`` metadata entry of an exported MAE
+MAE_FORMAT = "vislearn-mae"
 
 
 # ---- patches and masks ----------------------------------------------------------------------
@@ -246,6 +250,25 @@ def _decoder_spec(hp: dict) -> dict:
     }
 
 
+def _mae_from_hparams(hp: dict) -> dict | None:
+    """:func:`build_mae` kwargs of a ``mae`` training checkpoint (None when it holds no
+    decoder: not an MAE run)."""
+    if not any(k.startswith("decoder.") for k in hp.get("state_dict") or {}):
+        return None
+    return mae_kwargs(
+        hp["backbone"],
+        hp.get("backbone_kwargs"),
+        int(hp.get("in_chans") or 3),
+        _decoder_spec(hp),
+        bool(hp.get("norm_pix_loss", False)),
+    )
+
+
+@register_network(
+    "mae",
+    from_hparams=_mae_from_hparams,
+    ckpt_keys={"backbone.": "encoder.", "decoder.": "decoder."},
+)
 def build_mae(
     backbone: str,
     backbone_kwargs: dict | None,
@@ -261,18 +284,24 @@ def build_mae(
     return MaskedAutoencoder(encoder, dec, norm_pix_loss)
 
 
-def mae_metadata(
+def mae_kwargs(
     backbone: str, backbone_kwargs: dict | None, in_chans: int, decoder: dict, norm_pix: bool
-) -> dict[str, str]:
-    """safetensors metadata that :func:`load_mae` rebuilds an MAE from."""
+) -> dict:
+    """The :func:`build_mae` arguments of a layout (what an ``mae.safetensors`` records)."""
     return {
-        "format": "vislearn-mae",
         "backbone": backbone,
-        "backbone_kwargs": json.dumps(dict(backbone_kwargs or {})),
-        "in_chans": str(in_chans),
-        "decoder": json.dumps(decoder),
-        "norm_pix_loss": json.dumps(bool(norm_pix)),
+        "backbone_kwargs": dict(backbone_kwargs or {}),
+        "in_chans": int(in_chans),
+        "decoder": dict(decoder),
+        "norm_pix_loss": bool(norm_pix),
     }
+
+
+def save_mae(state: dict[str, Tensor] | nn.Module, path: str | os.PathLike, **layout: Any) -> None:
+    """Write an MAE (``encoder.*`` + ``decoder.*`` tensors) with its layout (:func:`mae_kwargs`
+    arguments), so that :func:`load_mae` / :func:`~vislearn.models.io.load_network` rebuild
+    it from the file alone."""
+    save_network(state, path, "mae", mae_kwargs(**layout), extra={"format": MAE_FORMAT})
 
 
 def load_mae(path: str | os.PathLike) -> MaskedAutoencoder:
@@ -282,60 +311,21 @@ def load_mae(path: str | os.PathLike) -> MaskedAutoencoder:
     layout), or its Lightning checkpoint (``checkpoints/last.ckpt``, read with
     ``weights_only=True``; layout from its hyper-parameters).
     """
-    from vislearn.models.io import read_state_file, safetensors_metadata
-
     path = Path(path)
     if not path.is_file():
         raise VislearnError(f"MAE checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        meta = safetensors_metadata(path)
-        if meta.get("format") != "vislearn-mae":
+    spec = network_spec(path, "mae")
+    if spec is None or spec.arch != "mae":
+        if path.suffix == ".safetensors":
             raise VislearnError(
                 f"{path} is not an MAE exported by vislearn (no 'vislearn-mae' metadata); pass "
                 "the run's mae.safetensors or checkpoints/last.ckpt"
             )
-        hp = {
-            "backbone": meta["backbone"],
-            "backbone_kwargs": json.loads(meta.get("backbone_kwargs", "{}")),
-            "in_chans": int(meta["in_chans"]),
-            "norm_pix_loss": json.loads(meta.get("norm_pix_loss", "false")),
-        }
-        decoder = json.loads(meta["decoder"])
-        state = read_state_file(path)
-        prefixes = {"encoder.": "encoder.", "decoder.": "decoder."}
-    else:
-        ckpt = read_state_file(path)
-        hp = ckpt.get("hyper_parameters") or {}
-        state = ckpt.get("state_dict") or {}
-        if not any(k.startswith("decoder.") for k in state) or "backbone" not in hp:
-            raise VislearnError(
-                f"{path} does not hold a vislearn MAE (no decoder weights); train one with "
-                "`vislearn pretrain mae`"
-            )
-        decoder = _decoder_spec(hp)
-        prefixes = {"backbone.": "encoder.", "decoder.": "decoder."}
-    mae = build_mae(
-        hp["backbone"],
-        hp.get("backbone_kwargs"),
-        int(hp.get("in_chans") or 3),
-        decoder,
-        bool(hp.get("norm_pix_loss", False)),
-    )
-    sd = {
-        prefixes[p] + k[len(p) :]: v
-        for k, v in state.items()
-        for p in prefixes
-        if k.startswith(p) and isinstance(v, Tensor)
-    }
-    own = mae.state_dict()
-    missing = sorted(set(own) - sd.keys())
-    shape = sorted(k for k in own.keys() & sd.keys() if own[k].shape != sd[k].shape)
-    if missing or shape:
-        bad = (missing or shape)[:5]
-        what = "missing" if missing else "shape mismatch for"
-        raise VislearnError(f"{path}: {what} {len(missing or shape)} MAE tensors: {bad}")
-    mae.load_state_dict({k: sd[k] for k in own})
-    return freeze(mae)
+        raise VislearnError(
+            f"{path} does not hold a vislearn MAE (no decoder weights); train one with "
+            "`vislearn pretrain mae`"
+        )
+    return freeze(load_network(path, "mae"))
 
 
 def freeze(module: nn.Module) -> nn.Module:

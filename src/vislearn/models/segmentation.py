@@ -27,7 +27,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vislearn.core.errors import VislearnError
-from vislearn.models.io import load_weights, read_state_file, unwrap_state_dict
+from vislearn.models.io import (
+    load_weights,
+    read_state_file,
+    register_network,
+    unwrap_state_dict,
+)
 from vislearn.models.registry import create_backbone
 
 __all__ = [
@@ -150,6 +155,7 @@ def _build_decoder(
     raise VislearnError(f"unknown segmentation head {head!r}; choose from {', '.join(HEADS)}")
 
 
+@register_network("segmentation_net")
 class SegmentationNet(nn.Module):
     """ResNet backbone + FCN/DeepLabv3 decoder + one 1x1 classifier per label space.
 
@@ -232,7 +238,11 @@ class SegmentationNet(nn.Module):
 
     def describe(self) -> str:
         """The architecture as JSON (stored in exported weight files)."""
-        return json.dumps({**self.config, "num_classes": self.num_classes})
+        return json.dumps(self.arch_kwargs())
+
+    def arch_kwargs(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this network (:func:`save_network`)."""
+        return {**self.config, "num_classes": list(self.num_classes)}
 
     def feature_size(self, size: int) -> int:
         """Side of the decoder map for an input side ``size`` (stride-2 convs round up)."""

@@ -16,7 +16,6 @@ metadata and loaded without unpickling.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -27,9 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vislearn.core.artifacts import read_safetensors_metadata
 from vislearn.core.errors import VislearnError
-from vislearn.core.utils import atomic_path
 from vislearn.models import create_backbone
+from vislearn.models.io import load_network, register_network, save_network
 from vislearn.ops.optim import step_scheduler
 
 __all__ = [
@@ -43,12 +43,16 @@ __all__ = [
     "train_feature_classifier",
 ]
 
+#: network name of a saved classifier (:func:`~vislearn.models.io.save_network`)
+CLASSIFIER_ARCH = "fd_classifier"
+
 
 def to_signed(images: Tensor) -> Tensor:
     """uint8 images -> float in [-1, 1] (the DiT's pixel range)."""
     return images.float() / 127.5 - 1.0
 
 
+@register_network(CLASSIFIER_ARCH)
 class FeatureClassifier(nn.Module):
     """``create_backbone(backbone)`` + a linear head; input in [-1, 1]."""
 
@@ -151,32 +155,29 @@ def _progress(total: int, enabled: bool):
 
 
 def save_classifier(model: FeatureClassifier, path: str | os.PathLike, **info: Any) -> None:
-    """Atomically write weights + spec (and ``info``, e.g. test accuracy) as safetensors."""
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"spec": json.dumps(model.spec), "info": json.dumps(info)}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=meta)
+    """Atomically write weights + spec (and ``info``, e.g. test accuracy) as safetensors that
+    rebuild the classifier alone (:func:`~vislearn.models.io.load_network`)."""
+    save_network(model, path, CLASSIFIER_ARCH, model.spec, extra={"info": info})
 
 
 def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu"):
     """``(model, info)`` from :func:`save_classifier`'s file (no pickle involved)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_file():
         raise VislearnError(f"classifier not found: {path}")
     try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-        spec = json.loads(meta["spec"])
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input error
+        meta = read_safetensors_metadata(path)
+    except VislearnError as exc:
         raise VislearnError(f"{path}: not a vislearn feature classifier ({exc})") from None
-    model = FeatureClassifier(**spec)
-    model.load_state_dict(load_file(str(path)))
-    return model.to(device).eval(), json.loads(meta.get("info", "{}"))
+    if meta.get("network") == CLASSIFIER_ARCH:
+        spec = meta.get("network_kwargs")
+    else:
+        spec = meta.get("spec")  # files written before save_network
+    if not isinstance(spec, dict):
+        raise VislearnError(f"{path}: not a vislearn feature classifier (no classifier spec)")
+    model = load_network(path, CLASSIFIER_ARCH, arch=CLASSIFIER_ARCH, arch_kwargs=spec)
+    info = meta.get("info") if isinstance(meta.get("info"), dict) else {}
+    return model.to(device).eval(), info
 
 
 def feature_stats(feats: Tensor) -> tuple[np.ndarray, np.ndarray]:

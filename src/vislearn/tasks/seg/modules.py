@@ -48,7 +48,6 @@ concatenated label space). **single**: one data set, plain cross-entropy.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -58,9 +57,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vislearn.core.artifacts import write_safetensors
 from vislearn.core.distributed import gather_no_grad
 from vislearn.core.errors import VislearnError
-from vislearn.core.utils import atomic_path
 from vislearn.data.augment import Normalize
 from vislearn.data.mixing import (
     cross_dataset_partners,
@@ -78,6 +77,7 @@ from vislearn.losses.segmentation import (
     soft_prototype_contrastive,
     two_hot,
 )
+from vislearn.models.io import save_network
 from vislearn.models.segmentation import (
     PixelProjection,
     SegmentationNet,
@@ -93,13 +93,9 @@ PRETRAIN_METHODS = ("mdp", "naive_multi", "single")
 def export_safetensors(
     tensors: dict[str, Tensor], path: str | os.PathLike, metadata: dict[str, Any]
 ) -> None:
-    """Write tensors with JSON-encoded metadata as ``.safetensors``, atomically."""
-    from safetensors.torch import save_file
-
-    flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
-    with atomic_path(path) as tmp:
-        save_file(flat, str(tmp), metadata=meta)
+    """Write tensors with JSON-encoded metadata as ``.safetensors``, atomically
+    (:func:`vislearn.core.artifacts.write_safetensors`)."""
+    write_safetensors(path, tensors, metadata)
 
 
 class _SegModule(TrainModule):
@@ -378,13 +374,16 @@ class SegPretrainModule(_SegModule):
             tensors |= {f"projector.{k}": v for k, v in self.projector.state_dict().items()}
             tensors["prototypes"] = self.bank.prototypes
         h = self.hparams
-        export_safetensors(
+        arch = self.net.arch_kwargs()
+        save_network(
             tensors,
             path,
+            "segmentation_net",
+            arch,
             {
                 "format": "vislearn-seg-pretrained",
                 "method": h.method,
-                "arch": self.net.describe(),
+                "arch": arch,
                 "datasets": list(h.dataset_names or []),
                 "num_classes": self.counts,
             },
@@ -484,12 +483,15 @@ class SegFinetuneModule(_SegModule):
         """The whole network as ``.safetensors`` with what ``vislearn seg eval/predict`` need
         to rebuild it (architecture, classes, ignore index)."""
         h = self.hparams
-        export_safetensors(
-            self.net.state_dict(),
+        arch = self.net.arch_kwargs()
+        save_network(
+            self.net,
             path,
+            "segmentation_net",
+            arch,
             {
                 "format": "vislearn-seg-model",
-                "arch": self.net.describe(),
+                "arch": arch,
                 "classes": list(h.class_names or [str(i) for i in range(h.num_classes)]),
                 "ignore_index": int(h.ignore_index),
                 **(extra or {}),

@@ -20,7 +20,6 @@ also ``model.safetensors`` (architecture and classes in its metadata) and ``metr
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -191,21 +190,21 @@ def pretrain_seg(cfg: dict, resume: bool = True) -> tuple[SegPretrainModule, Pat
     return module, out
 
 
-def _file_metadata(path: str | os.PathLike) -> dict[str, str]:
-    from vislearn.models.io import safetensors_metadata
+def _file_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The decoded metadata of a ``.safetensors`` file (empty for other files)."""
+    from vislearn.core.artifacts import read_safetensors_metadata
 
     p = Path(path)
-    return safetensors_metadata(p) if p.suffix == ".safetensors" and p.is_file() else {}
+    return read_safetensors_metadata(p) if p.suffix == ".safetensors" and p.is_file() else {}
 
 
 def _arch_from(path: str | os.PathLike | None) -> dict[str, Any]:
     """The architecture stored in a vislearn seg ``.safetensors`` file (else empty)."""
     if not path:
         return {}
-    meta = _file_metadata(path)
-    if "arch" not in meta:
+    arch = _file_metadata(path).get("arch")
+    if not isinstance(arch, dict):
         return {}
-    arch = json.loads(meta["arch"])
     return {k: arch[k] for k in ARCH_KEYS if k in arch}
 
 
@@ -278,7 +277,7 @@ def load_seg_model(path: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, 
     ``(model, info)`` where ``model`` maps uint8 images to logits and ``info`` holds
     ``classes``, ``ignore_index``, ``image_size`` and ``arch``."""
     from vislearn.data.augment import Normalize
-    from vislearn.models.segmentation import SegmentationNet, load_segmentation_weights
+    from vislearn.models.io import load_network
 
     p = Path(path).expanduser()
     if p.is_dir():
@@ -294,17 +293,13 @@ def load_seg_model(path: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, 
             f"{p} is not a fine-tuned vislearn segmentation model (no 'vislearn-seg-model' "
             "metadata); pretrained.safetensors must be fine-tuned first (`vislearn seg finetune`)"
         )
-    arch = json.loads(meta["arch"])
-    classes = json.loads(meta["classes"])
-    net = SegmentationNet(
-        len(classes), **{k: arch[k] for k in (*ARCH_KEYS, "in_chans") if k in arch}
-    )
-    load_segmentation_weights(net, p, ("backbone", "decoder", "classifiers"))
+    arch, classes = meta["arch"], meta["classes"]
+    net = load_network(p, "segmentation_net")
     model = torch.nn.Sequential(Normalize(int(arch.get("in_chans", 3))), net).eval()
     info = {
         "classes": classes,
-        "ignore_index": int(json.loads(meta.get("ignore_index", "255"))),
-        "image_size": json.loads(meta["image_size"]) if "image_size" in meta else None,
+        "ignore_index": int(meta.get("ignore_index", 255)),
+        "image_size": meta.get("image_size"),
         "arch": arch,
         "path": str(p),
     }

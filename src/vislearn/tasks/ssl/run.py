@@ -4,7 +4,6 @@ few-shot episodes, and video backbones with the video protocols (:func:`evaluate
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,6 @@ import torch
 from torch import nn
 
 from vislearn.core.errors import VislearnError
-from vislearn.core.utils import atomic_path
 from vislearn.data.augment import ViewConfig
 from vislearn.data.datamodule import ImageDataModule
 from vislearn.data.datasets import BUILTIN_DATASETS, get_dataset
@@ -36,8 +34,7 @@ from vislearn.eval.video import (
     variance_share,
     video_finetune,
 )
-from vislearn.models import create_backbone, load_weights, read_state_file
-from vislearn.models.io import safetensors_metadata
+from vislearn.models.io import load_backbone, network_spec, save_network  # noqa: F401 (API)
 from vislearn.tasks.ssl.methods import build_method, get_method, list_methods
 
 
@@ -219,17 +216,13 @@ def export_backbone(model: SSLMethod, path: str | os.PathLike) -> None:
 
 
 def save_backbone(backbone: nn.Module, path: str | os.PathLike, spec: dict[str, Any]) -> None:
-    """Atomically write ``backbone``'s weights as safetensors with ``spec`` as metadata."""
-    from safetensors.torch import save_file
-
-    meta = {
-        k: json.dumps(v) if isinstance(v, dict) else str(v)
-        for k, v in spec.items()
-        if v is not None
-    }
-    state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=meta)
+    """Atomically write ``backbone``'s weights as safetensors that rebuild it alone
+    (:func:`~vislearn.models.io.save_network`; ``spec``: ``backbone``, ``backbone_kwargs``,
+    ``in_chans`` and e.g. ``method``, all kept as metadata)."""
+    if not spec.get("backbone"):
+        raise VislearnError("cannot export a backbone without its name; pass --backbone NAME")
+    kwargs = {**(spec.get("backbone_kwargs") or {}), "in_chans": int(spec.get("in_chans") or 3)}
+    save_network(backbone, path, str(spec["backbone"]), kwargs, extra=spec)
 
 
 def read_backbone_spec(path: str | os.PathLike) -> dict[str, Any]:
@@ -238,42 +231,12 @@ def read_backbone_spec(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise VislearnError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        meta = safetensors_metadata(path)
-        if "backbone" not in meta:
-            return {}
-        return {
-            "backbone": meta["backbone"],
-            "backbone_kwargs": json.loads(meta.get("backbone_kwargs", "{}")),
-            "in_chans": int(meta.get("in_chans", 3)),
-        }
-    hp = read_state_file(path).get("hyper_parameters")
-    if isinstance(hp, dict) and "backbone" in hp:
-        return {
-            "backbone": hp["backbone"],
-            "backbone_kwargs": dict(hp.get("backbone_kwargs") or {}),
-            "in_chans": hp.get("in_chans"),
-        }
-    return {}
-
-
-def load_backbone(
-    path: str | os.PathLike,
-    backbone: str | None = None,
-    backbone_kwargs: dict | None = None,
-    in_chans: int | None = None,
-) -> nn.Module:
-    """Rebuild a backbone from a vislearn checkpoint (``.ckpt``) or exported
-    ``.safetensors``; for external weights pass ``backbone`` (and its kwargs)."""
-    spec = read_backbone_spec(path)
-    name = backbone or spec.get("backbone")
-    if name is None:
-        raise VislearnError(f"{path} does not say which backbone it holds; pass --backbone NAME")
-    kwargs = dict(spec.get("backbone_kwargs") or {}) if backbone is None else {}
-    kwargs.update(backbone_kwargs or {})
-    chans = in_chans or spec.get("in_chans") or 3
-    model = create_backbone(name, in_chans=chans, **kwargs)
-    return load_weights(model, path)
+    spec = network_spec(path, "backbone")
+    if spec is None:
+        return {}
+    kwargs = dict(spec.kwargs)
+    in_chans = kwargs.pop("in_chans", 3)
+    return {"backbone": spec.arch, "backbone_kwargs": kwargs, "in_chans": in_chans}
 
 
 def evaluate(

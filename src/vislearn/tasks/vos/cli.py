@@ -145,11 +145,13 @@ def build_vit(
 ):
     """``(vit, spec)``: the registered ViT backbone ``arch`` (``dino_vits8``, ``dino_vits16``,
     ``dino_vitb8``, ``dino_vitb16``, ``vit_small``, ...; ``patch_size`` for the generic names)
-    with the local ``weights`` loaded strictly (:func:`~vislearn.models.load_vit_weights`:
-    every key present, none left over -- a partial load is an error). ``img_size`` (the
-    positional-embedding grid times the patch size) defaults to the file's grid."""
+    with the local ``weights`` loaded strictly (:func:`~vislearn.models.io.load_network` with
+    ``exact=True``: every key present, none left over -- a partial load is an error).
+    ``img_size`` (the positional-embedding grid times the patch size) defaults to the file's
+    grid."""
     from vislearn.core.errors import VislearnError
-    from vislearn.models import create_backbone, list_backbones, load_vit_weights
+    from vislearn.models import create_backbone, list_backbones
+    from vislearn.models.io import load_network
     from vislearn.models.vit import VisionTransformer
 
     if arch not in list_backbones():
@@ -163,8 +165,11 @@ def build_vit(
     if img_size is None:
         grid = _pos_grid(weights, nested)
         img_size = grid * probe.patch_size if grid is not None else None
-    vit = probe if img_size is None else create_backbone(arch, img_size=img_size, **kwargs)
-    load_vit_weights(vit, weights, nested=nested)
+    if img_size is not None:
+        kwargs["img_size"] = img_size
+    vit = load_network(
+        weights, "backbone", arch=arch, arch_kwargs=kwargs, nested=nested, exact=True
+    )
     spec = {
         "arch": arch,
         "patch_size": vit.patch_size,

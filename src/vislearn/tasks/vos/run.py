@@ -25,7 +25,6 @@ weight decay 0.1 on weight matrices and 0 on biases and norms. The release train
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,7 +33,9 @@ from typing import Any
 import lightning as L
 from torch import Tensor
 
+from vislearn.core.artifacts import read_safetensors_metadata
 from vislearn.core.errors import VislearnError
+from vislearn.models.io import load_network, register_network, save_network
 from vislearn.models.vit import VisionTransformer
 from vislearn.tasks.vos.block import SpatioTemporalBlock
 from vislearn.tasks.vos.data import (
@@ -73,65 +74,46 @@ def save_block(
     vit_spec: dict | None = None,
     info: dict | None = None,
 ) -> Path:
-    """Write ``block``'s weights as safetensors, atomically, with string metadata ``format``
-    (:data:`BLOCK_FORMAT`), ``block`` (:func:`block_config` as JSON), ``vit`` (``vit_spec``
-    as JSON: the frozen ViT it was trained on) and ``info`` (JSON)."""
-    from safetensors.torch import save_file
-
-    from vislearn.core.utils import atomic_path
-
-    path = Path(path)
-    state = {k: v.detach().cpu().contiguous() for k, v in block.state_dict().items()}
-    meta = {
-        "format": BLOCK_FORMAT,
-        "block": json.dumps(block_config(block)),
-        "vit": json.dumps(vit_spec or {}),
-        "info": json.dumps(info or {}),
-    }
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=meta)
-    return path
+    """Write ``block``'s weights as safetensors, atomically, with metadata ``format``
+    (:data:`BLOCK_FORMAT`), ``block`` (:func:`block_config`), ``vit`` (``vit_spec``: the
+    frozen ViT it was trained on) and ``info``; the file rebuilds alone
+    (:func:`~vislearn.models.io.load_network`)."""
+    cfg = block_config(block)
+    extra = {"format": BLOCK_FORMAT, "block": cfg, "vit": vit_spec or {}, "info": info or {}}
+    return save_network(block, path, "uvos_block", cfg, extra)
 
 
 def read_block_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """``{"block": {...}, "vit": {...}, "info": {...}}`` of a :func:`save_block` file; any
     other file is a :class:`VislearnError`."""
-    from vislearn.models.io import safetensors_metadata
-
     path = Path(path)
     if not path.is_file():
         raise VislearnError(f"SSL-UVOS block file not found: {path}")
-    meta = safetensors_metadata(path)
+    meta = read_safetensors_metadata(path)
     if meta.get("format") != BLOCK_FORMAT:
         raise VislearnError(
             f"{path} is not an SSL-UVOS block file (no format={BLOCK_FORMAT!r} metadata; "
             "write one with `vislearn train-uvos`)"
         )
-    try:
-        return {k: json.loads(meta.get(k) or "{}") for k in ("block", "vit", "info")}
-    except json.JSONDecodeError as exc:
-        raise VislearnError(f"{path}: corrupt block metadata ({exc})") from None
+    out = {k: meta.get(k) or {} for k in ("block", "vit", "info")}
+    if not all(isinstance(v, dict) for v in out.values()):
+        raise VislearnError(f"{path}: corrupt block metadata")
+    return out
 
 
 def load_block(path: str | os.PathLike) -> SpatioTemporalBlock:
     """Rebuild the :class:`SpatioTemporalBlock` saved by :func:`save_block` (eval mode, CPU).
     A file of another kind, or weights that do not fit the recorded shape, is a
     :class:`VislearnError`."""
-    from vislearn.models.io import read_state_file
-
-    meta = read_block_metadata(path)
-    cfg = meta["block"]
+    cfg = read_block_metadata(path)["block"]
     try:
-        block = SpatioTemporalBlock(**cfg)
-    except TypeError as exc:
-        raise VislearnError(f"{path}: bad block settings {cfg}: {exc}") from None
-    state = read_state_file(path)
-    try:
-        block.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        msg = " ".join(str(exc).split())[:300]
-        raise VislearnError(f"{path}: weights do not fit the recorded block {cfg}: {msg}") from None
+        block = load_network(path, "uvos_block", arch="uvos_block", arch_kwargs=cfg)
+    except VislearnError as exc:
+        raise VislearnError(f"{path}: weights do not fit the recorded block {cfg}: {exc}") from None
     return block.eval()
+
+
+register_network("uvos_block", home=__name__)(SpatioTemporalBlock)
 
 
 # ----------------------------------------------------------------------------- the run

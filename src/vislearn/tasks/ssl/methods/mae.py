@@ -9,15 +9,15 @@ import torch
 from torch import Tensor
 
 from vislearn.core.errors import VislearnError
-from vislearn.core.utils import atomic_path, save_png
+from vislearn.core.utils import save_png
 from vislearn.data.masking import check_mask_ratio, masking_from_keep, random_keep
 from vislearn.engine.ssl import SSLMethod
 from vislearn.models.mae import (
     MAEDecoder,
     encode,
     mae_loss,
-    mae_metadata,
     patchify,
+    save_mae,
     unpatchify,
 )
 from vislearn.models.vit import VisionTransformer
@@ -177,23 +177,21 @@ class MAE(SSLMethod):
     # ---- export ------------------------------------------------------------------------------
     def export_mae(self, path: str | Path) -> None:
         """Encoder + decoder weights and layout as safetensors (for :func:`load_mae`)."""
-        from safetensors.torch import save_file
-
         h = self.hparams
-        meta = mae_metadata(
-            h.backbone,
-            h.backbone_kwargs,
-            h.in_chans,
-            {"dim": h.decoder_dim, "depth": h.decoder_depth, "num_heads": h.decoder_heads},
-            h.norm_pix_loss,
-        )
         state = {
-            f"{prefix}.{k}": v.detach().cpu().contiguous()
+            f"{prefix}.{k}": v
             for prefix, module in (("encoder", self.backbone), ("decoder", self.decoder))
             for k, v in module.state_dict().items()
         }
-        with atomic_path(path) as tmp:
-            save_file(state, str(tmp), metadata=meta)
+        save_mae(
+            state,
+            path,
+            backbone=h.backbone,
+            backbone_kwargs=h.backbone_kwargs,
+            in_chans=h.in_chans,
+            decoder={"dim": h.decoder_dim, "depth": h.decoder_depth, "num_heads": h.decoder_heads},
+            norm_pix=h.norm_pix_loss,
+        )
 
     def on_fit_end(self) -> None:
         if self.trainer.is_global_zero:
