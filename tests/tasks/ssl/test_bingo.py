@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from test_methods import fit, tiny_kwargs
+
 from vislearn.core.errors import VislearnError
 from vislearn.data.datasets import ArrayImageDataset
 from vislearn.data.mixing import cutmix

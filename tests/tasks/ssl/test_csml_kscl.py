@@ -16,10 +16,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
+from test_methods import fit as _fit
 from torch import nn
 
 from ddp_utils import run_ranks
-from test_methods import fit as _fit
 from vislearn.core.config import load_config
 from vislearn.data import ArrayImageDataset
 from vislearn.data.augment import Normalize

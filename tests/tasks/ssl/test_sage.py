@@ -14,8 +14,8 @@ import lightning as L
 import pytest
 import torch
 from PIL import Image
-
 from test_methods import CrashAtEpoch, _Crash
+
 from vislearn.core.config import load_config
 from vislearn.core.errors import VislearnError
 from vislearn.data.augment import GRAY_MEAN, GRAY_STD, RGB_MEAN, RGB_STD
