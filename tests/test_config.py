@@ -151,11 +151,12 @@ def test_flag_updates_and_save_config(tmp_path):
     up = flag_updates(
         args,
         {"epochs": "trainer.max_epochs", "lr": "model.lr", "backbone": "model.backbone",
-         "devices": ("trainer.devices", lightning_count), "no_aug": ("model.augment", "x".__ne__),
+         "devices": ("trainer.devices", lightning_count),
+         "no_aug": ("model.augment", lambda v: not v),
          "absent": "data.dataset"},
     )  # fmt: skip
     assert up == {"trainer": {"max_epochs": 3, "devices": 2},
-                  "model": {"backbone": "resnet18", "augment": True}}  # fmt: skip
+                  "model": {"backbone": "resnet18", "augment": False}}  # fmt: skip
     cfg = load_config(None, **up)
     save_config(cfg, tmp_path / "run" / "config.yaml")
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text()) == cfg
