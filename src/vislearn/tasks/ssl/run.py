@@ -170,7 +170,7 @@ def evaluate_classifier(
     if not isinstance(classifier, nn.Module):
         raise VislearnError(f"{type(model).__name__} has no classifier head to evaluate")
     head = nn.Sequential(model.backbone, classifier)
-    chans = _in_chans(model.backbone)
+    chans = backbone_in_chans(model.backbone)
     size = int(model.hparams.get("image_size") or 0) or None
     test = get_dataset(dataset, "test", data_dir, image_size=size, channels=chans)
     device = device or _default_device()
@@ -476,7 +476,7 @@ def _labelled_splits(backbone: nn.Module, dataset: str, data_dir: str | None, wh
             f"{what} of images needs an image backbone; for a video backbone use the video "
             "protocols (vislearn eval video-linear|video-finetune|retrieval|background-probe)"
         )
-    chans = _in_chans(backbone)
+    chans = backbone_in_chans(backbone)
     train = get_dataset(dataset, "train", data_dir, channels=chans)
     test = get_dataset(dataset, "test", data_dir, image_size=train[0][0].shape[-1], channels=chans)
     if getattr(train, "labels", None) is None:
@@ -484,6 +484,6 @@ def _labelled_splits(backbone: nn.Module, dataset: str, data_dir: str | None, wh
     return train, test
 
 
-def _in_chans(backbone: nn.Module) -> int:
+def backbone_in_chans(backbone: nn.Module) -> int:
     first = next(m for m in backbone.modules() if isinstance(m, nn.Conv2d | nn.Linear))
     return first.in_channels if isinstance(first, nn.Conv2d) else 3
