@@ -45,8 +45,6 @@ TASKS: dict[str, tuple[str, str, str]] = {
     "train-uvos": ("vislearn.tasks.vos.cli", "add_train_uvos_parser", "run_train_uvos"),
     "video-seg": ("vislearn.tasks.vos.cli", "add_video_seg_parser", "run_video_seg"),
 }
-#: commands whose positional section.key=value overrides may also follow the flags
-OVERRIDES_ANYWHERE = ("pretrain", "eval", "train-classifier")
 
 
 def _task(command: str, which: int):
@@ -93,7 +91,7 @@ def _quiet_lightning() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command in OVERRIDES_ANYWHERE:
+    if isinstance(getattr(args, "overrides", None), list):  # overrides anywhere
         args.overrides += [e for e in extra if "=" in e and not e.startswith("-")]
         extra = [e for e in extra if e not in args.overrides]
     if extra:
