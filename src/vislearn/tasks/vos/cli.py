@@ -376,7 +376,7 @@ def add_video_seg_parser(sub: Any) -> argparse.ArgumentParser:
 def _read_input(path: Path):
     """Frames uint8 ``[T, C, H, W]``, output frame names (or ``None``) and the video name."""
     from vislearn.core.errors import VislearnError
-    from vislearn.data.video.io import _is_video_file, list_frames, read_clip, read_video
+    from vislearn.data.video.io import VIDEO_EXTENSIONS, list_frames, read_clip, read_video
 
     if path.is_dir():
         files = list_frames(path)
@@ -385,7 +385,7 @@ def _read_input(path: Path):
         return read_clip(path, range(len(files)), 3, frame_files=files), [f.stem for f in files]
     if not path.exists():
         raise VislearnError(f"input does not exist: {path}")
-    if not _is_video_file(path):
+    if path.name.startswith(".") or path.suffix.lower() not in VIDEO_EXTENSIONS:
         raise VislearnError(f"{path} is neither a video file nor a folder of frames")
     return read_video(path, 3), None
 
