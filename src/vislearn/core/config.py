@@ -9,6 +9,12 @@ A recipe has five sections; every field can be overridden on the command line::
     eval:    {...}   # offline evaluation after training (kNN k/T, linear-probe epochs)
     seed: 0
     out: runs/moco_v2
+
+A recipe may inherit: ``defaults: [base.yaml, ...]`` (paths relative to the recipe, chains
+allowed) merges those recipes first, in order, and the recipe states only what differs
+(mappings merged key by key, lists replaced). Every command resolves its settings the same
+way, with :func:`load_config`: built-in defaults <- ``--config`` recipe <- the command's flags
+(:func:`flag_updates`) <- ``section.key=value`` overrides.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from vislearn.core.errors import VislearnError
 from vislearn.core.utils import atomic_path
@@ -81,22 +88,125 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "out": None,
 }
-STRICT_SECTIONS = ("data", "trainer", "eval")
+STRICT_SECTIONS = ("data", "trainer", "eval", "vit", "block", "segment", "sampler", "cache", "dit")
+#: recipe key listing the recipes it inherits from (paths relative to the recipe file)
+INHERIT_KEY = "defaults"
 
 
-def _merge(base: dict, new: dict, path: str = "") -> dict:
-    out = copy.deepcopy(base)
+def _check_keys(base: dict, new: dict, path: str = "") -> None:
+    """Unknown top-level sections and unknown keys of the strict sections are errors."""
     for key, value in new.items():
         where = f"{path}{key}"
-        if path.rstrip(".") in STRICT_SECTIONS and key not in base:
-            raise VislearnError(f"unknown config key {where!r}; known: {', '.join(base)}")
         if not path and key not in base:  # at the top level ``base`` holds every section
             raise VislearnError(f"unknown config section {key!r}; known: {', '.join(base)}")
+        if path.rstrip(".") in STRICT_SECTIONS and key not in base:
+            raise VislearnError(f"unknown config key {where!r}; known: {', '.join(base)}")
+        if not path and isinstance(value, dict) and isinstance(base.get(key), dict):
+            _check_keys(base[key], value, f"{where}.")
+
+
+def _merge(base: dict, new: dict) -> dict:
+    """``base`` <- ``new``: mappings merged key by key, lists and scalars replaced."""
+    _check_keys(base, new)
+    return _plain(OmegaConf.merge(OmegaConf.create(base), OmegaConf.create(new)))
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, DictConfig | ListConfig):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
+
+
+def _read_yaml(p: Path) -> dict:
+    if not p.is_file():
+        raise VislearnError(f"config file not found: {p}")
+    try:
+        recipe = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise VislearnError(f"invalid YAML in {p}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(recipe, dict):
+        raise VislearnError(f"config {p} must be a mapping")
+    return recipe
+
+
+def load_recipe(path: str | os.PathLike, _stack: tuple[Path, ...] = ()) -> dict:
+    """The recipe at ``path`` with the recipes of its ``defaults: [base.yaml, ...]`` list
+    (paths relative to the recipe's folder, themselves allowed to inherit) merged under it
+    in order; mappings are merged, lists and scalars replaced. No defaults, no key checks."""
+    p = Path(path)
+    key = p.resolve()
+    if key in _stack:
+        chain = " -> ".join(str(s) for s in (*_stack, key))
+        raise VislearnError(f"config inheritance cycle: {chain}")
+    recipe = _read_yaml(p)
+    bases = recipe.pop(INHERIT_KEY, None) or []
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise VislearnError(f"{p}: `{INHERIT_KEY}` must be a list of recipe paths")
+    merged = OmegaConf.create({})
+    for base in bases:
+        parent = load_recipe(p.parent / base, (*_stack, key))
+        merged = OmegaConf.merge(merged, OmegaConf.create(parent))
+    return _plain(OmegaConf.merge(merged, OmegaConf.create(recipe)))
+
+
+def parse_override(item: str) -> dict:
+    """``"section.key=value"`` -> ``{"section": {"key": value}}``; the value is parsed as YAML
+    (``model.backbone_kwargs={stem: small_ds}`` gives a mapping, an empty value ``None``)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise VislearnError(f"override {item!r} must look like section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError as exc:
+        msg = str(exc).splitlines()[0]
+        raise VislearnError(f"override {item!r}: invalid YAML value: {msg}") from None
+    return nested_update(key, value)
+
+
+def nested_update(key: str, value: Any) -> dict:
+    """``("a.b.c", v)`` -> ``{"a": {"b": {"c": v}}}``."""
+    nested: dict = {}
+    node = nested
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return nested
+
+
+def flag_updates(args: Any, mapping: dict[str, Any]) -> dict:
+    """The command-line flags of ``args`` that were given, as a nested config update: the one
+    place where a command maps its flags onto config keys.
+
+    ``mapping`` is ``{flag attribute: "section.key"}`` or ``{flag: ("section.key", convert)}``;
+    a flag whose value is ``None`` (not given) is skipped, ``convert(value)`` is stored."""
+    out: dict = {}
+    for flag, target in mapping.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        key, convert = target if isinstance(target, tuple) else (target, None)
+        if convert is not None:
+            value = convert(value)
+        out = _deep_update(out, nested_update(key, value))
+    return out
+
+
+def _deep_update(base: dict, new: dict) -> dict:
+    out = dict(base)
+    for key, value in new.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value, f"{where}.")
+            out[key] = _deep_update(out[key], value)
         else:
             out[key] = value
     return out
+
+
+def lightning_count(value: Any) -> Any:
+    """``"8"`` -> ``8``; ``"auto"``, ``"0,1"`` unchanged (Lightning devices / nodes flags)."""
+    return int(value) if isinstance(value, str) and value.isdigit() else value
 
 
 def load_config(
@@ -105,38 +215,23 @@ def load_config(
     defaults: dict[str, Any] | None = None,
     **updates: Any,
 ) -> dict:
-    """Defaults <- YAML file <- ``updates`` (nested dict) <- ``key.sub=value`` overrides.
+    """Defaults <- YAML recipe (with its ``defaults:`` inheritance) <- ``updates`` (nested
+    dict, e.g. from :func:`flag_updates`) <- ``section.key=value`` overrides; a plain dict.
 
     ``defaults`` replaces :data:`DEFAULTS` for a subsystem with its own sections (e.g.
-    ``vislearn seg``); its ``data``/``trainer``/``eval`` sections are checked as strictly."""
+    ``vislearn seg``); unknown top-level sections and unknown keys of the sections in
+    :data:`STRICT_SECTIONS` are one-line :class:`VislearnError`\\ s."""
     cfg = copy.deepcopy(DEFAULTS if defaults is None else defaults)
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise VislearnError(f"config file not found: {p}")
-        try:
-            recipe = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise VislearnError(f"invalid YAML in {p}: {str(exc).splitlines()[0]}") from None
-        if not isinstance(recipe, dict):
-            raise VislearnError(f"config {p} must be a mapping")
-        cfg = _merge(cfg, recipe)
-    cfg = _merge(cfg, updates)
+        cfg = _merge(cfg, load_recipe(path))
+    if updates:
+        cfg = _merge(cfg, updates)
     for item in overrides or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise VislearnError(f"override {item!r} must look like section.key=value")
-        value = yaml.safe_load(raw) if raw else None
-        nested: dict = {}
-        node = nested
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-        cfg = _merge(cfg, nested)
+        cfg = _merge(cfg, parse_override(item))
     return cfg
 
 
 def save_config(cfg: dict, path: str | os.PathLike) -> None:
+    """Write the fully resolved ``cfg`` as YAML, atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        tmp.write_text(yaml.safe_dump(_plain(OmegaConf.create(cfg)), sort_keys=False))

@@ -400,14 +400,22 @@ def test_load_block_rejects_wrong_files(tmp_path):
 
 
 def test_cli_trains_from_frame_folders(tmp_path, capsys):
-    from vislearn.tasks.vos.cli import add_train_uvos_parser, build_vit, run_train_uvos
+    from vislearn.tasks.vos.cli import (
+        add_train_uvos_parser,
+        build_vit,
+        run_train_uvos,
+        train_uvos_config,
+    )
 
     parser = argparse.ArgumentParser(prog="vislearn")
     sub = parser.add_subparsers(dest="command")
     add_train_uvos_parser(sub)
-    defaults = parser.parse_args(["train-uvos", "v", "--weights", "w", "--out", "o"])
-    assert defaults.arch == "dino_vits8" and defaults.resolution == [192, 384]
-    assert defaults.epochs == 48 and defaults.batch_size == 8 and defaults.lr == 1e-5
+    defaults = train_uvos_config(
+        parser.parse_args(["train-uvos", "v", "--weights", "w", "--out", "o"])
+    )
+    assert defaults["vit"]["arch"] == "dino_vits8" and defaults["data"]["resolution"] == [192, 384]
+    assert defaults["trainer"]["max_epochs"] == 48 and defaults["data"]["batch_size"] == 8
+    assert defaults["block"]["lr"] == 1e-5 and defaults["vit"]["weights"] == "w"
     help_text = sub.choices["train-uvos"].format_help()
     assert "synthetic" in help_text and "last.ckpt" in help_text
 

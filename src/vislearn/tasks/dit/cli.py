@@ -17,27 +17,44 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_dit_parser", "run_dit"]
+__all__ = ["DIT_FLAGS", "add_dit_parser", "dit_config", "run_dit"]
 
 
 def _cache_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="diffusers model or pipeline folder")
     p.add_argument(
         "--cache",
-        default="duca",
         help="none, fora, toca, duca, duca_dit, toca_dit, duca_pixart, toca_pixart",
     )
     p.add_argument("--interval", type=int, help="cache interval N")
     p.add_argument("--warmup", type=int, help="leading full steps")
     p.add_argument("--score", choices=["vnorm", "vnorm_high", "attention", "random"])
     p.add_argument("--fresh-ratio", type=float, help="fraction of tokens recomputed")
-    p.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
-    p.add_argument("--cfg", type=float, default=4.0, help="guidance scale (<= 1: no CFG)")
-    p.add_argument("--scheduler", default="ddim", help="ddim, euler, dpm, ddpm (default ddim)")
-    p.add_argument("--n", type=int, default=16, help="number of images (default 16)")
+    p.add_argument("--steps", type=int, help="sampling steps (default 50)")
+    p.add_argument("--cfg", type=float, help="guidance scale (<= 1: no CFG)")
+    p.add_argument("--scheduler", help="ddim, euler, dpm, ddpm (default ddim)")
+    p.add_argument("--n", type=int, help="number of images (default 16)")
     p.add_argument("--classes", help="comma-separated class ids (default: 0, 1, ... cycled)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="cpu (default), cuda, ...")
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="section.key=value",
+        help="override any config field (see vislearn.tasks.dit.config)",
+    )
+    p.add_argument("--config", help="YAML recipe: built-in defaults <- it <- flags <- overrides")
+    p.add_argument(
+        "--set",
+        dest="set_overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one more section.key=value override (repeatable)",
+    )
 
 
 def add_dit_parser(sub: Any) -> None:
@@ -46,38 +63,42 @@ def add_dit_parser(sub: Any) -> None:
     dsub = dit.add_subparsers(dest="dit_command", required=True, metavar="DIT_COMMAND")
     sa = dsub.add_parser("sample", help="sample a class-conditional DiT into an image grid")
     _cache_args(sa)
+    _config_args(sa)
     sa.add_argument("--out", required=True, help="output PNG grid")
     be = dsub.add_parser("bench", help="cached vs uncached: speed, FLOPs, deviation")
     _cache_args(be)
-    be.add_argument("--repeats", type=int, default=3, help="interleaved timing repeats")
+    _config_args(be)
+    be.add_argument("--repeats", type=int, help="interleaved timing repeats")
     be.add_argument("--json", help="also write the result row to this JSON file")
     tr = dsub.add_parser("train", help="train a small class-conditional pixel DiT")
-    tr.add_argument("--data", default="fmnist-mini", help="fmnist-mini (default), fmnist, folder")
+    _config_args(tr)
+    tr.add_argument("--data", help="fmnist-mini (default), fmnist, folder")
     tr.add_argument("--data-dir", help="where the Fashion-MNIST files are ($VISLEARN_DATA)")
     tr.add_argument("--out", required=True, help="run folder; the model goes to OUT/model")
-    tr.add_argument("--epochs", type=int, default=10)
-    tr.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps")
-    tr.add_argument("--batch-size", type=int, default=128)
-    tr.add_argument("--image-size", type=int, default=32)
-    tr.add_argument("--patch-size", type=int, default=2)
-    tr.add_argument("--depth", type=int, default=6, help="transformer blocks (default 6)")
-    tr.add_argument("--heads", type=int, default=4)
-    tr.add_argument("--head-dim", type=int, default=32, help="hidden = heads * head-dim")
-    tr.add_argument("--lr", type=float, default=3e-4)
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--accelerator", default="auto", help="cpu, gpu, ... (Lightning)")
-    tr.add_argument("--devices", default="auto", help="devices per node (Lightning)")
-    tr.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, ...")
+    tr.add_argument("--epochs", type=int)
+    tr.add_argument("--max-steps", type=int, help="stop after this many steps")
+    tr.add_argument("--batch-size", type=int)
+    tr.add_argument("--image-size", type=int)
+    tr.add_argument("--patch-size", type=int)
+    tr.add_argument("--depth", type=int, help="transformer blocks (default 6)")
+    tr.add_argument("--heads", type=int)
+    tr.add_argument("--head-dim", type=int, help="hidden = heads * head-dim")
+    tr.add_argument("--lr", type=float)
+    tr.add_argument("--seed", type=int)
+    tr.add_argument("--accelerator", help="cpu, gpu, ... (Lightning)")
+    tr.add_argument("--devices", help="devices per node (Lightning)")
+    tr.add_argument("--precision", help="32-true, bf16-mixed, ...")
     cl = dsub.add_parser(
         "classifier", help="train the feature classifier that FD / class consistency use"
     )
-    cl.add_argument("--data", default="fmnist-mini", help="fmnist-mini (default), fmnist, folder")
+    _config_args(cl)
+    cl.add_argument("--data", help="fmnist-mini (default), fmnist, folder")
     cl.add_argument("--data-dir", help="where the Fashion-MNIST files are ($VISLEARN_DATA)")
     cl.add_argument("--out", required=True, help="output .safetensors file")
-    cl.add_argument("--image-size", type=int, default=32, help="the DiT's sample size")
-    cl.add_argument("--channels", type=int, default=1)
-    cl.add_argument("--epochs", type=int, default=3)
-    cl.add_argument("--seed", type=int, default=0)
+    cl.add_argument("--image-size", type=int, help="the DiT's sample size")
+    cl.add_argument("--channels", type=int)
+    cl.add_argument("--epochs", type=int)
+    cl.add_argument("--seed", type=int)
 
 
 def _policy_overrides(a: argparse.Namespace) -> dict:
@@ -257,11 +278,94 @@ def cmd_classifier(a: argparse.Namespace) -> None:
     print(f"vislearn: wrote {a.out} (test top-1 {100 * acc:.1f}%)")
 
 
+_SAMPLE_FLAGS: dict[str, str] = {
+    "model": "model",
+    "cache": "cache.policy",
+    "interval": "cache.interval",
+    "warmup": "cache.warmup",
+    "score": "cache.score",
+    "fresh_ratio": "cache.fresh_ratio",
+    "steps": "sampler.steps",
+    "cfg": "sampler.cfg",
+    "scheduler": "sampler.scheduler",
+    "n": "sampler.n",
+    "classes": "sampler.classes",
+    "seed": "seed",
+    "device": "device",
+    "out": "out",
+    "repeats": "repeats",
+    "json": "json",
+}
+_DATA_FLAGS = {"data": "data.dataset", "data_dir": "data.data_dir", "image_size": "data.image_size"}
+#: sub-command -> (its defaults in vislearn.tasks.dit.config, flag -> config key)
+DIT_FLAGS: dict[str, tuple[str, dict[str, str]]] = {
+    "sample": ("DIT_SAMPLE_DEFAULTS", _SAMPLE_FLAGS),
+    "bench": ("DIT_SAMPLE_DEFAULTS", _SAMPLE_FLAGS),
+    "train": (
+        "DIT_TRAIN_DEFAULTS",
+        {
+            **_DATA_FLAGS,
+            "batch_size": "data.batch_size",
+            "patch_size": "dit.patch_size",
+            "depth": "dit.depth",
+            "heads": "dit.heads",
+            "head_dim": "dit.head_dim",
+            "lr": "dit.lr",
+            "epochs": "trainer.max_epochs",
+            "max_steps": "trainer.max_steps",
+            "accelerator": "trainer.accelerator",
+            "devices": "trainer.devices",
+            "precision": "trainer.precision",
+            "seed": "seed",
+            "out": "out",
+        },
+    ),
+    "classifier": (
+        "DIT_CLASSIFIER_DEFAULTS",
+        {**_DATA_FLAGS, "channels": "data.channels", "epochs": "trainer.max_epochs",
+         "seed": "seed", "out": "out"},
+    ),
+}  # fmt: skip
+
+
+def dit_config(a: argparse.Namespace) -> dict:
+    """The resolved config of ``vislearn dit COMMAND``: its defaults (vislearn.tasks.dit.config)
+    <- --config <- flags (:data:`DIT_FLAGS`) <- ``section.key=value`` overrides."""
+    from vislearn.core.config import flag_updates, load_config
+    from vislearn.tasks.dit import config
+
+    name, flags = DIT_FLAGS[a.dit_command]
+    overrides = list(getattr(a, "overrides", [])) + list(getattr(a, "set_overrides", []))
+    return load_config(
+        getattr(a, "config", None),
+        overrides,
+        defaults=getattr(config, name),
+        **flag_updates(a, flags),
+    )
+
+
+def _as_flags(a: argparse.Namespace, cfg: dict) -> argparse.Namespace:
+    """``a`` with every mapped flag set to its resolved config value (the commands read them)."""
+    out = argparse.Namespace(**vars(a))
+    for flag, key in DIT_FLAGS[a.dit_command][1].items():
+        node: Any = cfg
+        for part in key.split("."):
+            node = node[part]
+        setattr(out, flag, node)
+    return out
+
+
 def run_dit(a: argparse.Namespace) -> None:
+    from vislearn.core.config import save_config
+
+    cfg = dit_config(a)
+    if a.dit_command == "train":
+        Path(cfg["out"]).mkdir(parents=True, exist_ok=True)
+        save_config(cfg, Path(cfg["out"]) / "config.yaml")
     commands = {
         "sample": cmd_sample,
         "bench": cmd_bench,
         "train": cmd_train,
         "classifier": cmd_classifier,
     }
-    commands[a.dit_command](a)
+    commands[a.dit_command](_as_flags(a, cfg))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["add_seg_parser", "run_seg"]
+__all__ = ["SEG_FLAGS", "add_seg_parser", "run_seg", "seg_config"]
 
 _FORMAT = argparse.RawDescriptionHelpFormatter
 
@@ -160,34 +160,37 @@ def add_seg_parser(sub: Any) -> None:
     _common(md)
 
 
-def _config(a: argparse.Namespace) -> dict:
-    from vislearn.core.config import load_config
-    from vislearn.core.errors import VislearnError
-    from vislearn.tasks.seg.run import SEG_DEFAULTS
+#: flag -> config key of every ``vislearn seg`` command (a command lacking a flag skips it)
+SEG_FLAGS: dict[str, str] = {
+    "lr": "model.lr",
+    "backbone": "model.backbone",
+    "head": "model.head",
+    "output_stride": "model.output_stride",
+    "image_size": "data.image_size",
+    "num_train": "data.num_train",
+    "num_test": "data.num_test",
+    "cache_dir": "data.cache_dir",
+    "batch_size": "data.batch_size",
+    "target": "data.target",
+    "fraction": "data.fraction",
+    "steps": "trainer.max_steps",
+    "accelerator": "trainer.accelerator",
+    "devices": "trainer.devices",
+    "strategy": "trainer.strategy",
+    "precision": "trainer.precision",
+    "num_nodes": "trainer.num_nodes",
+    "method": "method",
+    "init": "init",
+    "transfer": "transfer",
+    "seed": "seed",
+}
 
-    model: dict = {}
+
+def _list_flags(a: argparse.Namespace) -> dict:
+    """``--datasets`` and ``--fractions``: comma-separated lists -> data.datasets / fractions."""
+    from vislearn.core.errors import VislearnError
+
     data: dict = {}
-    trainer: dict = {}
-    up: dict = {}
-    for flag, key in (
-        ("lr", "lr"),
-        ("backbone", "backbone"),
-        ("head", "head"),
-        ("output_stride", "output_stride"),
-    ):
-        if getattr(a, flag, None) is not None:
-            model[key] = getattr(a, flag)
-    for flag, key in (
-        ("image_size", "image_size"),
-        ("num_train", "num_train"),
-        ("num_test", "num_test"),
-        ("cache_dir", "cache_dir"),
-        ("batch_size", "batch_size"),
-        ("target", "target"),
-        ("fraction", "fraction"),
-    ):
-        if getattr(a, flag, None) is not None:
-            data[key] = getattr(a, flag)
     if getattr(a, "datasets", None):
         specs = [s.strip() for s in a.datasets.split(",") if s.strip()]
         if a.seg_command == "make-data":
@@ -204,24 +207,24 @@ def _config(a: argparse.Namespace) -> dict:
             if not sep:
                 raise VislearnError(f"--fractions: expected NAME=FRACTION items, got {item!r}")
         data["fractions"] = fractions
-    if getattr(a, "steps", None) is not None:
-        trainer["max_steps"] = a.steps
-    for key in ("accelerator", "devices", "strategy", "precision", "num_nodes"):
-        if getattr(a, key, None) is not None:
-            trainer[key] = getattr(a, key)
-    for key in ("method", "init", "transfer", "seed"):
-        if getattr(a, key, None) is not None:
-            up[key] = getattr(a, key)
+    return data
+
+
+def seg_config(a: argparse.Namespace) -> dict:
+    """The resolved config of a ``vislearn seg`` command: :data:`SEG_DEFAULTS` <- --config <-
+    flags (:data:`SEG_FLAGS`, --datasets, --fractions, --out) <- overrides (positional and
+    --set)."""
+    from vislearn.core.config import flag_updates, load_config
+    from vislearn.tasks.seg.config import SEG_DEFAULTS
+
+    updates = flag_updates(a, SEG_FLAGS)
+    data = _list_flags(a)
+    if data:
+        updates["data"] = {**updates.get("data", {}), **data}
     if a.seg_command in ("pretrain", "finetune") and a.out is not None:
-        up["out"] = a.out  # (predict and make-data use --out for their own output)
+        updates["out"] = a.out  # (predict and make-data use --out for their own output)
     return load_config(
-        a.config,
-        list(a.overrides) + list(a.set_overrides),
-        defaults=SEG_DEFAULTS,
-        **up,
-        model=model,
-        data=data,
-        trainer=trainer,
+        a.config, list(a.overrides) + list(a.set_overrides), defaults=SEG_DEFAULTS, **updates
     )
 
 
@@ -236,7 +239,7 @@ def _print_scores(res: dict) -> None:
 
 def run_seg(a: argparse.Namespace) -> None:
     """Run the ``vislearn seg`` sub-command parsed into ``a``."""
-    cfg = _config(a)
+    cfg = seg_config(a)
     cmd = a.seg_command
     if cmd == "pretrain":
         from vislearn.tasks.seg.run import pretrain_seg

@@ -35,6 +35,7 @@ from vislearn.data.segmentation import (
     fraction_subset,
 )
 from vislearn.engine.run import fit, last_checkpoint, quiet_lightning
+from vislearn.tasks.seg.config import SEG_DEFAULTS
 from vislearn.tasks.seg.data import (
     SegDataModule,
     build_segmentation_dataset,
@@ -52,51 +53,6 @@ __all__ = [
     "pretrain_seg",
 ]
 
-SEG_DEFAULTS: dict[str, Any] = {
-    "method": "mdp",
-    "model": {},
-    "data": {
-        # pretraining: data set specs (synthetic:<name> or VOC-layout folders) and the
-        # labelled fraction kept of each ({spec or name: fraction}; default 1)
-        "datasets": ["synthetic:fine", "synthetic:coarse", "synthetic:partial"],
-        "fractions": {},
-        # fine-tuning / evaluation: the target and the labelled fraction of its train split
-        "target": "synthetic:fine",
-        "fraction": 1.0,
-        "fraction_seed": 0,
-        "image_size": 64,
-        # synthetic sets (vislearn.data.synthetic.segmentation_scenes)
-        "num_train": 2000,
-        "num_test": 500,
-        "synthetic_seed": 0,
-        "sprite_source": "fmnist-mini",
-        "data_dir": None,
-        "background_dir": None,
-        "cache_dir": None,
-        # folders: the split list used for testing
-        "folder_test_split": "val",
-        "batch_size": 32,
-        "num_workers": 0,
-        "steps_per_epoch": None,
-    },
-    "trainer": {
-        "max_steps": 1000,
-        "val_every_n_epochs": 0,  # 0: validate once, after training
-        "accelerator": "auto",
-        "devices": "auto",
-        "num_nodes": 1,
-        "strategy": "auto",
-        "precision": "32-true",
-        "sync_batchnorm": False,
-        "log_every_n_steps": 10,
-        "progress": True,
-    },
-    "eval": {"batch_size": 64, "num_predictions": 16},
-    "init": None,
-    "transfer": "backbone+decoder",
-    "seed": 0,
-    "out": None,
-}
 #: model keys that describe the network (shared by pretraining and fine-tuning)
 ARCH_KEYS = (
     "backbone",

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import operator
 from pathlib import Path
 from typing import Any
+
+from vislearn.core.config import lightning_count
 
 __all__ = [
     "add_train_uvos_parser",
@@ -25,6 +28,8 @@ __all__ = [
     "build_vit",
     "run_train_uvos",
     "run_video_seg",
+    "train_uvos_config",
+    "video_seg_config",
 ]
 
 _DESCRIPTION = """\
@@ -67,7 +72,6 @@ def add_train_uvos_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--arch",
-        default="dino_vits8",
         help="ViT architecture: dino_vits8 (default), dino_vits16, dino_vitb8, dino_vitb16, or a "
         "vislearn ViT backbone (vit_small, vit_base, vit_tiny, vit_mini)",
     )
@@ -80,46 +84,57 @@ def add_train_uvos_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--nested", help="checkpoint entry holding the weights (e.g. teacher)")
     p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--epochs", type=int, default=48, help="epochs (default 48)")
-    p.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps")
-    p.add_argument(
-        "--batch-size", type=int, default=8, help="clips per device and step (default 8)"
-    )
+    p.add_argument("--epochs", type=int, help="epochs (default 48)")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps")
+    p.add_argument("--batch-size", type=int, help="clips per device and step (default 8)")
     p.add_argument(
         "--samples-per-epoch",
         type=int,
-        default=10_000,
         help="clips per epoch, each from a random video (default 10000; 0 = one per video)",
     )
     p.add_argument(
         "--resolution",
         type=int,
         nargs=2,
-        default=[192, 384],
         metavar=("H", "W"),
         help="frame size, multiples of the patch size (default 192 384)",
     )
-    p.add_argument("--num-frames", type=int, default=3, help="frames per clip (default 3)")
-    p.add_argument("--gap", type=int, default=4, help="largest frame gap in a clip (default 4)")
-    p.add_argument("--lr", type=float, default=1e-5, help="AdamW learning rate (default 1e-5)")
-    p.add_argument("--min-lr", type=float, default=1e-6, help="final cosine lr (default 1e-6)")
-    p.add_argument("--weight-decay", type=float, default=0.1, help="on weights (default 0.1)")
-    p.add_argument("--num-heads", type=int, default=8, help="block heads (default 8)")
-    p.add_argument("--num-points", type=int, default=8, help="query points per step (8)")
-    p.add_argument("--sem-weight", type=float, default=1.0, help="semantic loss weight (1)")
-    p.add_argument("--mot-weight", type=float, default=1.0, help="motion loss weight (1)")
-    p.add_argument("--no-augment", action="store_true", help="no colour augmentation")
+    p.add_argument("--num-frames", type=int, help="frames per clip (default 3)")
+    p.add_argument("--gap", type=int, help="largest frame gap in a clip (default 4)")
+    p.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-5)")
+    p.add_argument("--min-lr", type=float, help="final cosine lr (default 1e-6)")
+    p.add_argument("--weight-decay", type=float, help="on weights (default 0.1)")
+    p.add_argument("--num-heads", type=int, help="block heads (default 8)")
+    p.add_argument("--num-points", type=int, help="query points per step (8)")
+    p.add_argument("--sem-weight", type=float, help="semantic loss weight (1)")
+    p.add_argument("--mot-weight", type=float, help="motion loss weight (1)")
+    p.add_argument("--no-augment", action="store_true", default=None, help="no colour augmentation")
+    p.add_argument("--synthetic-videos", type=int, help="videos of `synthetic` (default 64)")
+    p.add_argument("--workers", type=int, help="data loader workers (default 4)")
+    p.add_argument("--seed", type=int)
     p.add_argument(
-        "--synthetic-videos", type=int, default=64, help="videos of `synthetic` (default 64)"
+        "--no-resume", action="store_true", default=None, help="ignore OUT/checkpoints/last.ckpt"
     )
-    p.add_argument("--workers", type=int, default=4, help="data loader workers (default 4)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-resume", action="store_true", help="ignore OUT/checkpoints/last.ckpt")
-    p.add_argument("--accelerator", default="auto", help="cpu, gpu, ... (Lightning)")
-    p.add_argument("--devices", default="auto", help="devices per node (Lightning)")
-    p.add_argument("--strategy", default="auto", help="auto, ddp, ... (Lightning)")
-    p.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, ...")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--accelerator", help="cpu, gpu, ... (Lightning)")
+    p.add_argument("--devices", help="devices per node (Lightning)")
+    p.add_argument("--strategy", help="auto, ddp, ... (Lightning)")
+    p.add_argument("--precision", help="32-true, bf16-mixed, ...")
+    p.add_argument("--no-progress", action="store_true", default=None, help="no progress bar")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="section.key=value",
+        help="override any config field (see vislearn.tasks.vos.config)",
+    )
+    p.add_argument("--config", help="YAML recipe: built-in defaults <- it <- flags <- overrides")
+    p.add_argument(
+        "--set",
+        dest="set_overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one more section.key=value override (repeatable)",
+    )
     return p
 
 
@@ -180,58 +195,121 @@ def build_vit(
     return vit, spec
 
 
+#: flag -> config key (or (key, convert)) of ``vislearn train-uvos``
+UVOS_FLAGS: dict[str, Any] = {
+    "videos": "videos",
+    "arch": "vit.arch",
+    "weights": "vit.weights",
+    "patch_size": "vit.patch_size",
+    "img_size": "vit.img_size",
+    "nested": "vit.nested",
+    "resolution": "data.resolution",
+    "num_frames": "data.num_frames",
+    "gap": "data.gap",
+    "samples_per_epoch": "data.samples_per_epoch",
+    "batch_size": "data.batch_size",
+    "workers": "data.num_workers",
+    "no_augment": ("data.augment", operator.not_),
+    "synthetic_videos": "data.synthetic_videos",
+    "num_heads": "block.num_heads",
+    "num_points": "block.num_points",
+    "lr": "block.lr",
+    "min_lr": "block.min_lr",
+    "weight_decay": "block.weight_decay",
+    "sem_weight": "block.sem_weight",
+    "mot_weight": "block.mot_weight",
+    "epochs": "trainer.max_epochs",
+    "max_steps": "trainer.max_steps",
+    "accelerator": "trainer.accelerator",
+    "devices": ("trainer.devices", lightning_count),
+    "strategy": "trainer.strategy",
+    "precision": "trainer.precision",
+    "no_progress": ("trainer.progress", operator.not_),
+    "seed": "seed",
+    "out": "out",
+}
+
+
+def _resolve(a: argparse.Namespace, defaults: dict, flags: dict) -> dict:
+    from vislearn.core.config import flag_updates, load_config
+
+    overrides = list(getattr(a, "overrides", [])) + list(getattr(a, "set_overrides", []))
+    return load_config(
+        getattr(a, "config", None), overrides, defaults=defaults, **flag_updates(a, flags)
+    )
+
+
+def train_uvos_config(a: argparse.Namespace) -> dict:
+    """The resolved config of ``vislearn train-uvos``: :data:`UVOS_DEFAULTS` <- --config <-
+    flags (:data:`UVOS_FLAGS`) <- ``section.key=value`` overrides (positional or --set)."""
+    from vislearn.tasks.vos.config import UVOS_DEFAULTS
+
+    return _resolve(a, UVOS_DEFAULTS, UVOS_FLAGS)
+
+
 def run_train_uvos(args: argparse.Namespace) -> str:
     """Run ``vislearn train-uvos``; returns the path of the written block file."""
+    from vislearn.core.config import save_config
     from vislearn.core.errors import VislearnError
     from vislearn.tasks.vos.run import BLOCK_FILE, train_uvos
 
-    if args.samples_per_epoch < 0:
+    cfg = train_uvos_config(args)
+    v, d, b, t = cfg["vit"], cfg["data"], cfg["block"], cfg["trainer"]
+    for key, value in (
+        ("videos", cfg["videos"]),
+        ("vit.weights", v["weights"]),
+        ("out", cfg["out"]),
+    ):
+        if value is None:
+            raise VislearnError(f"train-uvos needs {key}")
+    if d["samples_per_epoch"] < 0:
         raise VislearnError("--samples-per-epoch must be >= 0 (0 = one clip per video)")
-    vit, spec = build_vit(args.arch, args.weights, args.patch_size, args.img_size, args.nested)
-    videos: Any = args.videos
+    vit, spec = build_vit(v["arch"], v["weights"], v["patch_size"], v["img_size"], v["nested"])
+    videos: Any = cfg["videos"]
     if str(videos).strip().lower() == "synthetic":
         from vislearn.data.synthetic import moving_sprite_videos
 
-        if args.synthetic_videos < 1:
+        if d["synthetic_videos"] < 1:
             raise VislearnError("--synthetic-videos must be >= 1")
         videos = moving_sprite_videos(
-            args.synthetic_videos, frames=16, size=64, seed=args.seed, distractors=2
+            d["synthetic_videos"], frames=16, size=64, seed=cfg["seed"], distractors=2
         ).clips
     elif not Path(videos).expanduser().exists():
         raise VislearnError(f"video folder does not exist: {videos}")
-    devices = int(args.devices) if str(args.devices).isdigit() else args.devices
+    Path(cfg["out"]).mkdir(parents=True, exist_ok=True)
+    save_config(cfg, Path(cfg["out"]) / "config.yaml")
     train_uvos(
         videos,
         vit,
-        args.out,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        resolution=tuple(args.resolution),
-        num_frames=args.num_frames,
-        gap=args.gap,
-        samples_per_epoch=args.samples_per_epoch or None,
-        num_workers=args.workers,
-        seed=args.seed,
-        lr=args.lr,
-        min_lr=args.min_lr,
-        weight_decay=args.weight_decay,
-        num_heads=args.num_heads,
-        num_points=args.num_points,
-        sem_weight=args.sem_weight,
-        mot_weight=args.mot_weight,
-        augment=not args.no_augment,
+        cfg["out"],
+        epochs=t["max_epochs"],
+        batch_size=d["batch_size"],
+        resolution=tuple(d["resolution"]),
+        num_frames=d["num_frames"],
+        gap=d["gap"],
+        samples_per_epoch=d["samples_per_epoch"] or None,
+        num_workers=d["num_workers"],
+        seed=cfg["seed"],
+        lr=b["lr"],
+        min_lr=b["min_lr"],
+        weight_decay=b["weight_decay"],
+        num_heads=b["num_heads"],
+        num_points=b["num_points"],
+        sem_weight=b["sem_weight"],
+        mot_weight=b["mot_weight"],
+        augment=d["augment"],
         vit_spec=spec,
         resume=not args.no_resume,
-        max_steps=args.max_steps,
-        progress=not args.no_progress,
+        max_steps=t["max_steps"],
+        progress=t["progress"],
         trainer_kwargs={
-            "accelerator": args.accelerator,
-            "devices": devices,
-            "strategy": args.strategy,
-            "precision": args.precision,
+            "accelerator": t["accelerator"],
+            "devices": lightning_count(t["devices"]),
+            "strategy": t["strategy"],
+            "precision": t["precision"],
         },
     )
-    path = Path(args.out) / BLOCK_FILE
+    path = Path(cfg["out"]) / BLOCK_FILE
     print(f"vislearn: wrote {path}")
     return str(path)
 
@@ -249,7 +327,6 @@ def add_video_seg_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--block", required=True, help="the trained spatio-temporal block's weights")
     p.add_argument(
         "--arch",
-        default="dino_vits8",
         help="ViT: dino_vits8 (default), dino_vits16, dino_vitb8, dino_vitb16, or a vislearn "
         "backbone name such as vit_small (with --patch-size)",
     )
@@ -263,19 +340,41 @@ def add_video_seg_parser(sub: Any) -> argparse.ArgumentParser:
         help="ViT input size, multiples of the patch size (default: native size floored to "
         "them; the official evaluation uses 320 480)",
     )
-    p.add_argument("--key-stride", type=int, default=10, help="every r-th frame is a key frame")
-    p.add_argument("--tau", type=float, default=1.0, help="symmetric-KL threshold (default 1)")
-    p.add_argument("--window", type=int, default=3, help="frames per level-1 window (leader)")
-    p.add_argument("--clusters", choices=["leader", "agglomerative"], default="leader")
+    p.add_argument("--key-stride", type=int, help="every r-th frame is a key frame")
+    p.add_argument("--tau", type=float, help="symmetric-KL threshold (default 1)")
+    p.add_argument("--window", type=int, help="frames per level-1 window (leader)")
+    p.add_argument("--clusters", choices=["leader", "agglomerative"])
     p.add_argument("--num-clusters", type=int, help="agglomerative: number of clusters")
-    p.add_argument("--objects", choices=["motion", "all", "salient"], default="motion")
+    p.add_argument("--objects", choices=["motion", "all", "salient"])
     p.add_argument("--max-objects", type=int, help="at most this many object IDs")
-    p.add_argument("--motion-threshold", type=float, default=1.5, help="motion rule: score to keep")
-    p.add_argument("--overlay", action="store_true", help="also write DIR/<name>_overlay.png")
-    p.add_argument("--overlay-video", action="store_true", help="also write DIR/<name>_overlay.mp4")
-    p.add_argument("--chunk", type=int, default=4096, help="tokens per descriptor block")
-    p.add_argument("--batch-size", type=int, default=8, help="frames per ViT forward")
+    p.add_argument("--motion-threshold", type=float, help="motion rule: score to keep")
+    p.add_argument(
+        "--overlay", action="store_true", default=None, help="also write DIR/<name>_overlay.png"
+    )
+    p.add_argument(
+        "--overlay-video",
+        action="store_true",
+        default=None,
+        help="also write DIR/<name>_overlay.mp4",
+    )
+    p.add_argument("--chunk", type=int, help="tokens per descriptor block")
+    p.add_argument("--batch-size", type=int, help="frames per ViT forward")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="section.key=value",
+        help="override any config field (see vislearn.tasks.vos.config)",
+    )
+    p.add_argument("--config", help="YAML recipe: built-in defaults <- it <- flags <- overrides")
+    p.add_argument(
+        "--set",
+        dest="set_overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one more section.key=value override (repeatable)",
+    )
     return p
 
 
@@ -296,6 +395,33 @@ def _read_input(path: Path):
     return read_video(path, 3), None
 
 
+#: flag -> config key of ``vislearn video-seg``
+VIDEO_SEG_FLAGS: dict[str, str] = {
+    "input": "input",
+    "weights": "vit.weights",
+    "arch": "vit.arch",
+    "patch_size": "vit.patch_size",
+    "block": "block",
+    "out": "out",
+    "device": "device",
+    **{
+        k: f"segment.{k}"
+        for k in (
+            "resolution", "key_stride", "tau", "window", "clusters", "num_clusters", "objects",
+            "max_objects", "motion_threshold", "chunk", "batch_size", "overlay", "overlay_video",
+        )
+    },
+}  # fmt: skip
+
+
+def video_seg_config(a: argparse.Namespace) -> dict:
+    """The resolved config of ``vislearn video-seg``: :data:`VIDEO_SEG_DEFAULTS` <- --config
+    <- flags (:data:`VIDEO_SEG_FLAGS`) <- ``section.key=value`` overrides."""
+    from vislearn.tasks.vos.config import VIDEO_SEG_DEFAULTS
+
+    return _resolve(a, VIDEO_SEG_DEFAULTS, VIDEO_SEG_FLAGS)
+
+
 def run_video_seg(a: argparse.Namespace) -> None:
     import torch
 
@@ -304,46 +430,56 @@ def run_video_seg(a: argparse.Namespace) -> None:
     from vislearn.tasks.vos.output import overlay_strip, save_overlay_video, write_masks
     from vislearn.tasks.vos.segment import segment_video
 
-    src = Path(a.input).expanduser()
+    cfg = video_seg_config(a)
+    v, g = cfg["vit"], cfg["segment"]
+    for key in ("input", "block", "out"):
+        if cfg[key] is None:
+            raise VislearnError(f"video-seg needs {key}")
+    if v["weights"] is None:
+        raise VislearnError("video-seg needs vit.weights (--weights)")
+    src = Path(cfg["input"]).expanduser()
     name = src.name if src.is_dir() else src.stem
     frames, names = _read_input(src)
     from vislearn.tasks.vos.features import ViTKeyFeatures
     from vislearn.tasks.vos.run import load_block
 
-    features = ViTKeyFeatures(build_vit(a.arch, Path(a.weights).expanduser(), a.patch_size)[0])
-    block = load_block(Path(a.block).expanduser())
+    features = ViTKeyFeatures(
+        build_vit(v["arch"], Path(v["weights"]).expanduser(), v["patch_size"])[0]
+    )
+    block = load_block(Path(cfg["block"]).expanduser())
     if block.dim != features.dim:
         raise VislearnError(
-            f"block {a.block} is {block.dim} wide but the {a.arch} ViT is {features.dim} wide"
+            f"block {cfg['block']} is {block.dim} wide but the {v['arch']} ViT is "
+            f"{features.dim} wide"
         )
-    device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = cfg["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
     rule = ObjectRule(
-        mode=a.objects, motion_threshold=a.motion_threshold, max_objects=a.max_objects
+        mode=g["objects"], motion_threshold=g["motion_threshold"], max_objects=g["max_objects"]
     )
     block.eval()
     seg = segment_video(
         frames,
         features,
         block,
-        resolution=a.resolution,
-        key_stride=a.key_stride,
-        tau=a.tau,
-        window=a.window,
-        method=a.clusters,
-        num_clusters=a.num_clusters,
+        resolution=g["resolution"],
+        key_stride=g["key_stride"],
+        tau=g["tau"],
+        window=g["window"],
+        method=g["clusters"],
+        num_clusters=g["num_clusters"],
         objects=rule,
-        chunk=a.chunk,
+        chunk=g["chunk"],
         device=device,
-        batch_size=a.batch_size,
+        batch_size=g["batch_size"],
     )
-    out = Path(a.out).expanduser()
+    out = Path(cfg["out"]).expanduser()
     if seg.num_objects > 255:
         raise VislearnError(
             f"{seg.num_objects} objects do not fit palette PNGs: use --max-objects 255 or less"
         )
     write_masks(out / name, seg.labels, names)
     extra = []
-    if a.overlay:
+    if g["overlay"]:
         from PIL import Image
 
         from vislearn.core.utils import atomic_path
@@ -353,11 +489,11 @@ def run_video_seg(a: argparse.Namespace) -> None:
         with atomic_path(target) as tmp:
             Image.fromarray(strip.numpy()).save(tmp, format="PNG")
         extra.append(str(target))
-    if a.overlay_video:
+    if g["overlay_video"]:
         extra.append(str(save_overlay_video(out / f"{name}_overlay.mp4", frames, seg.labels)))
     notes = f"; {'; '.join(seg.notes)}" if seg.notes else ""
     print(
         f"vislearn: {name}: {frames.shape[0]} frames, {len(seg.key_frames)} key frames, "
-        f"{seg.num_clusters} clusters, {seg.num_objects} objects ({a.objects}) -> "
+        f"{seg.num_clusters} clusters, {seg.num_objects} objects ({g['objects']}) -> "
         f"{out / name}" + (f" + {', '.join(extra)}" if extra else "") + notes
     )
