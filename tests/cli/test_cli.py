@@ -20,7 +20,7 @@ from vislearn.core.errors import VislearnError
 from vislearn.models import create_backbone, load_weights
 from vislearn.tasks.ssl.run import load_backbone
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 TINY = [
