@@ -231,7 +231,7 @@ def main() -> None:
     import torch
 
     from vislearn.core.utils import write_json
-    from vislearn.tasks.ssl.run import load_backbone
+    from vislearn.models.io import load_backbone
     from vislearn.tasks.vos.features import ViTKeyFeatures
 
     torch.set_num_threads(a.threads)

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from vislearn.cli import main
 from vislearn.core.errors import VislearnError
 from vislearn.models import create_backbone, load_weights
-from vislearn.tasks.ssl.run import load_backbone
+from vislearn.models.io import load_backbone
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -105,7 +105,7 @@ def test_error_exit_code_from_a_real_process(tmp_path):
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith("vislearn: error: checkpoint not found")
+    assert proc.stderr.strip().splitlines()[-1].startswith("vislearn: error: weights file not found")
 
 
 def test_pretrain_writes_its_artifacts(run_dir):

@@ -15,9 +15,10 @@ from torch import nn
 from vislearn.core.artifacts import read_safetensors_metadata, write_safetensors
 from vislearn.core.errors import VislearnError
 from vislearn.models import create_backbone
-from vislearn.models.io import load_network, network_spec, read_state_file, save_network
+from vislearn.models.io import load_network, network_spec, save_network
 from vislearn.models.mae import MaskedAutoencoder, build_mae, load_mae, save_mae
 from vislearn.models.segmentation import SegmentationNet
+from vislearn.models.state_dict import read_state_file
 
 RESNET = {"in_chans": 1, "stem": "small_ds", "width": 8}
 VIT = {"in_chans": 3, "img_size": 32, "patch_size": 8}

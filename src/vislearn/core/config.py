@@ -30,6 +30,17 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from vislearn.core.errors import VislearnError
 from vislearn.core.utils import atomic_path
 
+#: The Lightning trainer settings every training command shares (hardware, precision, logging)
+LIGHTNING_TRAINER: dict[str, Any] = {
+    "accelerator": "auto",
+    "devices": "auto",
+    "num_nodes": 1,
+    "strategy": "auto",
+    "precision": "32-true",
+    "sync_batchnorm": False,
+    "log_every_n_steps": 10,
+}
+
 DEFAULTS: dict[str, Any] = {
     "method": None,
     "model": {},
@@ -61,13 +72,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "trainer": {
         "max_epochs": 10,
-        "accelerator": "auto",
-        "devices": "auto",
-        "num_nodes": 1,
-        "strategy": "auto",
-        "precision": "32-true",
-        "sync_batchnorm": False,
-        "log_every_n_steps": 10,
+        **LIGHTNING_TRAINER,
         "check_val_every_n_epoch": 1,
         "limit_train_batches": None,
         "progress": True,
@@ -235,3 +240,26 @@ def save_config(cfg: dict, path: str | os.PathLike) -> None:
     """Write the fully resolved ``cfg`` as YAML, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(yaml.safe_dump(_plain(OmegaConf.create(cfg)), sort_keys=False))
+
+
+def add_config_args(parser: Any, fields: str, recipe_help: str | None = None) -> None:
+    """The options every command shares for its config: positional ``section.key=value``
+    overrides (``fields`` says which sections), ``--config`` (a YAML recipe) and repeatable
+    ``--set KEY=VALUE``."""
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="section.key=value",
+        help=f"override any config field ({fields})",
+    )
+    parser.add_argument(
+        "--config", help=recipe_help or "YAML recipe: built-in defaults <- it <- flags <- overrides"
+    )
+    parser.add_argument(
+        "--set",
+        dest="set_overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one more section.key=value override (repeatable, allowed anywhere)",
+    )

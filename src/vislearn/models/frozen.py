@@ -17,7 +17,8 @@ from torch import Tensor, nn
 
 from vislearn.core.errors import VislearnError
 from vislearn.models.heads import MLPHead
-from vislearn.models.io import load_backbone, read_state_file, unwrap_state_dict
+from vislearn.models.io import load_backbone
+from vislearn.models.state_dict import read_state_file, unwrap_state_dict
 
 BN_MODES = ("eval", "train")
 # where a checkpoint keeps its head, tried in order: the EMA (teacher-side) copy first

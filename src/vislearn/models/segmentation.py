@@ -27,13 +27,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vislearn.core.errors import VislearnError
-from vislearn.models.io import (
-    load_weights,
-    read_state_file,
-    register_network,
-    unwrap_state_dict,
-)
+from vislearn.models.io import register_network
 from vislearn.models.registry import create_backbone
+from vislearn.models.state_dict import load_weights, read_state_file, unwrap_state_dict
 
 __all__ = [
     "HEADS",

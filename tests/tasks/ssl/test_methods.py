@@ -170,8 +170,9 @@ def test_extending_max_epochs_continues_the_same_streams(name, tmp_path, monkeyp
     optimiser state all continue.
     """
     import vislearn.engine.ssl as base
+    import vislearn.ops.optim as optim
 
-    monkeypatch.setattr(base, "warmup_cosine", lambda *args, **kwargs: 1.0)
+    monkeypatch.setattr(optim, "warmup_cosine", lambda *args, **kwargs: 1.0)
     monkeypatch.setattr(base, "cosine_momentum", lambda step, total, b, final=1.0: b)
     a, _ = fit(name, tmp_path / "A", max_epochs=2, limit_train_batches=3)
     fit(name, tmp_path / "B", max_epochs=1, limit_train_batches=3)

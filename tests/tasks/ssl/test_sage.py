@@ -384,7 +384,7 @@ def test_cli_pretrain_sage(tiny_evaluator, tmp_path):
     assert (out / "backbone.safetensors").is_file()
     assert (out / "reconstructions" / "epoch_0000.png").is_file()
     # the exported backbone is the online one (not the evaluator's)
-    from vislearn.tasks.ssl.run import load_backbone
+    from vislearn.models.io import load_backbone
 
     bb = load_backbone(out / "backbone.safetensors")
     ck = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]

@@ -17,6 +17,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from vislearn.core.config import add_config_args
+
 __all__ = ["DIT_FLAGS", "add_dit_parser", "dit_config", "run_dit"]
 
 
@@ -40,21 +42,7 @@ def _cache_args(p: argparse.ArgumentParser) -> None:
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="section.key=value",
-        help="override any config field (see vislearn.tasks.dit.config)",
-    )
-    p.add_argument("--config", help="YAML recipe: built-in defaults <- it <- flags <- overrides")
-    p.add_argument(
-        "--set",
-        dest="set_overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="one more section.key=value override (repeatable)",
-    )
+    add_config_args(p, "see vislearn.tasks.dit.config")
 
 
 def add_dit_parser(sub: Any) -> None:

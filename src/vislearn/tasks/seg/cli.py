@@ -18,27 +18,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from vislearn.core.config import add_config_args
+
 __all__ = ["SEG_FLAGS", "add_seg_parser", "run_seg", "seg_config"]
 
 _FORMAT = argparse.RawDescriptionHelpFormatter
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="section.key=value",
-        help="override any config field (model.*, data.*, trainer.*, eval.*)",
-    )
-    p.add_argument("--config", help="YAML recipe (see configs/seg_mdp/)")
-    p.add_argument(
-        "--set",
-        dest="set_overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="one more section.key=value override (repeatable, allowed anywhere)",
-    )
+    add_config_args(p, "model.*, data.*, trainer.*, eval.*", "YAML recipe (see configs/seg_mdp/)")
     p.add_argument("--image-size", type=int, help="image side (data.image_size, default 64)")
     p.add_argument("--num-train", type=int, help="synthetic train images per data set")
     p.add_argument("--num-test", type=int, help="synthetic test images per data set")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from vislearn.core.config import LIGHTNING_TRAINER
+
 __all__ = ["SEG_DEFAULTS"]
 
 SEG_DEFAULTS: dict[str, Any] = {
@@ -37,13 +39,7 @@ SEG_DEFAULTS: dict[str, Any] = {
     "trainer": {
         "max_steps": 1000,
         "val_every_n_epochs": 0,  # 0: validate once, after training
-        "accelerator": "auto",
-        "devices": "auto",
-        "num_nodes": 1,
-        "strategy": "auto",
-        "precision": "32-true",
-        "sync_batchnorm": False,
-        "log_every_n_steps": 10,
+        **LIGHTNING_TRAINER,
         "progress": True,
     },
     "eval": {"batch_size": 64, "num_predictions": 16},

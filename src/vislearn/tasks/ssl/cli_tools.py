@@ -179,7 +179,8 @@ def _given(value, default):
 
 def cmd_eval(a: argparse.Namespace) -> None:
     from vislearn.core.utils import write_json
-    from vislearn.tasks.ssl.run import evaluate, evaluate_fewshot, evaluate_semi, load_backbone
+    from vislearn.models.io import load_backbone
+    from vislearn.tasks.ssl.run import evaluate, evaluate_fewshot, evaluate_semi
 
     if a.protocol in VIDEO_PROTOCOLS:
         return _eval_video(a)
@@ -236,7 +237,8 @@ def _eval_video(a: argparse.Namespace) -> None:
     """`vislearn eval video-linear|video-finetune|retrieval|background-probe`."""
     from vislearn.core.config import load_config
     from vislearn.core.utils import write_json
-    from vislearn.tasks.ssl.run import evaluate_video, load_backbone
+    from vislearn.models.io import load_backbone
+    from vislearn.tasks.ssl.run import evaluate_video
 
     data: dict = {}
     if a.data:
@@ -265,7 +267,8 @@ def _eval_video(a: argparse.Namespace) -> None:
 
 
 def cmd_export(a: argparse.Namespace) -> None:
-    from vislearn.tasks.ssl.run import load_backbone, read_backbone_spec, save_backbone
+    from vislearn.models.io import load_backbone
+    from vislearn.tasks.ssl.run import read_backbone_spec, save_backbone
 
     bb = load_backbone(a.checkpoint, a.backbone, in_chans=a.in_chans)
     spec = read_backbone_spec(a.checkpoint) or {"backbone": a.backbone, "in_chans": a.in_chans}
@@ -276,7 +279,8 @@ def cmd_export(a: argparse.Namespace) -> None:
 def cmd_embed(a: argparse.Namespace) -> None:
     from vislearn.data import get_dataset
     from vislearn.eval import extract_features, plot_embedding
-    from vislearn.tasks.ssl.run import backbone_in_chans, load_backbone
+    from vislearn.models.io import load_backbone
+    from vislearn.tasks.ssl.run import backbone_in_chans
 
     bb = load_backbone(a.checkpoint, a.backbone, in_chans=a.in_chans)
     ds = get_dataset(a.data, a.split, a.data_dir, channels=backbone_in_chans(bb))

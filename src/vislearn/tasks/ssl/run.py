@@ -34,7 +34,7 @@ from vislearn.eval.video import (
     variance_share,
     video_finetune,
 )
-from vislearn.models.io import load_backbone, network_spec, save_network  # noqa: F401 (API)
+from vislearn.models.io import network_spec, save_network
 from vislearn.tasks.ssl.methods import build_method, get_method, list_methods
 
 

@@ -20,7 +20,7 @@ import operator
 from pathlib import Path
 from typing import Any
 
-from vislearn.core.config import lightning_count
+from vislearn.core.config import add_config_args, lightning_count
 
 __all__ = [
     "add_train_uvos_parser",
@@ -120,27 +120,13 @@ def add_train_uvos_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--strategy", help="auto, ddp, ... (Lightning)")
     p.add_argument("--precision", help="32-true, bf16-mixed, ...")
     p.add_argument("--no-progress", action="store_true", default=None, help="no progress bar")
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="section.key=value",
-        help="override any config field (see vislearn.tasks.vos.config)",
-    )
-    p.add_argument("--config", help="YAML recipe: built-in defaults <- it <- flags <- overrides")
-    p.add_argument(
-        "--set",
-        dest="set_overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="one more section.key=value override (repeatable)",
-    )
+    add_config_args(p, "see vislearn.tasks.vos.config")
     return p
 
 
 def _pos_grid(path: str | Path, nested: str | None = None) -> int | None:
     """Side of the square positional-embedding grid stored in a weights file, if any."""
-    from vislearn.models.io import read_state_file, unwrap_state_dict
+    from vislearn.models.state_dict import read_state_file, unwrap_state_dict
 
     sd = unwrap_state_dict(read_state_file(path), nested)
     for key, value in sd.items():
@@ -360,21 +346,7 @@ def add_video_seg_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--chunk", type=int, help="tokens per descriptor block")
     p.add_argument("--batch-size", type=int, help="frames per ViT forward")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="section.key=value",
-        help="override any config field (see vislearn.tasks.vos.config)",
-    )
-    p.add_argument("--config", help="YAML recipe: built-in defaults <- it <- flags <- overrides")
-    p.add_argument(
-        "--set",
-        dest="set_overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="one more section.key=value override (repeatable)",
-    )
+    add_config_args(p, "see vislearn.tasks.vos.config")
     return p
 
 

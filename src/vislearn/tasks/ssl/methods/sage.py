@@ -17,7 +17,7 @@ from vislearn.core.utils import atomic_path
 from vislearn.losses import byol_loss
 from vislearn.models.decoder import SaGeDecoder
 from vislearn.models.frozen import BN_MODES, HEAD_PREFIXES, FrozenNetwork, load_frozen
-from vislearn.models.io import read_state_file, unwrap_state_dict
+from vislearn.models.state_dict import read_state_file, unwrap_state_dict
 from vislearn.ops.optim import param_groups, step_scheduler
 from vislearn.tasks.ssl.methods.byol import BYOL
 from vislearn.tasks.ssl.methods.registry import register_method
