@@ -103,7 +103,6 @@ def time_settings(
 
 def main() -> None:
     import torch
-    import yaml
 
     from vislearn.accel.metrics import count_flops, flops_ratio, psnr, relative_l2
     from vislearn.accel.sampling import load_transformer, make_scheduler, sample_class_conditional
@@ -135,7 +134,9 @@ def main() -> None:
     p.add_argument("--plot", default=str(PLOT), help="the Pareto plot (PNG)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    cfg = yaml.safe_load(Path(a.config).read_text())
+    from vislearn.core.config import load_recipe
+
+    cfg = load_recipe(a.config)
     settings = [s for s in cfg["settings"] if not a.only or s["name"] in {"none", *a.only}]
     cache_dir = Path(a.cache)
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,6 @@ DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 def main() -> None:
     import torch
-    import yaml
     from diffusers import DiTTransformer2DModel
 
     from dit_cache import build_setting, time_settings
@@ -46,7 +45,9 @@ def main() -> None:
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP counts")
     p.add_argument("--out", default=str(ROOT / "docs" / "results" / "dit_xl_timing.json"))
     a = p.parse_args()
-    cfg = yaml.safe_load(Path(a.config).read_text())
+    from vislearn.core.config import load_recipe
+
+    cfg = load_recipe(a.config)
     steps = a.steps or int(cfg["sampler"]["steps"])
     guidance = float(cfg["sampler"]["cfg"])
     repeats = a.repeats or int(cfg["repeats"])

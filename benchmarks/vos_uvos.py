@@ -45,9 +45,9 @@ SMOKE = {
 
 
 def load_settings(smoke: bool) -> dict:
-    import yaml
+    from vislearn.core.config import load_recipe
 
-    cfg = yaml.safe_load((ROOT / "configs" / "vos_synth" / "uvos.yaml").read_text())
+    cfg = load_recipe(ROOT / "configs" / "vos_synth" / "uvos.yaml")
     if smoke:
         for section in ("videos", "block"):
             cfg[section].update(SMOKE[section])
