@@ -33,6 +33,7 @@ __all__ = [
     "pretrain_config",
     "print_table",
     "resolved_run_config",
+    "validate_run",
 ]
 
 CPU_BACKBONE = {"backbone": "resnet_tiny", "backbone_kwargs": {"stem": "small_ds", "width": 16}}
@@ -108,6 +109,20 @@ def classifier_config(a: argparse.Namespace) -> dict:
     return cfg
 
 
+def validate_run(cfg: dict, defaults: dict) -> dict:
+    """Check ``cfg`` (types and ranges of every key, ``model.*`` against the method's
+    signature, hardware flags, output folder) before anything is written."""
+    from vislearn.core.schema import check_run_settings, validate_config
+    from vislearn.tasks.ssl.methods import get_method
+
+    method = cfg.get("method")
+    if not method:
+        raise VislearnError("no method given (e.g. `vislearn pretrain moco_v2`)")
+    validate_config(cfg, defaults, get_method(method))
+    check_run_settings(cfg["trainer"], cfg["out"] or f"runs/{method}")
+    return cfg
+
+
 def _yaml_plain(value: Any) -> Any:
     """``value`` as YAML-safe data (tuples -> lists), or ``None`` when it is not."""
     if isinstance(value, bool | int | float | str) or value is None:
@@ -147,7 +162,7 @@ def add_pretrain_parser(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Pretrain with METHOD. Settings come from built-in defaults, then --config "
         "FILE, then the flags below, then `section.key=value` overrides, e.g.\n"
-        "  vislearn pretrain moco_v2 --config configs/moco_v2_fmnist.yaml model.lr=0.1\n"
+        "  vislearn pretrain moco_v2 --config configs/fmnist_ssl/moco_v2.yaml model.lr=0.1\n"
         "Writes config.yaml, TensorBoard/CSV logs, checkpoints/last.ckpt and "
         "backbone.safetensors to --out; an interrupted run resumes from last.ckpt.",
     )
@@ -259,7 +274,7 @@ def cmd_pretrain(a: argparse.Namespace) -> None:
     from vislearn.core.config import save_config
     from vislearn.tasks.ssl.run import evaluate, pretrain
 
-    cfg = pretrain_config(a)
+    cfg = validate_run(pretrain_config(a), DEFAULTS)
     model, out, stats = pretrain(cfg, resume=not a.no_resume)
     if model.global_rank != 0:
         return
@@ -300,7 +315,7 @@ def cmd_train_classifier(a: argparse.Namespace) -> None:
     from vislearn.core.utils import write_json
     from vislearn.tasks.ssl.run import train_classifier
 
-    cfg = classifier_config(a)
+    cfg = validate_run(classifier_config(a), CLASSIFIER_DEFAULTS)
     e = cfg["eval"]
     occlusion = None
     if e["occlusion_size"]:
