@@ -318,9 +318,7 @@ def validate_config(
                     continue
                 known = ", ".join(sorted(schema))
                 raise VislearnError(f"unknown config key 'model.{key}'; known: {known}")
-            model[key] = check_value(
-                f"model.{key}", value, schema[key], MODEL_RANGES.get(key)
-            )
+            model[key] = check_value(f"model.{key}", value, schema[key], MODEL_RANGES.get(key))
     elif isinstance(model, dict):
         for key, value in model.items():
             if key in MODEL_RANGES:
@@ -357,9 +355,9 @@ def check_run_settings(trainer: dict | None, out: Any = None) -> None:
     """The hardware flags and the output folder, checked before a run starts: the accelerator
     exists on this machine, the precision is one Lightning accepts, ``devices`` asks for no
     more devices (CPU: cores) than there are, and ``out`` is not an existing file."""
-    if out is not None and Path(str(out)).expanduser().exists():
-        if not Path(str(out)).expanduser().is_dir():
-            raise VislearnError(f"output folder {out} is an existing file")
+    target = None if out is None else Path(str(out)).expanduser()
+    if target is not None and target.exists() and not target.is_dir():
+        raise VislearnError(f"output folder {out} is an existing file")
     t = trainer or {}
     precision = t.get("precision")
     if precision is not None:
