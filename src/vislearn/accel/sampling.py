@@ -59,6 +59,11 @@ def load_transformer(
         cls_name = json.loads((tdir / "config.json").read_text())["_class_name"]
     except (OSError, ValueError, KeyError) as exc:
         raise VislearnError(f"{tdir / 'config.json'}: unreadable or without _class_name") from exc
+    if "Transformer2D" not in cls_name:
+        raise VislearnError(
+            f"{path} holds a {cls_name}, not a DiT/PixArt transformer (DiTTransformer2DModel, "
+            "PixArtTransformer2DModel); `vislearn dit` samples class-conditional DiTs"
+        )
     diffusers = _diffusers()
     cls = getattr(diffusers, cls_name, None)
     if cls is None or not hasattr(cls, "from_pretrained"):

@@ -113,6 +113,9 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "dit.heads": (1, None, True),
     "dit.head_dim": (1, None, True),
     "dit.lr": (0, None, False),
+    "sampler.steps": (1, None, True),
+    "sampler.n": (1, None, True),
+    "repeats": (1, None, True),
     "vit.patch_size": (1, None, True),
     "vit.img_size": (1, None, True),
 }

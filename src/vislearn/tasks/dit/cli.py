@@ -112,8 +112,9 @@ def _setup(a: argparse.Namespace):
     n_classes = getattr(cfg, "num_embeds_ada_norm", None)
     if not n_classes or getattr(cfg, "caption_channels", None):
         raise VislearnError(
-            f"{a.model}: only class-conditional DiT checkpoints are supported by `vislearn dit` "
-            "so far (text-conditioned models need prompt embeddings)"
+            f"{a.model}: {type(model).__name__} is not a class-conditional DiT; `vislearn dit` "
+            "samples class-conditional DiT transformers only (text-conditioned PixArt models "
+            "need prompt embeddings)"
         )
     if a.classes:
         try:
@@ -346,8 +347,12 @@ def _as_flags(a: argparse.Namespace, cfg: dict) -> argparse.Namespace:
 def run_dit(a: argparse.Namespace) -> None:
     from vislearn.core.config import save_config
 
-    cfg = dit_config(a)
+    from vislearn.core.schema import check_run_settings, validate_config
+    from vislearn.tasks.dit import config
+
+    cfg = validate_config(dit_config(a), getattr(config, DIT_FLAGS[a.dit_command][0]))
     if a.dit_command == "train":
+        check_run_settings(cfg["trainer"], cfg["out"])
         Path(cfg["out"]).mkdir(parents=True, exist_ok=True)
         save_config(cfg, Path(cfg["out"]) / "config.yaml")
     commands = {

@@ -20,7 +20,7 @@ from typing import Any
 
 from vislearn.core.config import add_config_args
 
-__all__ = ["SEG_FLAGS", "add_seg_parser", "run_seg", "seg_config"]
+__all__ = ["SEG_FLAGS", "add_seg_parser", "check_seg_config", "run_seg", "seg_config"]
 
 _FORMAT = argparse.RawDescriptionHelpFormatter
 
@@ -225,10 +225,41 @@ def _print_scores(res: dict) -> None:
         print(f"  {name:24s} {'-' if iou is None else f'{100 * iou:.2f}'}")
 
 
+def check_seg_config(cfg: dict, cmd: str) -> dict:
+    """Types and ranges of ``cfg``, the model keys of a training command, its data set specs,
+    hardware flags and output folder: all checked before anything is rendered or written."""
+    from vislearn.core.schema import check_run_settings, validate_config
+    from vislearn.tasks.seg.config import SEG_DEFAULTS
+    from vislearn.tasks.seg.data import check_spec, spec_name
+
+    model_class = None
+    if cmd in ("pretrain", "finetune"):
+        from vislearn.tasks.seg.modules import SegFinetuneModule, SegPretrainModule
+
+        model_class = SegPretrainModule if cmd == "pretrain" else SegFinetuneModule
+    validate_config(cfg, SEG_DEFAULTS, model_class)
+    d = cfg["data"]
+    specs = list(d["datasets"] or []) if cmd in ("pretrain", "make-data") else []
+    if cmd == "finetune" and d["target"]:
+        specs.append(d["target"])
+    for spec in specs:
+        check_spec(spec)
+    if cmd == "pretrain":
+        check_run_settings(cfg["trainer"], cfg["out"] or f"runs/seg_{cfg['method']}")
+    elif cmd == "finetune":
+        default = f"runs/seg_finetune_{spec_name(str(d['target']))}"
+        check_run_settings(cfg["trainer"], cfg["out"] or default)
+    return cfg
+
+
 def run_seg(a: argparse.Namespace) -> None:
     """Run the ``vislearn seg`` sub-command parsed into ``a``."""
-    cfg = seg_config(a)
     cmd = a.seg_command
+    cfg = check_seg_config(seg_config(a), cmd)
+    if getattr(a, "dataset", None):
+        from vislearn.tasks.seg.data import check_spec
+
+        check_spec(a.dataset)
     if cmd == "pretrain":
         from vislearn.tasks.seg.run import pretrain_seg
 

@@ -34,6 +34,7 @@ __all__ = [
     "SYNTHETIC_PREFIX",
     "SegDataModule",
     "build_segmentation_dataset",
+    "check_spec",
     "describe_sets",
     "spec_name",
 ]
@@ -97,6 +98,24 @@ def _synthetic(name: str, split: str, data: dict[str, Any]) -> SegmentationDatas
                 tmp,
             )
     return ds
+
+
+def check_spec(spec: str) -> None:
+    """A one-line error for a data set spec that names no synthetic set and no folder, found
+    without rendering or reading anything (run before the first data set is built)."""
+    from vislearn.data.synthetic import SEG_DATASETS
+
+    spec = str(spec).strip()
+    if spec.startswith(SYNTHETIC_PREFIX):
+        if spec_name(spec) not in SEG_DATASETS:
+            raise VislearnError(
+                f"unknown synthetic segmentation data set {spec_name(spec)!r}; choose from "
+                f"{', '.join(SYNTHETIC_PREFIX + n for n in SEG_DATASETS)}"
+            )
+    elif not Path(spec).expanduser().is_dir():
+        raise VislearnError(
+            f"segmentation data set {spec!r} is neither synthetic:<name> nor a folder"
+        )
 
 
 def build_segmentation_dataset(spec: str, split: str, data: dict[str, Any]) -> SegmentationDataset:

@@ -237,19 +237,11 @@ def run_train_uvos(args: argparse.Namespace) -> str:
     """Run ``vislearn train-uvos``; returns the path of the written block file."""
     from vislearn.core.config import save_config
     from vislearn.core.errors import VislearnError
+    from vislearn.tasks.vos.checks import check_train_uvos
     from vislearn.tasks.vos.run import BLOCK_FILE, train_uvos
 
-    cfg = train_uvos_config(args)
+    cfg = check_train_uvos(train_uvos_config(args))
     v, d, b, t = cfg["vit"], cfg["data"], cfg["block"], cfg["trainer"]
-    for key, value in (
-        ("videos", cfg["videos"]),
-        ("vit.weights", v["weights"]),
-        ("out", cfg["out"]),
-    ):
-        if value is None:
-            raise VislearnError(f"train-uvos needs {key}")
-    if d["samples_per_epoch"] < 0:
-        raise VislearnError("--samples-per-epoch must be >= 0 (0 = one clip per video)")
     vit, spec = build_vit(v["arch"], v["weights"], v["patch_size"], v["img_size"], v["nested"])
     videos: Any = cfg["videos"]
     if str(videos).strip().lower() == "synthetic":
@@ -398,17 +390,13 @@ def run_video_seg(a: argparse.Namespace) -> None:
     import torch
 
     from vislearn.core.errors import VislearnError
+    from vislearn.tasks.vos.checks import check_video_seg
     from vislearn.tasks.vos.objects import ObjectRule
     from vislearn.tasks.vos.output import overlay_strip, save_overlay_video, write_masks
     from vislearn.tasks.vos.segment import segment_video
 
-    cfg = video_seg_config(a)
+    cfg = check_video_seg(video_seg_config(a))
     v, g = cfg["vit"], cfg["segment"]
-    for key in ("input", "block", "out"):
-        if cfg[key] is None:
-            raise VislearnError(f"video-seg needs {key}")
-    if v["weights"] is None:
-        raise VislearnError("video-seg needs vit.weights (--weights)")
     src = Path(cfg["input"]).expanduser()
     name = src.name if src.is_dir() else src.stem
     frames, names = _read_input(src)
