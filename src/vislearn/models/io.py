@@ -280,3 +280,30 @@ def load_backbone(
     return load_network(
         path, "backbone", arch=backbone, arch_kwargs=backbone_kwargs, in_chans=in_chans
     )
+
+
+#: metadata keys of an exported backbone naming the data set it was trained on
+TRAIN_DATASET_KEY, TRAIN_DATA_DIR_KEY = "train_dataset", "train_data_dir"
+
+
+def training_dataset(path: str | os.PathLike) -> tuple[str, str | None] | None:
+    """``(dataset, data_dir)`` a vislearn checkpoint or exported backbone was trained on: the
+    ``train_dataset`` / ``train_data_dir`` metadata of a ``.safetensors`` file, or the
+    ``data`` section of the resolved config a ``.ckpt`` keeps under
+    ``checkpoint["vislearn"]["config"]``; ``None`` for files that do not say (older files,
+    external weights)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        if not path.is_file():
+            return None
+        meta = read_safetensors_metadata(path)
+        dataset, data_dir = meta.get(TRAIN_DATASET_KEY), meta.get(TRAIN_DATA_DIR_KEY)
+    else:
+        obj = read_state_file(path)
+        extra = obj.get("vislearn") if isinstance(obj.get("vislearn"), dict) else {}
+        config = extra.get("config") if isinstance(extra.get("config"), dict) else {}
+        data = config.get("data") if isinstance(config.get("data"), dict) else {}
+        dataset, data_dir = data.get("dataset"), data.get("data_dir")
+    if dataset in (None, ""):
+        return None
+    return str(dataset), None if data_dir in (None, "") else str(data_dir)

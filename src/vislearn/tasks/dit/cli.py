@@ -346,7 +346,6 @@ def _as_flags(a: argparse.Namespace, cfg: dict) -> argparse.Namespace:
 
 def run_dit(a: argparse.Namespace) -> None:
     from vislearn.core.config import save_config
-
     from vislearn.core.schema import check_run_settings, validate_config
     from vislearn.tasks.dit import config
 

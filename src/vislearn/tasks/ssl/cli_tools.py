@@ -82,8 +82,9 @@ def add_eval_parser(sub: Any) -> None:
     addadd_checkpoint_args(ev)
     ev.add_argument(
         "--data",
-        help="labelled dataset with a test split (default fmnist-mini; video protocols: "
-        "synthetic-motion, or a video folder with train/ and test/)",
+        help="labelled dataset with a test split (default: the one the checkpoint was trained "
+        "on, else fmnist-mini; video protocols: synthetic-motion, or a video folder with "
+        "train/ and test/)",
     )
     ev.add_argument(
         "--config",
@@ -138,7 +139,9 @@ def add_embed_parser(sub: Any) -> None:
     """Register ``vislearn embed``."""
     em = sub.add_parser("embed", help="t-SNE plot of backbone features")
     addadd_checkpoint_args(em)
-    em.add_argument("--data", default="fmnist-mini")
+    em.add_argument(
+        "--data", help="data set (default: the one the checkpoint was trained on, or fmnist-mini)"
+    )
     em.add_argument("--data-dir")
     em.add_argument("--split", default="test", choices=["train", "test"])
     em.add_argument("--out", required=True, help="output PNG")
@@ -173,6 +176,39 @@ def cmd_mra_grid(a: argparse.Namespace) -> None:
     print(f"vislearn: wrote {a.out} ({len(idx)} images, mask ratio {a.mask_ratio}, {a.score})")
 
 
+def _same_dataset(a: str, b: str) -> bool:
+    def key(name: str) -> str:
+        p = Path(name).expanduser()
+        return str(p.resolve()) if p.exists() else str(name).strip().lower()
+
+    return key(a) == key(b)
+
+
+def checkpoint_data(a: argparse.Namespace, default: str | None) -> None:
+    """``a.data`` (and ``a.data_dir``) for a command reading ``a.checkpoint``: the data set
+    the checkpoint was trained on when ``--data`` is not given (else ``default``), and a
+    one-line warning on stderr when ``--data`` names another one."""
+    import sys
+
+    from vislearn.models.io import training_dataset
+
+    trained = training_dataset(a.checkpoint)
+    if a.data is None:
+        if trained is None:
+            a.data = default
+            return
+        a.data = trained[0]
+        if a.data_dir is None:
+            a.data_dir = trained[1]
+        print(f"vislearn: using {a.data}, the data set {a.checkpoint} was trained on",
+              file=sys.stderr)  # fmt: skip
+    elif trained is not None and not _same_dataset(a.data, trained[0]):
+        print(
+            f"vislearn: warning: {a.checkpoint} was trained on {trained[0]}, not on {a.data}",
+            file=sys.stderr,
+        )
+
+
 def _given(value, default):
     return default if value is None else value
 
@@ -186,8 +222,7 @@ def cmd_eval(a: argparse.Namespace) -> None:
         return _eval_video(a)
     if a.overrides or a.config:
         raise VislearnError("--config and section.key=value apply to the video protocols only")
-    if getattr(a, "data", None) is None:
-        a.data = "fmnist-mini"
+    checkpoint_data(a, "fmnist-mini")
     if a.protocol == "semi" and a.fraction is None:
         raise VislearnError("eval semi needs --fraction, the labelled fraction in (0, 1]")
     if a.protocol == "semi" and not 0.0 < a.fraction <= 1.0:
@@ -241,6 +276,8 @@ def _eval_video(a: argparse.Namespace) -> None:
     from vislearn.tasks.ssl.run import evaluate_video
 
     data: dict = {}
+    if not a.config:
+        checkpoint_data(a, None)
     if a.data:
         data["dataset"] = a.data
     elif not a.config:
@@ -282,6 +319,7 @@ def cmd_embed(a: argparse.Namespace) -> None:
     from vislearn.models.io import load_backbone
     from vislearn.tasks.ssl.run import backbone_in_chans
 
+    checkpoint_data(a, "fmnist-mini")
     bb = load_backbone(a.checkpoint, a.backbone, in_chans=a.in_chans)
     ds = get_dataset(a.data, a.split, a.data_dir, channels=backbone_in_chans(bb))
     feats, labels = extract_features(bb, ds)
@@ -351,7 +389,7 @@ def _sources(package: str) -> list[tuple[Path, ast.Module]]:
 
 
 def registered(package: str, decorator: str) -> dict[str, str]:
-    """``{name: first docstring line}`` of the classes / functions that ``package``'s modules
+    """``{name: first docstring sentence}`` of the classes / functions that ``package``'s modules
     register with ``@decorator`` (``@decorator("name")`` or, bare, under the function's
     name), read from the source without importing it (`vislearn methods` stays torch-free)."""
     out: dict[str, str] = {}
@@ -364,9 +402,19 @@ def registered(package: str, decorator: str) -> dict[str, str]:
                 if name != decorator:
                     continue
                 key = args[0].value if args and isinstance(args[0], ast.Constant) else node.name
-                doc = (ast.get_docstring(node, clean=False) or "").strip().splitlines()
-                out[str(key)] = doc[0] if doc else ""
+                out[str(key)] = first_sentence(ast.get_docstring(node) or "")
     return out
+
+
+def first_sentence(doc: str) -> str:
+    """The first sentence of a docstring's first paragraph, whole (over line breaks): up to a
+    full stop followed by a space or the end, or the whole paragraph."""
+    paragraph = " ".join(doc.strip().split("\n\n")[0].split())
+    for i, ch in enumerate(paragraph):
+        end = ch == "." and (i + 1 == len(paragraph) or paragraph[i + 1] == " ")
+        if end and not paragraph[: i + 1].endswith(("e.g.", "i.e.", "vs.", "etc.")):
+            return paragraph[: i + 1]
+    return paragraph
 
 
 def module_constant(module: str, name: str) -> Any:
