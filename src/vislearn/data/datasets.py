@@ -10,6 +10,7 @@ the uint8 tensor).
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,6 +31,7 @@ __all__ = [
     "ArrayImageDataset",
     "ImageFolderDataset",
     "get_dataset",
+    "infer_folder_format",
 ]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -377,12 +379,60 @@ def _fmnist_dataset(
     return ArrayImageDataset(tensor, labels, classes=FMNIST_CLASSES)
 
 
+#: largest side inferred from an image folder's first image (larger images are resized to it)
+MAX_INFERRED_IMAGE_SIZE = 224
+_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+_ANNOUNCED: set[tuple[str, int, int]] = set()
+
+
+def _first_image(directory: Path) -> Path | None:
+    for dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in sorted(filenames):
+            if _is_image_file(f):
+                return Path(dirpath) / f
+    return None
+
+
+def infer_folder_format(
+    root: Path, image_size: int | None, channels: int | None
+) -> tuple[int, int]:
+    """``(image_size, channels)`` of an image folder: the given values, else read from its
+    first image (sorted order): its shorter side (at most :data:`MAX_INFERRED_IMAGE_SIZE`) and
+    1 channel for a greyscale image, 3 otherwise; an unreadable first image gives
+    :data:`DEFAULT_FOLDER_IMAGE_SIZE` px and 3 channels. One line on stderr says what was
+    inferred (once per folder and format)."""
+    if image_size is not None and channels is not None:
+        return image_size, channels
+    first = _first_image(root)
+    size, chans, source = DEFAULT_FOLDER_IMAGE_SIZE, 3, "defaults"
+    if first is not None:
+        try:
+            with Image.open(first) as im:
+                size = min(min(im.size), MAX_INFERRED_IMAGE_SIZE)
+                chans = 1 if im.mode in _GRAY_MODES else 3
+                source = f"its first image {first.name}: {im.size[0]}x{im.size[1]} {im.mode}"
+        except OSError:
+            pass
+    size = size if image_size is None else image_size
+    chans = chans if channels is None else channels
+    if (str(root), size, chans) not in _ANNOUNCED:
+        _ANNOUNCED.add((str(root), size, chans))
+        print(
+            f"vislearn: image folder {root}: {size} px, {chans} channel(s) (from {source}; "
+            "set data.image_size / data.channels to change)",
+            file=sys.stderr,
+        )
+    return size, chans
+
+
 def _folder_dataset(
     root: Path, split: str, image_size: int | None, channels: int | None
 ) -> ImageFolderDataset:
-    size = DEFAULT_FOLDER_IMAGE_SIZE if image_size is None else image_size
-    chans = 3 if channels is None else channels
     train_dir = root / "train"
+    size, chans = infer_folder_format(
+        train_dir if train_dir.is_dir() else root, image_size, channels
+    )
     test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
     if not train_dir.is_dir():
         if split == "test":
@@ -418,9 +468,10 @@ def get_dataset(
         split: ``"train"`` or ``"test"``.
         data_dir: where the full Fashion-MNIST lives (see ``find_fashion_mnist``).
         image_size: output side; Fashion-MNIST defaults to 28 (other sizes are resized once at
-            load, bilinear antialiased), image folders to 64.
+            load, bilinear antialiased), image folders to the shorter side of their first
+            image (at most 224; :func:`infer_folder_format`).
         channels: 1 or 3; Fashion-MNIST defaults to 1 (3 repeats the gray channel), folders
-            to 3.
+            to their first image's (1 for greyscale, else 3).
     """
     if split not in ("train", "test"):
         raise VislearnError(f"unknown split {split!r}; expected 'train' or 'test'")
