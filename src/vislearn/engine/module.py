@@ -64,7 +64,13 @@ class TrainModule(L.LightningModule):
         1 outside a trainer."""
         if getattr(self, "_total_steps", None) is None:
             trainer = self._trainer
-            self._total_steps = max(1, int(trainer.estimated_stepping_batches)) if trainer else 1
+            if trainer is None:
+                self._total_steps = 1
+                return 1
+            early = trainer.train_dataloader is None
+            self._total_steps = max(1, int(trainer.estimated_stepping_batches))
+            if early:
+                _forget_train_loader(trainer)
         return self._total_steps
 
     def warmup_steps_of(self, steps: int = 0, epochs: float = 0.0) -> int:
@@ -145,3 +151,17 @@ class TrainModule(L.LightningModule):
             random.setstate(state["python"])
             kind, keys, pos, has_gauss, gauss = state["numpy"]
             np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+
+
+def _forget_train_loader(trainer: L.Trainer) -> None:
+    """Drop the training loader Lightning built (and started iterating) to count the steps,
+    before a checkpoint was restored: the fit builds it again once the loop state -- with
+    the loader's position -- is loaded, so a resumed run continues at the right batch of the
+    right epoch (Lightning would otherwise keep this one, ordered for epoch 0 and one batch
+    already prefetched)."""
+    loop = trainer.fit_loop
+    fetcher = getattr(loop, "_data_fetcher", None)
+    if fetcher is not None:
+        fetcher.teardown()
+        loop._data_fetcher = None
+    loop._combined_loader = None
