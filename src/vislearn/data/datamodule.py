@@ -5,10 +5,11 @@ from __future__ import annotations
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from vislearn.core.errors import VislearnError
 from vislearn.data.datasets import get_dataset
+from vislearn.data.resume import SeededDistributedSampler, TrainLoader
 from vislearn.data.semi import PartiallyLabelledDataset, SemiSupervisedSampler
 from vislearn.data.subsets import split_labelled_unlabelled
 
@@ -21,7 +22,9 @@ class ImageDataModule(L.LightningDataModule):
     split; for unlabelled folders online evaluation is switched off automatically.
 
     Training order is driven by a seeded ``DistributedSampler`` (also on one device) whose
-    epoch Lightning sets, so a resumed run sees exactly the batches it would have seen.
+    epoch Lightning sets, and the training loader's position is saved in every checkpoint
+    (:mod:`vislearn.data.resume`), so a resumed run -- also one stopped mid-epoch -- sees
+    exactly the batches it would have seen.
 
     **Semi-supervised training** (``label_fraction``, the config's ``data.label_fraction``): only
     a seeded class-balanced fraction of the training labels is kept
@@ -91,15 +94,23 @@ class ImageDataModule(L.LightningDataModule):
         return (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
 
     def _loader(
-        self, ds: Dataset, shuffle: bool, drop_last: bool, sampler: Sampler | None = None
+        self,
+        ds: Dataset,
+        shuffle: bool,
+        drop_last: bool,
+        sampler: Sampler | None = None,
+        train: bool = False,
     ) -> DataLoader:
         world, rank = self._world_rank()
-        sampler = sampler or DistributedSampler(
+        sampler = sampler or SeededDistributedSampler(
             ds, num_replicas=world, rank=rank, shuffle=shuffle, seed=self.seed, drop_last=drop_last
         )
         workers = self.num_workers
-        return DataLoader(
+        extra = {"position": lambda: self._train_position(sampler), "seed": self.seed}
+        extra = extra if train else {}
+        return (TrainLoader if train else DataLoader)(
             ds,
+            **extra,
             batch_size=self.batch_size,
             sampler=sampler,
             drop_last=drop_last,
@@ -130,7 +141,21 @@ class ImageDataModule(L.LightningDataModule):
         sampler = None
         if self.label_fraction is not None:
             sampler = self._semi_sampler(*self._world_rank())
-        return self._loader(self._train_dataset(), shuffle=True, drop_last=True, sampler=sampler)
+        return self._loader(
+            self._train_dataset(), shuffle=True, drop_last=True, sampler=sampler, train=True
+        )
+
+    def _train_position(self, sampler: Sampler) -> tuple[int, int]:
+        """``(epoch, batches done in it)`` of the training loop, for the loader's state:
+        a finished epoch is the next one at batch 0."""
+        trainer = self.trainer
+        epoch = int(getattr(sampler, "epoch", 0))
+        if trainer is None:
+            return epoch, 0
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if done >= trainer.num_training_batches:
+            return epoch + 1, 0
+        return epoch, int(done)
 
     def _train_dataset(self) -> Dataset:
         """The training set, passed through the model's optional hook

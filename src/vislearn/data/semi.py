@@ -7,7 +7,8 @@ orders the indices so that every consecutive chunk of ``batch_size`` holds
 ``labelled_per_batch`` labelled samples followed by ``batch_size - labelled_per_batch``
 unlabelled ones (FixMatch's labelled / unlabelled batches, as one batch). Both streams are
 seeded permutations, cycled when a stream is shorter than the epoch, drawn anew every epoch
-(``set_epoch``, which Lightning calls on a loader's sampler).
+(``set_epoch``, which Lightning calls on a loader's sampler); a resumed run continues an
+epoch part-way (:class:`~vislearn.data.resume.ResumableSampler`).
 
 An epoch has ``len(dataset) // (batch_size * world)`` batches per rank, the length of the plain
 loader, so runs with and without a label fraction are step-for-step comparable.
@@ -22,6 +23,7 @@ import numpy as np
 from torch.utils.data import Dataset, Sampler
 
 from vislearn.core.errors import VislearnError
+from vislearn.data.resume import ResumableSampler
 
 __all__ = ["PartiallyLabelledDataset", "SemiSupervisedSampler"]
 
@@ -60,7 +62,7 @@ def _stream(indices: np.ndarray, length: int, rng: np.random.Generator) -> np.nd
     return np.concatenate([rng.permutation(indices) for _ in range(rounds)])[:length]
 
 
-class SemiSupervisedSampler(Sampler[int]):
+class SemiSupervisedSampler(ResumableSampler, Sampler[int]):
     """Indices in batches of ``labelled_per_batch`` labelled + the rest unlabelled.
 
     Args:
@@ -121,4 +123,4 @@ class SemiSupervisedSampler(Sampler[int]):
         lab = _stream(self.labelled, total * self.n_lab, rng).reshape(total, self.n_lab)
         unl = _stream(self.unlabelled, total * self.n_unl, rng).reshape(total, self.n_unl)
         batches = np.concatenate([lab, unl], axis=1)[self.rank :: self.world]
-        return iter(batches.reshape(-1).tolist())
+        return iter(self._skip_served(batches.reshape(-1).tolist()))

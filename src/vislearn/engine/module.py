@@ -12,7 +12,9 @@ What each task used to write for itself lives here once:
   in Lightning's ``lr_scheduler`` form.
 * :meth:`TrainModule.rng_generators`: every private ``torch.Generator`` a module draws from
   (augmentation, mixing) is saved into and restored from checkpoints, so a resumed run draws
-  the same numbers as an uninterrupted one.
+  the same numbers as an uninterrupted one. The global streams (torch CPU and CUDA of every
+  rank; Python's ``random`` and NumPy's on one process) travel in the checkpoint as well
+  (``checkpoint["global_rng"]``), for what draws from them (dropout, ``torch.randperm``).
 
 Parameter groups without weight decay on biases and norms are
 :func:`vislearn.ops.optim.param_groups`. Subclasses: :class:`~vislearn.engine.ssl.SSLMethod`
@@ -21,9 +23,11 @@ Parameter groups without weight decay on biases and norms are
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -60,7 +64,13 @@ class TrainModule(L.LightningModule):
         1 outside a trainer."""
         if getattr(self, "_total_steps", None) is None:
             trainer = self._trainer
-            self._total_steps = max(1, int(trainer.estimated_stepping_batches)) if trainer else 1
+            if trainer is None:
+                self._total_steps = 1
+                return 1
+            early = trainer.train_dataloader is None
+            self._total_steps = max(1, int(trainer.estimated_stepping_batches))
+            if early:
+                _forget_train_loader(trainer)
         return self._total_steps
 
     def warmup_steps_of(self, steps: int = 0, epochs: float = 0.0) -> int:
@@ -94,8 +104,64 @@ class TrainModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         for key, generator in self.rng_generators().items():
             checkpoint[key] = generator.get_state()
+        checkpoint["global_rng"] = self._global_rng_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         for key, generator in self.rng_generators().items():
             if key in checkpoint:
                 generator.set_state(checkpoint[key])
+        state = checkpoint.get("global_rng")
+        if state:
+            self._set_global_rng_state(state)
+
+    def _world_rank(self) -> tuple[int, int]:
+        trainer = self._trainer
+        return (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+
+    def _global_rng_state(self) -> dict[str, Any]:
+        """Global random streams; torch's of every rank (gathered: a checkpoint is written
+        by rank 0 only)."""
+        world, _ = self._world_rank()
+        streams = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            streams["cuda"] = torch.cuda.get_rng_state()
+        if world > 1:
+            streams = {
+                k: self.all_gather(v.to(self.device)).cpu().reshape(world, -1)
+                for k, v in streams.items()
+            }
+        else:
+            streams = {k: v[None] for k, v in streams.items()}
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        return {
+            **streams,
+            "world": world,
+            "python": random.getstate(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        }
+
+    def _set_global_rng_state(self, state: dict[str, Any]) -> None:
+        world, rank = self._world_rank()
+        if state.get("world") != world:
+            return  # another layout: the streams cannot be matched to the ranks
+        torch.set_rng_state(state["torch"][rank].clone())
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["cuda"][rank].clone())
+        if world == 1:
+            random.setstate(state["python"])
+            kind, keys, pos, has_gauss, gauss = state["numpy"]
+            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+
+
+def _forget_train_loader(trainer: L.Trainer) -> None:
+    """Drop the training loader Lightning built (and started iterating) to count the steps,
+    before a checkpoint was restored: the fit builds it again once the loop state -- with
+    the loader's position -- is loaded, so a resumed run continues at the right batch of the
+    right epoch (Lightning would otherwise keep this one, ordered for epoch 0 and one batch
+    already prefetched)."""
+    loop = trainer.fit_loop
+    fetcher = getattr(loop, "_data_fetcher", None)
+    if fetcher is not None:
+        fetcher.teardown()
+        loop._data_fetcher = None
+    loop._combined_loader = None

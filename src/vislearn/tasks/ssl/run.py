@@ -119,26 +119,54 @@ def build_from_config(cfg: dict, dm: ImageDataModule) -> SSLMethod:
     return build_method(cfg["method"], **{**kwargs, **cfg["model"]})
 
 
+#: the config keys that define a pretraining run: resuming a run folder with other values
+#: is an error (:func:`vislearn.engine.run.check_resume`)
+PRETRAIN_RUN_KEYS = ("method", "model.backbone", "model.backbone_kwargs", "data.dataset", "seed")
+
+
 def pretrain(cfg: dict, resume: bool = True) -> tuple[SSLMethod, Path, dict[str, float]]:
     """Train ``cfg["method"]``; writes ``config.yaml``, logs, ``checkpoints/last.ckpt`` and
-    ``backbone.safetensors`` under ``cfg["out"]``. Resumes from ``last.ckpt`` if present."""
+    ``backbone.safetensors`` under ``cfg["out"]``. Resumes from ``last.ckpt`` if present (when
+    the folder holds the same run: :data:`PRETRAIN_RUN_KEYS`); SIGTERM / SIGINT save it and
+    exit (:class:`~vislearn.engine.run.RunInterrupted`).
+
+    Returns the method, the run folder and ``images_per_s`` / ``train_seconds`` (training
+    batches only) and ``val_seconds`` (the online evaluation)."""
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
     out = Path(cfg["out"] or f"runs/{cfg['method']}")
     dm = build_datamodule(cfg)
     model = build_from_config(cfg, dm)
+    h = model.hparams
+    run_cfg = {  # the backbone the method chose by default is part of the run too
+        **cfg,
+        "model": {
+            "backbone": h.get("backbone"),
+            "backbone_kwargs": _plain_kwargs(h.get("backbone_kwargs")),
+            **cfg["model"],
+        },
+    }
     throughput = Throughput()
     fit(
         model,
         dm,
         out,
         cfg["trainer"],
-        config=cfg,
+        config=run_cfg,
         resume=resume,
+        run_keys=PRETRAIN_RUN_KEYS,
         callbacks=[throughput],
-        export=lambda out: export_backbone(model, out / "backbone.safetensors"),
+        export=lambda out: export_backbone(model, out / "backbone.safetensors", cfg),
     )
-    stats = {"images_per_s": throughput.images_per_s, "train_seconds": throughput.seconds}
+    stats = {
+        "images_per_s": throughput.images_per_s,
+        "train_seconds": throughput.seconds,
+        "val_seconds": throughput.val_seconds,
+    }
     return model, out, stats
+
+
+def _plain_kwargs(kwargs: Any) -> dict:
+    return {str(k): list(v) if isinstance(v, tuple) else v for k, v in dict(kwargs or {}).items()}
 
 
 def evaluate_classifier(
@@ -203,8 +231,10 @@ def train_classifier(
     return model, out, res
 
 
-def export_backbone(model: SSLMethod, path: str | os.PathLike) -> None:
-    """Write a method's online backbone as safetensors, with what is needed to rebuild it."""
+def export_backbone(model: SSLMethod, path: str | os.PathLike, cfg: dict | None = None) -> None:
+    """Write a method's online backbone as safetensors, with what is needed to rebuild it and,
+    given the run config ``cfg``, the data it was trained on (metadata ``train_dataset`` and
+    ``train_data_dir``; the latter left out for a built-in data set)."""
     h = model.hparams
     spec = {
         "backbone": h.backbone,
@@ -212,6 +242,10 @@ def export_backbone(model: SSLMethod, path: str | os.PathLike) -> None:
         "in_chans": h.in_chans,
         "method": getattr(model, "method_name", ""),
     }
+    if cfg is not None:
+        spec["train_dataset"] = str(cfg["data"]["dataset"])
+        data_dir = cfg["data"].get("data_dir")
+        spec["train_data_dir"] = str(data_dir) if data_dir is not None else None
     save_backbone(model.backbone, path, spec)
 
 
