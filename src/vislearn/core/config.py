@@ -75,6 +75,8 @@ DEFAULTS: dict[str, Any] = {
         **LIGHTNING_TRAINER,
         "check_val_every_n_epoch": 1,
         "limit_train_batches": None,
+        # also write last.ckpt every N optimiser steps (long epochs); None: every epoch
+        "checkpoint_every_n_steps": None,
         "progress": True,
     },
     "eval": {
