@@ -520,3 +520,25 @@ def test_seg_recipes_load_and_build(recipe):
     for k, v in pre.net.state_dict().items():
         if k.startswith(("backbone.", "decoder.")):
             assert own[k].shape == v.shape
+
+
+def test_resume_into_a_folder_of_another_segmentation_run_is_one_line(tmp_path):
+    from vislearn.core.config import load_config
+    from vislearn.tasks.seg.config import SEG_DEFAULTS
+    from vislearn.tasks.seg.run import pretrain_seg
+
+    (tmp_path / "none").mkdir()
+    base = [
+        f"out={tmp_path / 'run'}", "data.image_size=32", "data.num_train=8", "data.num_test=4",
+        f"data.cache_dir={tmp_path / 'cache'}", f"data.background_dir={tmp_path / 'none'}",
+        "data.batch_size=4", "trainer.max_steps=2", "trainer.accelerator=cpu",
+        "trainer.devices=1", "trainer.progress=false", "model.head_channels=16",
+        "data.datasets=[synthetic:fine]", "method=single",
+    ]  # fmt: skip
+    narrow = "model.backbone_kwargs={stem: small_ds, width: 8}"
+    pretrain_seg(load_config(overrides=[*base, narrow], defaults=SEG_DEFAULTS))
+    before = (tmp_path / "run" / "config.yaml").read_text()
+    wide = "model.backbone_kwargs={stem: small_ds, width: 16}"
+    with pytest.raises(VislearnError, match="holds another run: model.backbone_kwargs"):
+        pretrain_seg(load_config(overrides=[*base, wide], defaults=SEG_DEFAULTS))
+    assert (tmp_path / "run" / "config.yaml").read_text() == before

@@ -64,6 +64,10 @@ ARCH_KEYS = (
 )
 
 
+#: config keys a resumed segmentation run must share with the run in its folder
+SEG_RUN_KEYS = ("method", "model.backbone", "model.backbone_kwargs", "model.head", "seed")
+
+
 def _trainer_kwargs(cfg: dict) -> dict[str, Any]:
     """``build_trainer`` arguments of a step-based segmentation run."""
     t = dict(cfg["trainer"])
@@ -140,6 +144,7 @@ def pretrain_seg(cfg: dict, resume: bool = True) -> tuple[SegPretrainModule, Pat
         _trainer_kwargs(cfg),
         config=cfg,
         resume=resume,
+        run_keys=SEG_RUN_KEYS + ("data.datasets",),
         export=lambda out: module.export(out / "pretrained.safetensors"),
     )
     module.train_seconds = run.seconds
@@ -202,7 +207,8 @@ def finetune_seg(cfg: dict, resume: bool = True) -> tuple[SegFinetuneModule, Pat
     dm = SegDataModule(
         train, test, d["batch_size"], d["num_workers"], cfg["seed"], d["steps_per_epoch"]
     )
-    run = fit(module, dm, out, _trainer_kwargs(cfg), config=cfg, resume=resuming)
+    run_keys = (*SEG_RUN_KEYS, "data.target", "init")
+    run = fit(module, dm, out, _trainer_kwargs(cfg), config=cfg, resume=resuming, run_keys=run_keys)
     module.train_seconds = run.seconds
     trainer = run.trainer
     trainer.validate(module, datamodule=dm, verbose=False)
