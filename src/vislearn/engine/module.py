@@ -67,7 +67,8 @@ class TrainModule(L.LightningModule):
             if trainer is None:
                 self._total_steps = 1
                 return 1
-            early = trainer.train_dataloader is None
+            # a real trainer that has not built its training loader yet
+            early = isinstance(trainer, L.Trainer) and trainer.train_dataloader is None
             self._total_steps = max(1, int(trainer.estimated_stepping_batches))
             if early:
                 _forget_train_loader(trainer)

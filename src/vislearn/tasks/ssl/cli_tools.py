@@ -222,12 +222,12 @@ def cmd_eval(a: argparse.Namespace) -> None:
         return _eval_video(a)
     if a.overrides or a.config:
         raise VislearnError("--config and section.key=value apply to the video protocols only")
-    checkpoint_data(a, "fmnist-mini")
     if a.protocol == "semi" and a.fraction is None:
         raise VislearnError("eval semi needs --fraction, the labelled fraction in (0, 1]")
     if a.protocol == "semi" and not 0.0 < a.fraction <= 1.0:
         raise VislearnError(f"--fraction must be in (0, 1], got {a.fraction}")
     bb = load_backbone(a.checkpoint, a.backbone, in_chans=a.in_chans)
+    checkpoint_data(a, "fmnist-mini")  # after the weights loaded: no notice before an error
     if a.protocol == "semi":
         epochs, lr = _given(a.epochs, SEMI[0]), _given(a.lr, SEMI[1])
         batch = _given(a.batch_size, SEMI[2])
@@ -319,8 +319,8 @@ def cmd_embed(a: argparse.Namespace) -> None:
     from vislearn.models.io import load_backbone
     from vislearn.tasks.ssl.run import backbone_in_chans
 
-    checkpoint_data(a, "fmnist-mini")
     bb = load_backbone(a.checkpoint, a.backbone, in_chans=a.in_chans)
+    checkpoint_data(a, "fmnist-mini")
     ds = get_dataset(a.data, a.split, a.data_dir, channels=backbone_in_chans(bb))
     feats, labels = extract_features(bb, ds)
     if (labels < 0).all():
