@@ -26,6 +26,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor
+from torch.profiler import record_function
 
 from vislearn.core.errors import VislearnError
 from vislearn.ops.optim import step_scheduler
@@ -49,6 +50,17 @@ class TrainModule(L.LightningModule):
                 f"{self.loss_name} is {loss.item()} at step {self.global_step}; {self.loss_hint}"
             )
         return loss
+
+    # ---- profiler ranges of the optimisation step (benchmarks/profile_step.py) ----------
+    def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
+        with record_function("backward"):
+            super().backward(loss, *args, **kwargs)
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        # Lightning runs training_step + backward inside the optimiser's closure: the profile
+        # counts the optimiser as this range minus those two
+        with record_function("optimizer_step"):
+            super().optimizer_step(*args, **kwargs)
 
     # ---- run length and schedules -------------------------------------------------------
     def setup(self, stage: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from vislearn.core.distributed import gather_no_grad
 
@@ -52,6 +53,10 @@ class MemoryQueue(nn.Module):
 
     def _write(self, keys: Tensor, **payload: Tensor) -> None:
         """Write ``keys`` and, row for row, each ``payload[name]`` ``[B]`` into buffer ``name``."""
+        with record_function("queue"):
+            self._write_rows(keys, **payload)
+
+    def _write_rows(self, keys: Tensor, **payload: Tensor) -> None:
         if keys.dim() != 2 or keys.shape[1] != self.dim:
             raise ValueError(f"keys must have shape [B, {self.dim}], got {tuple(keys.shape)}")
         columns = {"queue": F.normalize(keys.detach(), dim=1), **payload}

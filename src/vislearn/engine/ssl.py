@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from vislearn.data.augment import MultiViewAugment, Normalize
 from vislearn.engine.module import TrainModule
@@ -127,23 +128,29 @@ class SSLMethod(TrainModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
         m = self.current_momentum()
-        for online, target in self.momentum_pairs():
-            ema_update(online, target, m)
-        out = self.ssl_step(self.augment(images), labels)
+        with record_function("ema"):
+            for online, target in self.momentum_pairs():
+                ema_update(online, target, m)
+        with record_function("augmentation"):
+            views = self.augment(images)
+        with record_function("forward"):
+            out = self.ssl_step(views, labels)
         loss = self.check_finite(out.pop("loss"))
         feats = out.pop("feats").detach()
         logs = {"train/loss": loss, **{f"train/{k}": v for k, v in out.items()}}
         if self.probe is not None and (labels >= 0).any():
-            keep = labels >= 0
-            logits = self.probe(feats[keep])
-            probe_loss = F.cross_entropy(logits, labels[keep])
-            logs["train/probe_loss"] = probe_loss
-            logs["train/probe_top1"] = (logits.argmax(1) == labels[keep]).float().mean()
-            loss = loss + probe_loss
-        if self.momentum_pairs():
-            logs["train/ema"] = torch.tensor(m)
-        self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=False)
-        self.log("loss", logs["train/loss"], prog_bar=True, logger=False)
+            with record_function("online_probe"):
+                keep = labels >= 0
+                logits = self.probe(feats[keep])
+                probe_loss = F.cross_entropy(logits, labels[keep])
+                logs["train/probe_loss"] = probe_loss
+                logs["train/probe_top1"] = (logits.argmax(1) == labels[keep]).float().mean()
+                loss = loss + probe_loss
+        with record_function("logging"):
+            if self.momentum_pairs():
+                logs["train/ema"] = torch.tensor(m)
+            self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=False)
+            self.log("loss", logs["train/loss"], prog_bar=True, logger=False)
         return loss
 
     # ---- online evaluation --------------------------------------------------------------
