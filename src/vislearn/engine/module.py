@@ -42,14 +42,37 @@ class TrainModule(L.LightningModule):
     #: the hint appended to that message
     loss_hint: str = "lower the learning rate or check the input data"
 
+    #: train with 4-D parameters (convolutions) in channels-last memory format (see
+    #: :meth:`setup`); a subclass turns it on, SSLMethod through its ``channels_last`` argument
+    channels_last: bool = False
+
     # ---- loss check ---------------------------------------------------------------------
     def check_finite(self, loss: Tensor) -> Tensor:
-        """``loss``, or a one-line :class:`VislearnError` when it is NaN or infinite."""
-        if not torch.isfinite(loss):
-            raise VislearnError(
-                f"{self.loss_name} is {loss.item()} at step {self.global_step}; {self.loss_hint}"
-            )
+        """``loss``, or a one-line :class:`VislearnError` when it is NaN or infinite.
+
+        On the CPU the check is immediate. On an accelerator it would be a host sync every
+        step, so the flag of this step is kept on the device and read at the next call (by
+        then long computed): the run stops one step later, naming the step of the bad loss.
+        """
+        pending = getattr(self, "_finite_pending", None)
+        if pending is not None:
+            self._finite_pending = None
+            self._raise_if_not_finite(*pending)
+        if loss.device.type == "cpu":
+            self._raise_if_not_finite(loss.detach(), self.global_step)
+        else:
+            self._finite_pending = (loss.detach(), self.global_step)
         return loss
+
+    def _raise_if_not_finite(self, loss: Tensor, step: int) -> None:
+        if not torch.isfinite(loss):
+            raise VislearnError(f"{self.loss_name} is {loss.item()} at step {step}; {self.loss_hint}")
+
+    def on_train_epoch_end(self) -> None:
+        pending = getattr(self, "_finite_pending", None)
+        if pending is not None:
+            self._finite_pending = None
+            self._raise_if_not_finite(*pending)
 
     # ---- profiler ranges of the optimisation step (benchmarks/profile_step.py) ----------
     def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
@@ -65,6 +88,24 @@ class TrainModule(L.LightningModule):
     # ---- run length and schedules -------------------------------------------------------
     def setup(self, stage: str) -> None:
         self._total_steps = None  # a new fit may have a different length
+        if stage == "fit" and self.channels_last:
+            self.to_memory_format(torch.channels_last)
+
+    def teardown(self, stage: str) -> None:
+        if stage == "fit" and self.channels_last:  # exports and evaluation see plain tensors
+            self.to_memory_format(torch.contiguous_format)
+
+    def to_memory_format(self, memory_format: torch.memory_format) -> None:
+        """Put every 4-D parameter and buffer (and gradient) into ``memory_format`` in place
+        (the same ``Parameter`` objects, so optimisers keep their references). Channels-last
+        convolutions are ~1.5x faster on the CPU (oneDNN) and use tensor cores' NHWC
+        kernels on GPUs; the values are unchanged, the sums of the convolutions are ordered
+        differently (results equal to float rounding, not bitwise)."""
+        for t in (*self.parameters(), *self.buffers()):
+            if t.dim() == 4:
+                t.data = t.data.contiguous(memory_format=memory_format)
+                if t.grad is not None:
+                    t.grad = t.grad.contiguous(memory_format=memory_format)
 
     @property
     def total_steps(self) -> int:

@@ -64,12 +64,12 @@ class MemoryQueue(nn.Module):
         n = columns["queue"].shape[0]
         if n == 0:
             return
-        start = int(self.ptr)
-        rows = (start + torch.arange(n, device=self.queue.device)) % self.size
+        # rows and pointer stay on the device: no host sync per step
+        rows = (self.ptr + torch.arange(n, device=self.queue.device)) % self.size
         for name, values in columns.items():
             buffer = getattr(self, name)
             buffer[rows] = values.to(device=buffer.device, dtype=buffer.dtype)
-        self.ptr.fill_((start + n) % self.size)
+        self.ptr.add_(n).remainder_(self.size)
 
     @property
     def negatives(self) -> Tensor:
