@@ -50,25 +50,28 @@ METRICS = ("knn_top1", "linear_top1", "images_per_s")
 GRAY = {"mean": [0.2860], "std": [0.3530]}  # Fashion-MNIST train statistics (vislearn's)
 
 
-def lightly_transform(method: str, size: int = 28):
-    """lightly's transform of ``method`` with vislearn's recipe settings (module docstring)."""
+def lightly_transform(method: str, size: int = 28, normalize: dict | None = None):
+    """lightly's transform of ``method`` with vislearn's recipe settings (module docstring);
+    ``normalize``: Fashion-MNIST's statistics by default (lightly's default is ImageNet's)."""
     from lightly.transforms import BYOLTransform, MoCoV2Transform, SimCLRTransform
     from lightly.transforms.byol_transform import BYOLView1Transform, BYOLView2Transform
 
+    norm = normalize or GRAY
     if method == "moco_v2":  # crop 0.2-1, jitter 0.4/0.4/0.4/0.1 p 0.8, gray 0.2
-        return MoCoV2Transform(input_size=size, gaussian_blur=0.0, normalize=GRAY)
+        return MoCoV2Transform(input_size=size, gaussian_blur=0.0, normalize=norm)
     if method == "simclr":  # crop 0.08-1, jitter 0.8/0.8/0.8/0.2 p 0.8, gray 0.2
-        return SimCLRTransform(input_size=size, gaussian_blur=0.0, normalize=GRAY)
+        return SimCLRTransform(input_size=size, gaussian_blur=0.0, normalize=norm)
     if method == "byol":  # crop 0.08-1, jitter 0.4/0.4/0.2/0.1, view 2 solarise p 0.2
         return BYOLTransform(
-            BYOLView1Transform(input_size=size, gaussian_blur=0.0, normalize=GRAY),
-            BYOLView2Transform(input_size=size, gaussian_blur=0.0, normalize=GRAY),
+            BYOLView1Transform(input_size=size, gaussian_blur=0.0, normalize=norm),
+            BYOLView2Transform(input_size=size, gaussian_blur=0.0, normalize=norm),
         )
     raise ValueError(f"no lightly transform for {method!r}")
 
 
 class PilFashionMNIST:
-    """torchvision's ``FashionMNIST`` item logic: a PIL "L" image through ``transform``."""
+    """torchvision's ``FashionMNIST`` / ``CIFAR10`` item logic: a PIL image ("L" from
+    ``[N, H, W]``, "RGB" from ``[N, H, W, 3]`` uint8 arrays) through ``transform``."""
 
     def __init__(self, images, labels, transform) -> None:
         self.images, self.labels, self.transform = images, labels, transform
@@ -79,7 +82,7 @@ class PilFashionMNIST:
     def __getitem__(self, i: int):
         from PIL import Image
 
-        return self.transform(Image.fromarray(self.images[i], mode="L")), int(self.labels[i])
+        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
 
 
 def lightly_loader(method: str, dataset: str, batch_size: int, workers: int, seed: int):
@@ -109,12 +112,12 @@ class PassViews:
         return list(views)
 
 
-def lightly_model(method: str, model_cfg: dict, seed: int):
+def lightly_model(method: str, model_cfg: dict, seed: int, in_chans: int = 1, size: int = 28):
     """lightly's method (heads, loss, EMA) on vislearn's base, fed pre-augmented views."""
     from lightly_methods import LIGHTLY_METHODS  # the peer module next to this script
 
-    kw = {"in_chans": 1, "image_size": 28, "num_classes": 10, "seed": seed, **model_cfg,
-          "channels_last": False}  # fmt: skip
+    kw = {"in_chans": in_chans, "image_size": size, "num_classes": 10, "seed": seed,
+          **model_cfg, "channels_last": False}  # fmt: skip
     model = LIGHTLY_METHODS[method](**kw)
     del model.augment
     model.augment = PassViews()
@@ -241,6 +244,10 @@ def run_job(config: dict, seed: int, ctx: dict) -> dict:
     import lightning as L
 
     from vislearn.engine.trainer import Throughput, build_trainer
+
+    class ViewsThroughput(Throughput):  # a batch is (list of views, labels): count labels
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            self.images += int(batch[1].shape[0]) * trainer.world_size
     from vislearn.tasks.ssl.run import evaluate, pretrain
 
     cfg = {**config["recipe"], "seed": seed, "out": ctx["run_dir"]}
@@ -253,7 +260,7 @@ def run_job(config: dict, seed: int, ctx: dict) -> dict:
         loader = lightly_loader(config["method"], d["dataset"], d["batch_size"],
                                 config["workers"], seed)  # fmt: skip
         model = lightly_model(config["method"], cfg["model"], seed)
-        tp = Throughput()
+        tp = ViewsThroughput()
         t = {**cfg["trainer"], "check_val_every_n_epoch": 10**6}
         trainer = build_trainer(ctx["run_dir"], callbacks=[tp], **t)
         trainer.fit(model, train_dataloaders=loader)
