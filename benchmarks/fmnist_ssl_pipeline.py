@@ -127,7 +127,8 @@ def lightly_model(method: str, model_cfg: dict, seed: int, in_chans: int = 1, si
 def recipe(method: str, dataset: str, epochs: int, **model) -> dict:
     from vislearn.core.config import load_config
 
-    return load_config(ROOT / "configs" / "fmnist_ssl" / f"{method}.yaml", data={"dataset": dataset},
+    path = ROOT / "configs" / "fmnist_ssl" / f"{method}.yaml"
+    return load_config(path, data={"dataset": dataset},
                        trainer={"max_epochs": epochs, "check_val_every_n_epoch": epochs,
                                 "progress": False}, model=model)  # fmt: skip
 
@@ -186,7 +187,9 @@ def speed(a: argparse.Namespace) -> None:
                     v = time_loop(model, loader, a.batches, a.warmup, f"{method}_{impl}")
                 speeds[impl].append(v)
                 print(f"{method} {impl} round {rnd}: {v:.0f} images/s", flush=True)
-        ratios = [v / p for v, p in zip(speeds["vislearn"], speeds["lightly_pipeline"], strict=True)]
+        ratios = [
+            v / p for v, p in zip(speeds["vislearn"], speeds["lightly_pipeline"], strict=True)
+        ]
         for impl, vals in speeds.items():
             row = {"name": f"{impl}/{method}", "images_per_s": round(statistics.median(vals), 1),
                    "images_per_s_rounds": [round(x, 1) for x in vals]}  # fmt: skip
@@ -248,6 +251,7 @@ def run_job(config: dict, seed: int, ctx: dict) -> dict:
     class ViewsThroughput(Throughput):  # a batch is (list of views, labels): count labels
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             self.images += int(batch[1].shape[0]) * trainer.world_size
+
     from vislearn.tasks.ssl.run import evaluate, pretrain
 
     cfg = {**config["recipe"], "seed": seed, "out": ctx["run_dir"]}
@@ -267,7 +271,8 @@ def run_job(config: dict, seed: int, ctx: dict) -> dict:
         stats = {"images_per_s": tp.images_per_s, "train_seconds": tp.seconds}
     e = cfg["eval"]
     res = evaluate(model.backbone, cfg["data"]["dataset"], knn_k=e["knn_k"], knn_t=e["knn_t"],
-                   linear_epochs=e["linear_epochs"], linear_lr=e["linear_lr"], device="cpu")  # fmt: skip
+                   linear_epochs=e["linear_epochs"], linear_lr=e["linear_lr"],
+                   device="cpu")  # fmt: skip
     return {**res, **stats, "wall_seconds": time.perf_counter() - t0}
 
 

@@ -101,7 +101,7 @@ def ssl_throughput(s: dict, methods: list[str], workers: int, budget: Budget) ->
         for rnd in range(s["rounds"]):
             if budget.left() < 60 and rnd > 0:
                 break
-            for impl in (list(speeds) if rnd % 2 == 0 else list(speeds)[::-1]):
+            for impl in list(speeds) if rnd % 2 == 0 else list(speeds)[::-1]:
                 L.seed_everything(rnd, verbose=False)
                 heads = _accepted(method, s["heads"])
                 if impl == "vislearn":
@@ -117,7 +117,9 @@ def ssl_throughput(s: dict, methods: list[str], workers: int, budget: Budget) ->
                 speeds[impl].append(timed_fit(model, loader, f"{method}_{impl}"))
                 print(f"ssl_throughput {method} {impl} round {rnd}: "
                       f"{speeds[impl][-1]:.0f} images/s", flush=True)  # fmt: skip
-        ratios = [v / p for v, p in zip(speeds["vislearn"], speeds["lightly_pipeline"], strict=True)]
+        ratios = [
+            v / p for v, p in zip(speeds["vislearn"], speeds["lightly_pipeline"], strict=True)
+        ]
         for impl, vals in speeds.items():
             row = {"name": f"{impl}/{method}", "images_per_s": round(statistics.median(vals), 1),
                    "images_per_s_rounds": [round(v, 1) for v in vals]}  # fmt: skip
@@ -214,8 +216,11 @@ def main(argv: list[str] | None = None) -> dict:
         "device": torch.cuda.get_device_name() if gpu else f"CPU ({platform.machine()})",
         "torch": torch.__version__,
         "tiny": a.tiny,
-        "settings": {"ssl": {k: v for k, v in s.items()}, "workers": a.workers,
-                     "budget_s": a.budget_s},  # fmt: skip
+        "settings": {
+            "ssl": {k: v for k, v in s.items()},
+            "workers": a.workers,
+            "budget_s": a.budget_s,
+        },  # fmt: skip
         "sections": {},
     }
 

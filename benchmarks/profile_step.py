@@ -142,11 +142,12 @@ def main() -> None:
     quiet_lightning()
     rows = [profile_method(m, a.steps, a.warmup, a.dataset, a.workers, overrides)
             for m in a.methods]  # fmt: skip
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     settings = {"data": f"{a.dataset}, batch 256, configs/fmnist_ssl/<method>.yaml",
                 "steps": a.steps, "warmup": a.warmup, "threads": a.threads,
                 "num_workers": a.workers, "model_overrides": overrides,
                 "hardware": f"{platform.machine()}, torch {torch.__version__}, "
-                f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'}"}  # fmt: skip
+                f"{device}"}  # fmt: skip
     write_json(a.out, {"benchmark": "profile_step", "settings": settings, "rows": rows})
     print(markdown(rows))
 

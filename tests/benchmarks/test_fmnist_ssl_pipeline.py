@@ -22,7 +22,6 @@ def _bench_path(monkeypatch):
 @pytest.mark.parametrize("method", ["moco_v2", "simclr", "byol"])
 def test_lightly_transform_views(method):
     import fmnist_ssl_pipeline as fp
-
     from vislearn.data.fmnist import load_embedded_fmnist
 
     images, labels = load_embedded_fmnist("train")

@@ -75,7 +75,8 @@ def _fit_moco(tmp_path, steps: int = 3, **kw) -> nn.Module:
     L.seed_everything(0, verbose=False)
     model = build_method("moco_v2", **TINY, **kw)
     trainer = build_trainer(tmp_path, max_epochs=1, limit_train_batches=steps, progress=False,
-                            accelerator="cpu", devices=1, check_val_every_n_epoch=10**6)  # fmt: skip
+                            accelerator="cpu", devices=1,
+                            check_val_every_n_epoch=10**6)  # fmt: skip
     trainer.fit(model, datamodule=ImageDataModule(batch_size=32, knn_bank_size=200))
     return model
 

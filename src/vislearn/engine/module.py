@@ -66,7 +66,9 @@ class TrainModule(L.LightningModule):
 
     def _raise_if_not_finite(self, loss: Tensor, step: int) -> None:
         if not torch.isfinite(loss):
-            raise VislearnError(f"{self.loss_name} is {loss.item()} at step {step}; {self.loss_hint}")
+            raise VislearnError(
+                f"{self.loss_name} is {loss.item()} at step {step}; {self.loss_hint}"
+            )
 
     def on_train_epoch_end(self) -> None:
         pending = getattr(self, "_finite_pending", None)
