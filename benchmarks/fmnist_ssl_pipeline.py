@@ -25,10 +25,12 @@ Two modes:
   docs/results/fmnist_ssl_speed.json (``speed_ratio_vs_lightly_pipeline``); the
   heads-and-losses table of fmnist_ssl_speed.py stays in its ``heads_and_losses`` section.
 * ``accuracy``: a job table on :mod:`vislearn.bench` (kNN / linear top-1 at equal epochs,
-  seeds, 95 % intervals, paired differences) -> docs/results/fmnist_ssl_pipeline.json.
+  seeds, 95 % intervals, paired differences) -> docs/results/fmnist_ssl_pipeline.json;
+  ``--contiguous`` adds ``vislearn_contiguous/<method>`` rows (``channels_last=false``) to
+  check that the channels-last step trains to the same accuracy.
 
     python benchmarks/fmnist_ssl_pipeline.py speed --rounds 5 --batches 20 --workers 2
-    python benchmarks/fmnist_ssl_pipeline.py accuracy --epochs 4 --seeds 0 1 2 --jobs 2
+    python benchmarks/fmnist_ssl_pipeline.py accuracy --epochs 4 --seeds 0 1 2 --jobs 2 --contiguous
 """
 
 from __future__ import annotations
@@ -230,8 +232,12 @@ def make_jobs(a: argparse.Namespace) -> list[Job]:
     jobs = []
     for seed in a.seeds:
         for m in a.methods:
-            for impl in ("vislearn", "lightly_pipeline"):
-                cfg = recipe(m, a.dataset, a.epochs, **(a.model or {}))
+            impls = ("vislearn", "lightly_pipeline", "vislearn_contiguous")
+            for impl in impls if a.contiguous else impls[:2]:
+                model = {**(a.model or {})}
+                if impl == "vislearn_contiguous":  # the engine's channels-last step off
+                    model["channels_last"] = False
+                cfg = recipe(m, a.dataset, a.epochs, **model)
                 cfg.pop("seed"), cfg.pop("out")
                 if a.limit_batches:
                     cfg["trainer"]["limit_train_batches"] = a.limit_batches
@@ -256,7 +262,7 @@ def run_job(config: dict, seed: int, ctx: dict) -> dict:
 
     cfg = {**config["recipe"], "seed": seed, "out": ctx["run_dir"]}
     t0 = time.perf_counter()
-    if config["impl"] == "vislearn":
+    if config["impl"].startswith("vislearn"):
         model, _, stats = pretrain(cfg)
     else:
         L.seed_everything(seed, verbose=False)
@@ -309,6 +315,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     c.add_argument("--limit-batches", type=int, default=None)
     c.add_argument("--batch-size", type=int, default=None)
     c.add_argument("--linear-epochs", type=int, default=None)
+    c.add_argument("--contiguous", action="store_true",
+                   help="also vislearn_contiguous/<m> rows: channels_last=false (accuracy of the "
+                   "channels-last speed-up, within seed noise)")  # fmt: skip
     c.add_argument("--model", type=json.loads, default=None, help="model overrides (JSON)")
     c.add_argument("--cache", default=str(BENCH / ".cache" / "fmnist_ssl_pipeline"))
     c.add_argument("--report-only", action="store_true")

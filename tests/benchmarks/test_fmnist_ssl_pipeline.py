@@ -40,10 +40,12 @@ def test_accuracy_job_table_tiny(tmp_path):
     a = fp.parse_args(["accuracy", "--dataset", "fmnist-mini", "--methods", "moco_v2",
                        "--epochs", "1", "--seeds", "0", "--jobs", "0", "--limit-batches", "2",
                        "--batch-size", "32", "--linear-epochs", "1", "--workers", "0",
+                       "--contiguous",
                        "--model", json.dumps(model), "--cache", str(tmp_path / "cache"),
                        "--out", str(out)])  # fmt: skip
     rows = {r["name"]: r for r in fp.accuracy(a)}
-    assert set(rows) == {"vislearn/moco_v2", "lightly_pipeline/moco_v2"}
+    names = {"vislearn/moco_v2", "lightly_pipeline/moco_v2", "vislearn_contiguous/moco_v2"}
+    assert set(rows) == names
     for r in rows.values():
         assert 0 <= r["knn_top1"] <= 100 and r["images_per_s"] > 0
     assert json.loads(out.read_text())["rows"]
