@@ -60,7 +60,7 @@ def ssl_throughput(s: dict, methods: list[str], workers: int, budget: Budget) ->
     import numpy as np
     import torch
     from lightning.pytorch.callbacks import Callback
-    from torch.utils.data import DataLoader, TensorDataset
+    from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 
     from fmnist_ssl_pipeline import PilFashionMNIST, lightly_model, lightly_transform
     from vislearn.engine.trainer import build_trainer
@@ -106,8 +106,11 @@ def ssl_throughput(s: dict, methods: list[str], workers: int, budget: Budget) ->
                 heads = _accepted(method, s["heads"])
                 if impl == "vislearn":
                     model = build_method(method, in_chans=3, image_size=32, **model_cfg, **heads)
-                    loader = DataLoader(tensors, batch_size=s["batch"], shuffle=True,
-                                        drop_last=True, pin_memory=gpu)  # fmt: skip
+                    # whole batches by one tensor index (no per-image collate): uint8 to the
+                    # device, augmented there
+                    batches = BatchSampler(RandomSampler(tensors), s["batch"], drop_last=True)
+                    loader = DataLoader(tensors, batch_size=None, sampler=batches,
+                                        pin_memory=gpu)  # fmt: skip
                 else:
                     model = lightly_model(method, {**model_cfg, **heads}, rnd, in_chans=3, size=32)
                     ds = PilFashionMNIST(images, labels, lightly_transform(method, 32, IMAGENET))
