@@ -26,14 +26,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     import torch
-    from diffusers import DiTTransformer2DModel
-
-    from dit_cache import build_setting, time_settings
-    from vislearn.accel.metrics import count_flops, flops_ratio
-    from vislearn.accel.sampling import make_scheduler, sample_class_conditional
-    from vislearn.core.utils import write_json
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(ROOT / "configs" / "dit_cache" / "dit_xl_gpu.yaml"))
@@ -44,25 +38,45 @@ def main() -> None:
     p.add_argument("--repeats", type=int, help="override the timing rounds")
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP counts")
     p.add_argument("--out", default=str(ROOT / "docs" / "results" / "dit_xl_timing.json"))
-    a = p.parse_args()
+    return p.parse_args(argv)
+
+
+def run_timing(
+    config: str | Path = ROOT / "configs" / "dit_cache" / "dit_xl_gpu.yaml",
+    device: str = "cuda",
+    dtype: str = "bf16",
+    tiny: bool = False,
+    steps: int | None = None,
+    repeats: int | None = None,
+    flops: bool = True,
+) -> dict:
+    """Time every caching setting of the recipe ``config``; returns the result document
+    (``benchmark``, ``settings``, ``rows``) that :func:`main` writes. Also called by
+    benchmarks/gpu_suite.py."""
+    import torch
+    from diffusers import DiTTransformer2DModel
+
+    from dit_cache import build_setting, time_settings
+    from vislearn.accel.metrics import count_flops, flops_ratio
+    from vislearn.accel.sampling import make_scheduler, sample_class_conditional
     from vislearn.core.config import load_recipe
 
-    cfg = load_recipe(a.config)
-    steps = a.steps or int(cfg["sampler"]["steps"])
+    cfg = load_recipe(config)
+    steps = steps or int(cfg["sampler"]["steps"])
     guidance = float(cfg["sampler"]["cfg"])
-    repeats = a.repeats or int(cfg["repeats"])
-    dtype = getattr(torch, DTYPES[a.dtype])
-    device = torch.device(a.device)
+    repeats = repeats or int(cfg["repeats"])
+    torch_dtype = getattr(torch, DTYPES[dtype])
+    dev = torch.device(device)
 
     torch.manual_seed(int(cfg["seed"]))
-    shape = cfg["tiny" if a.tiny else "model"]
-    model = DiTTransformer2DModel(**shape).to(device, dtype).eval()
+    shape = cfg["tiny" if tiny else "model"]
+    model = DiTTransformer2DModel(**shape).to(dev, torch_dtype).eval()
     scheduler = make_scheduler(cfg["sampler"]["scheduler"])
     n = int(cfg["n"])
     labels = torch.arange(n) % int(shape["num_embeds_ada_norm"])
     gen = torch.Generator().manual_seed(int(cfg["seed"]))
     size = (n, shape["in_channels"], shape["sample_size"], shape["sample_size"])
-    noise = torch.randn(size, generator=gen).to(device, dtype)
+    noise = torch.randn(size, generator=gen).to(dev, torch_dtype)
 
     def run(count: int = n):
         return sample_class_conditional(
@@ -76,12 +90,12 @@ def main() -> None:
         with setting:
             run()
             counts[name] = setting.counts()
-    times = time_settings(settings, run, repeats, device=device)
-    flops: dict[str, int] = {}
-    if not a.no_flops:
+    times = time_settings(settings, run, repeats, device=dev)
+    flop_counts: dict[str, int] = {}
+    if flops:
         for name, setting in settings.items():
             with setting:
-                flops[name] = count_flops(run, 1)[1]
+                flop_counts[name] = count_flops(run, 1)[1]
     base = statistics.median(times["none"])
     rows = []
     for name, setting in settings.items():
@@ -94,33 +108,38 @@ def main() -> None:
             "steps": counts[name],
             "settings": getattr(setting, "settings", entries[name]),
         }
-        if flops:
-            row["flops_ratio"] = flops_ratio(flops["none"], flops[name])
+        if flop_counts:
+            row["flops_ratio"] = flops_ratio(flop_counts["none"], flop_counts[name])
         rows.append(row)
         print(json.dumps({k: row[k] for k in ("name", "seconds_median", "speedup_wall")}))
-    if device.type == "cuda":
-        hardware = f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    if dev.type == "cuda":
+        hardware = f"{torch.cuda.get_device_name(dev)}, torch {torch.__version__}"
     else:
-        hardware = f"{device.type}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-    write_json(
-        a.out,
-        {
-            "benchmark": "dit_xl_timing",
-            "settings": {
-                "model": {**shape, "weights": "random"},
-                "tiny": a.tiny,
-                "sampler": {**cfg["sampler"], "steps": steps},
-                "n": n,
-                "repeats": repeats,
-                "dtype": a.dtype,
-                "hardware": hardware,
-                "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-                if device.type == "cuda"
-                else None,
-            },
-            "rows": rows,
+        hardware = f"{dev.type}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    return {
+        "benchmark": "dit_xl_timing",
+        "settings": {
+            "model": {**shape, "weights": "random"},
+            "tiny": tiny,
+            "sampler": {**cfg["sampler"], "steps": steps},
+            "n": n,
+            "repeats": repeats,
+            "dtype": dtype,
+            "hardware": hardware,
+            "peak_memory_gib": round(torch.cuda.max_memory_allocated(dev) / 2**30, 2)
+            if dev.type == "cuda"
+            else None,
         },
-    )
+        "rows": rows,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    from vislearn.core.utils import write_json
+
+    a = parse_args(argv)
+    doc = run_timing(a.config, a.device, a.dtype, a.tiny, a.steps, a.repeats, not a.no_flops)
+    write_json(a.out, doc)
     print(f"wrote {a.out}")
 
 

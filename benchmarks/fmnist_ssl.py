@@ -168,7 +168,8 @@ def write_results(runs: list[dict], a: argparse.Namespace) -> None:
     by_name = {r["name"]: r for r in rows}
     speed_file = Path(a.out).with_name("fmnist_ssl_speed.json")
     if speed_file.exists():  # interleaved same-process timing (fmnist_ssl_speed.py) wins
-        for s in json.loads(speed_file.read_text())["rows"]:
+        speed_doc = json.loads(speed_file.read_text())
+        for s in (speed_doc.get("heads_and_losses") or speed_doc)["rows"]:
             if s["name"] in by_name:
                 r = by_name[s["name"]]
                 for k in ("images_per_s", "images_per_s_seeds", "images_per_s_ci95"):

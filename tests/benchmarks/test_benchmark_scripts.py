@@ -20,6 +20,7 @@ SCRIPTS = [
     "fmnist_mra.py",
     "fmnist_semi.py",
     "fmnist_ssl.py",
+    "fmnist_ssl_pipeline.py",
     "seg_mdp.py",
     "video_fame.py",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from vislearn.core.distributed import gather_no_grad
 
@@ -52,6 +53,10 @@ class MemoryQueue(nn.Module):
 
     def _write(self, keys: Tensor, **payload: Tensor) -> None:
         """Write ``keys`` and, row for row, each ``payload[name]`` ``[B]`` into buffer ``name``."""
+        with record_function("queue"):
+            self._write_rows(keys, **payload)
+
+    def _write_rows(self, keys: Tensor, **payload: Tensor) -> None:
         if keys.dim() != 2 or keys.shape[1] != self.dim:
             raise ValueError(f"keys must have shape [B, {self.dim}], got {tuple(keys.shape)}")
         columns = {"queue": F.normalize(keys.detach(), dim=1), **payload}
@@ -59,12 +64,12 @@ class MemoryQueue(nn.Module):
         n = columns["queue"].shape[0]
         if n == 0:
             return
-        start = int(self.ptr)
-        rows = (start + torch.arange(n, device=self.queue.device)) % self.size
+        # rows and pointer stay on the device: no host sync per step
+        rows = (self.ptr + torch.arange(n, device=self.queue.device)) % self.size
         for name, values in columns.items():
             buffer = getattr(self, name)
             buffer[rows] = values.to(device=buffer.device, dtype=buffer.dtype)
-        self.ptr.fill_((start + n) % self.size)
+        self.ptr.add_(n).remainder_(self.size)
 
     @property
     def negatives(self) -> Tensor:

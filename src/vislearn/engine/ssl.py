@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from vislearn.data.augment import MultiViewAugment, Normalize
 from vislearn.engine.module import TrainModule
@@ -49,6 +50,13 @@ class SSLMethod(TrainModule):
             statistics shared across views, fewer kernel launches) instead of one call per
             view (the default: per-view statistics as in the reference implementations; on
             CPU also ~15-20 % faster, as two half batches fit the caches better).
+        channels_last: train with the convolution weights in channels-last memory format
+            (image methods; ~1.5x faster steps of resnet_tiny on the CPU, see docs/RESULTS.md
+            "Where a training step spends its time"). Equal results to float rounding, not
+            bitwise; ``False`` gives the bitwise results of the contiguous layout.
+        compile: ``torch.compile`` the backbone and every head (each child module with
+            parameters except the online probe) when the fit starts; state-dict keys are
+            unchanged. ``compile_backend``: its backend (``inductor``).
     """
 
     default_augment: ClassVar[str] = "moco_v2"
@@ -78,6 +86,9 @@ class SSLMethod(TrainModule):
         knn_t: float = 0.07,
         seed: int = 0,
         joint_views: bool = False,
+        channels_last: bool = True,
+        compile: bool = False,
+        compile_backend: str = "inductor",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -87,6 +98,15 @@ class SSLMethod(TrainModule):
         self.probe = nn.Linear(self.backbone.num_features, num_classes) if num_classes else None
         self._val_feats: dict[int, list[Tensor]] = {0: [], 1: []}
         self._val_labels: dict[int, list[Tensor]] = {0: [], 1: []}
+        self.channels_last = bool(channels_last) and self.modality == "image"
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == "fit" and self.hparams.compile and not getattr(self, "_compiled", False):
+            for name, child in self.named_children():
+                if name != "probe" and any(True for _ in child.parameters()):
+                    child.compile(backend=self.hparams.compile_backend)
+            self._compiled = True
 
     # ---- what a method defines -------------------------------------------------------
     def ssl_step(self, views: list[Tensor], labels: Tensor) -> dict[str, Tensor]:
@@ -127,23 +147,29 @@ class SSLMethod(TrainModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
         m = self.current_momentum()
-        for online, target in self.momentum_pairs():
-            ema_update(online, target, m)
-        out = self.ssl_step(self.augment(images), labels)
+        with record_function("ema"):
+            for online, target in self.momentum_pairs():
+                ema_update(online, target, m)
+        with record_function("augmentation"):
+            views = self.augment(images)
+        with record_function("forward"):
+            out = self.ssl_step(views, labels)
         loss = self.check_finite(out.pop("loss"))
         feats = out.pop("feats").detach()
         logs = {"train/loss": loss, **{f"train/{k}": v for k, v in out.items()}}
         if self.probe is not None and (labels >= 0).any():
-            keep = labels >= 0
-            logits = self.probe(feats[keep])
-            probe_loss = F.cross_entropy(logits, labels[keep])
-            logs["train/probe_loss"] = probe_loss
-            logs["train/probe_top1"] = (logits.argmax(1) == labels[keep]).float().mean()
-            loss = loss + probe_loss
-        if self.momentum_pairs():
-            logs["train/ema"] = torch.tensor(m)
-        self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=False)
-        self.log("loss", logs["train/loss"], prog_bar=True, logger=False)
+            with record_function("online_probe"):
+                keep = labels >= 0
+                logits = self.probe(feats[keep])
+                probe_loss = F.cross_entropy(logits, labels[keep])
+                logs["train/probe_loss"] = probe_loss
+                logs["train/probe_top1"] = (logits.argmax(1) == labels[keep]).float().mean()
+                loss = loss + probe_loss
+        with record_function("logging"):
+            if self.momentum_pairs():
+                logs["train/ema"] = torch.tensor(m)
+            self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=False)
+            self.log("loss", logs["train/loss"], prog_bar=True, logger=False)
         return loss
 
     # ---- online evaluation --------------------------------------------------------------
