@@ -18,7 +18,8 @@ Numerical choices (all documented parameters):
   near-duplicate augmentations) contributes at most ``λ/ε < 1`` instead of ``0/0``. This is
   the ε-regularisation of the Gram matrix in the form of an eigenvalue floor rather than
   ``G + εI``: the shift would scale every score by about ``1/sqrt(1 + ε)`` and break the exact
-  ``K = 1`` reduction to MoCo, while the floor leaves every direction with ``λ ≥ ε`` exact.
+  ``K = 1`` reduction to ``|q·k|``, while the floor leaves every direction with ``λ ≥ ε``
+  exact.
 * Only sign- and order-invariant quantities are used: ``M`` and ``‖Vᵀq‖``, never a raw
   eigenvector.
 * :func:`subspace_metric` has its own backward (the Daleckii–Krein formula of a spectral

@@ -1,5 +1,6 @@
 """KSCL (Xu, Xiong & Qi, TPAMI 2022): K augmented keys span an instance subspace; a query is
-scored by the length of its projection onto it (K = 1 is MoCo)."""
+scored by the length of its projection onto it (K = 1 scores |q·k|: MoCo's logit
+up to its sign)."""
 
 from __future__ import annotations
 
