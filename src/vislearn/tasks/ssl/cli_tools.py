@@ -331,6 +331,8 @@ def cmd_embed(a: argparse.Namespace) -> None:
 
 def cmd_demo(a: argparse.Namespace) -> None:
     """MoCo v2 on the embedded Fashion-MNIST subset, then kNN + linear eval and t-SNE."""
+    import torch
+
     from vislearn.core.config import load_config
     from vislearn.core.utils import write_json
     from vislearn.data import FMNIST_CLASSES, get_dataset
@@ -353,6 +355,7 @@ def cmd_demo(a: argparse.Namespace) -> None:
     )
     model, out, stats = pretrain(cfg)
     rows = []
+    torch.manual_seed(cfg["seed"])  # the random-init row does not depend on training internals
     random_bb = create_backbone(
         CPU_BACKBONE["backbone"], in_chans=1, **CPU_BACKBONE["backbone_kwargs"]
     )
