@@ -68,17 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
 def _quiet_lightning() -> None:
     """Hide Lightning/torch notices that are noise for a vislearn user."""
     import logging
-    import warnings
 
-    for pattern in (
-        ".*LeafSpec.*",
-        ".*smaller than the logging interval.*",
-        ".*does not have many workers.*",
-        ".*all_gather is deprecated.*",
-        ".*across ranks is zero.*",
-        r".*module\(s\) in eval mode.*",  # a frozen MAE (MRA) or teacher is meant to be
-    ):
-        warnings.filterwarnings("ignore", message=pattern)
+    from vislearn.core.utils import LIGHTNING_NOTICES, ignore_warnings
+
+    ignore_warnings(
+        (
+            *LIGHTNING_NOTICES,
+            ".*all_gather is deprecated.*",
+            ".*across ranks is zero.*",
+            r".*module\(s\) in eval mode.*",  # a frozen MAE (MRA) or teacher is meant to be
+        )
+    )
 
     class _NoTips(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:

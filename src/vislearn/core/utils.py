@@ -6,9 +6,23 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+#: Lightning / torch notices that every vislearn run triggers and that say nothing to a user
+LIGHTNING_NOTICES: tuple[str, ...] = (
+    ".*does not have many workers.*",
+    ".*smaller than the logging interval.*",
+    ".*LeafSpec.*",
+)
+
+
+def ignore_warnings(patterns: Iterable[str]) -> None:
+    """Hide warnings whose message matches one of ``patterns`` (regexes) from now on."""
+    for pattern in patterns:
+        warnings.filterwarnings("ignore", message=pattern)
 
 
 @contextlib.contextmanager

@@ -37,6 +37,7 @@ from lightning.pytorch.callbacks import Callback
 
 from vislearn.core.config import save_config
 from vislearn.core.errors import VislearnError
+from vislearn.core.utils import LIGHTNING_NOTICES, ignore_warnings
 from vislearn.engine.interrupt import GracefulStop, RunInterrupted, StopRun
 from vislearn.engine.trainer import ResumableCSVLogger, build_trainer
 
@@ -51,21 +52,13 @@ __all__ = [
 ]
 
 #: Lightning messages that are expected in vislearn runs and say nothing to the user
-QUIET = (
-    ".*does not have many workers.*",
-    ".*smaller than the logging interval.*",
-    ".*val_dataloader.*",
-    ".*validation_step.*",
-    ".*LeafSpec.*",
-    ".*Total length of.*",
-)
+QUIET = (*LIGHTNING_NOTICES, ".*val_dataloader.*", ".*validation_step.*", ".*Total length of.*")
 
 
 def quiet_lightning() -> None:
     """Silence the :data:`QUIET` warnings for the rest of the process (evaluation after a
     fit prints the same ones)."""
-    for pattern in QUIET:
-        warnings.filterwarnings("ignore", message=pattern)
+    ignore_warnings(QUIET)
 
 
 def last_checkpoint(out: str | os.PathLike) -> Path:
@@ -214,8 +207,7 @@ def fit(
     stop.install()
     try:
         with warnings.catch_warnings():
-            for pattern in (*QUIET, *quiet):
-                warnings.filterwarnings("ignore", message=pattern)
+            ignore_warnings((*QUIET, *quiet))
             try:
                 pl_trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
             except StopRun:
