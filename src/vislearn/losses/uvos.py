@@ -22,9 +22,14 @@ selected *sets* agree except among tied attention values. Attention dropout (``p
 zeroes many entries, so the negatives of a training step are largely drawn from tied zeros;
 which of them are picked is implementation-defined in both codes.
 
-**Small grids.** ``num_pos`` and ``num_neg`` are clamped to ``N`` (the official values, 30 /
-200 and 10 / 50, assume ``N`` = 1152 tokens per frame). On grids with ``N < num_pos + num_neg``
-the positive and negative sets then overlap; the losses stay well defined.
+**Set sizes scale with the grid.** The released counts (30 / 200 semantic, 10 / 50 motion)
+are for ``N = 1152`` tokens per frame (``24 x 48`` at 8 px patches). Both losses take absolute
+counts; :func:`loss_set_sizes` turns fractions of ``N`` into counts (floor 1), and
+:data:`RELEASE_FRACTIONS` holds the release's fractions, so a 144-token grid gets 4 / 25 and
+1 / 6. The query token itself is never ranked in its own frame, and the positive and negative
+sets of a ranking are disjoint: a request of ``num_pos + num_neg > N - 1`` is an error instead
+of silently overlapping sets (clamping to ``N`` made the negatives of a small grid include
+the positives and the query).
 """
 
 from __future__ import annotations
@@ -35,7 +40,34 @@ from torch import Tensor
 
 from vislearn.core.errors import VislearnError
 
-__all__ = ["motion_consistency_loss", "semantic_consistency_loss"]
+__all__ = [
+    "RELEASE_FRACTIONS",
+    "loss_set_sizes",
+    "motion_consistency_loss",
+    "semantic_consistency_loss",
+]
+
+#: the released set sizes as fractions of the 1152 tokens of a frame (SSL-UVOS trains at
+#: 192 x 384 px with 8 px patches): semantic 30 / 200, motion 10 / 50
+RELEASE_FRACTIONS: dict[str, float] = {
+    "sem_pos": 30 / 1152,
+    "sem_neg": 200 / 1152,
+    "mot_pos": 10 / 1152,
+    "mot_neg": 50 / 1152,
+}
+
+
+def loss_set_sizes(n: int, pos_fraction: float, neg_fraction: float) -> tuple[int, int]:
+    """``(num_pos, num_neg)`` for ``n`` tokens per frame: ``max(1, round(fraction * n))`` each.
+
+    Raises if the two sets cannot be disjoint and exclude the query (``num_pos + num_neg >
+    n - 1``) or a fraction is outside ``(0, 1)``."""
+    for name, f in (("positive", pos_fraction), ("negative", neg_fraction)):
+        if not 0 < f < 1:
+            raise VislearnError(f"the {name} set fraction must be in (0, 1), got {f}")
+    kp, kn = max(1, round(pos_fraction * n)), max(1, round(neg_fraction * n))
+    _check_sizes(kp, kn, n)
+    return kp, kn
 
 
 def _check(attn: Tensor, points: Tensor, frames: int) -> tuple[int, int, int]:
@@ -51,6 +83,24 @@ def _check(attn: Tensor, points: Tensor, frames: int) -> tuple[int, int, int]:
     if int(points.min()) < 0 or int(points.max()) >= n:
         raise VislearnError(f"query points must lie in [0, {n}), got {points.tolist()}")
     return b, frames, n
+
+
+def _check_sizes(num_pos: int, num_neg: int, n: int) -> None:
+    if num_pos < 1 or num_neg < 1:
+        raise VislearnError(f"need num_pos, num_neg >= 1, got {num_pos}, {num_neg}")
+    if num_pos + num_neg > n - 1:
+        raise VislearnError(
+            f"{num_pos} positives + {num_neg} negatives do not fit disjointly in the {n - 1} "
+            f"tokens of a {n}-token frame other than the query: lower the set sizes "
+            "(loss_set_sizes scales them with the grid)"
+        )
+
+
+def _query_mask(points: Tensor, frames: int, n: int) -> Tensor:
+    """bool ``[S, P, T, N]``: True at the query ``(s, points[p])`` itself (``t = s``)."""
+    eye = torch.eye(frames, dtype=torch.bool, device=points.device)  # [S, T]
+    tok = F.one_hot(points, n).bool()  # [P, N]
+    return eye[:, None, :, None] & tok[None, :, None, :]
 
 
 def semantic_consistency_loss(
@@ -79,7 +129,8 @@ def semantic_consistency_loss(
         attn: ``[B, T N, T N]`` attention (only used for ranking; no gradient flows via it).
         feats: ``[B, T, N, C]`` block output features of the patch tokens.
         points: ``[P]`` int64 spatial query indices in ``[0, N)``.
-        num_pos, num_neg: set sizes, each clamped to ``N``.
+        num_pos, num_neg: set sizes per target frame (:func:`loss_set_sizes`); in the
+            query's own frame the query is not ranked.
         pos_margin, neg_margin: the hinge margins (0.9 / 0.1 as released).
     """
     if feats.dim() != 4:
@@ -89,10 +140,11 @@ def semantic_consistency_loss(
         raise VislearnError(
             f"features {tuple(feats.shape)} do not match attention {tuple(attn.shape)}"
         )
-    kp, kn = min(num_pos, n), min(num_neg, n)
+    _check_sizes(num_pos, num_neg, n)
     rows = attn.detach().view(b, t, n, t, n)[:, :, points]  # [B, S, P, T, N]
-    pos = rows.topk(kp, dim=-1).indices
-    neg = rows.topk(kn, dim=-1, largest=False).indices
+    query = _query_mask(points, t, n)
+    pos = rows.masked_fill(query, -float("inf")).topk(num_pos, dim=-1).indices
+    neg = rows.masked_fill(query, float("inf")).topk(num_neg, dim=-1, largest=False).indices
     z = F.normalize(feats, dim=-1)
     sim = torch.einsum("bspc,btnc->bsptn", z[:, :, points], z)  # [B, S, P, T, N]
     pos_sim, neg_sim = sim.gather(-1, pos), sim.gather(-1, neg)
@@ -136,21 +188,23 @@ def motion_consistency_loss(
     Args:
         attn: ``[B, T N, T N]`` attention with gradient.
         points: ``[P]`` int64 spatial query indices in ``[0, N)``.
-        num_pos, num_neg: set sizes (10 / 50 as released), each clamped to ``N``.
+        num_pos, num_neg: set sizes (10 / 50 as released at 1152 tokens;
+            :func:`loss_set_sizes`); the query is not ranked.
         margin: ranking margin (1.0).
         eps: inside the logarithms (1e-10).
         num_frames: ``T`` (keyword-only, required: ``attn`` alone does not say how its
             ``T N`` tokens split into frames).
     """
     b, t, n = _check(attn, points, num_frames)
-    kp, kn = min(num_pos, n), min(num_neg, n)
+    _check_sizes(num_pos, num_neg, n)
     a = attn / attn.sum(-1, keepdim=True).clamp_min(1e-12)  # L1-normalised rows
     log_a = torch.log(a + eps).view(b, t, n, t * n)
     q = a.view(b, t, n, t * n)[:, :, points].detach()  # [B, S, P, T N]
     own = attn.detach().view(b, t, n, t, n)[:, :, points]  # [B, S, P, T, N]
     own = own.diagonal(dim1=1, dim2=3).permute(0, 3, 1, 2)  # [B, S, P, N]: frame t = s
-    pos = own.topk(kp, dim=-1).indices
-    neg = own.topk(kn, dim=-1, largest=False).indices
+    query = F.one_hot(points, n).bool()[None, None]  # [1, 1, P, N]
+    pos = own.masked_fill(query, -float("inf")).topk(num_pos, dim=-1).indices
+    neg = own.masked_fill(query, float("inf")).topk(num_neg, dim=-1, largest=False).indices
     ell = torch.einsum("bspc,bsjc->bspj", q, log_a)  # [B, S, P, N]
     ell_pos, ell_neg = ell.gather(-1, pos), ell.gather(-1, neg)
     w = torch.softmax((q * torch.log(q + eps)).sum(-1), dim=-1)  # [B, S, P]

@@ -243,6 +243,12 @@ def test_object_rule_motion_picks_the_moving_cluster():
     assert select_objects(stats, "motion")[0] == [1]
     assert select_objects(stats, "salient")[0] == [2]  # largest non-border cluster
     assert select_objects(stats, "all")[0] == [0, 2, 1]  # by size
+    # over the cap, the border-bound background cluster 0 is left out first, not the small
+    # object 1; the kept ones stay in size order
+    ids, notes = select_objects(stats, ObjectRule(mode="all", max_objects=2))
+    assert ids == [2, 1] and "left out the 1" in notes[0]
+    assert select_objects(stats, ObjectRule(mode="all", max_objects=None))[0] == [0, 2, 1]
+    assert ObjectRule().max_objects == 20
     ids, notes = select_objects(stats, ObjectRule(motion_threshold=1e9))
     assert ids == [1] and notes  # fallback: the most moving non-background cluster
     assert select_objects(stats, ObjectRule(motion_threshold=1e9, fallback=False))[0] == []

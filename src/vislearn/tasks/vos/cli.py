@@ -277,6 +277,7 @@ def run_train_uvos(args: argparse.Namespace) -> str:
         mot_weight=b["mot_weight"],
         augment=d["augment"],
         vit_spec=spec,
+        module_kwargs={k: b[k] for k in b if k.endswith("_fraction")},
         resume=not args.no_resume,
         max_steps=t["max_steps"],
         progress=t["progress"],

@@ -37,6 +37,12 @@ UVOS_DEFAULTS: dict[str, Any] = {
         "weight_decay": 0.1,
         "sem_weight": 1.0,
         "mot_weight": 1.0,
+        # loss set sizes as fractions of a frame's tokens (the release's 30 / 200 and
+        # 10 / 50 of 1152; vislearn.losses.uvos.loss_set_sizes)
+        "sem_pos_fraction": 30 / 1152,
+        "sem_neg_fraction": 200 / 1152,
+        "mot_pos_fraction": 10 / 1152,
+        "mot_neg_fraction": 50 / 1152,
     },
     "trainer": {
         "max_epochs": 48,
@@ -63,7 +69,7 @@ VIDEO_SEG_DEFAULTS: dict[str, Any] = {
         "clusters": "leader",
         "num_clusters": None,
         "objects": "motion",
-        "max_objects": None,
+        "max_objects": 20,  # the DAVIS evaluation scores at most 20 proposals
         "motion_threshold": 1.5,
         "chunk": 4096,
         "batch_size": 8,

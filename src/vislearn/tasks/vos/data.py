@@ -114,8 +114,11 @@ class UVOSClipDataset(Dataset):
 
     Args:
         videos: a folder searched recursively by :func:`find_uvos_videos` (video files read
-            with PyAV, frame folders with PIL), a list of such videos, or an in-memory uint8
-            tensor ``[N, T, C, H, W]`` (``C`` = 1 or 3; the synthetic set).
+            with PyAV, frame folders with PIL), a list of such videos, an in-memory uint8
+            tensor ``[N, T, C, H, W]`` (``C`` = 1 or 3; the synthetic set), or the frozen
+            ViT's cached tokens, float ``[N, T, 1 + n, D]`` (class token first;
+            :func:`~vislearn.tasks.vos.features.cache_tokens`): items are then token clips
+            ``[num_frames, 1 + n, D]`` and ``resolution`` is not used.
         resolution: ``(H, W)`` every frame is resized to (bilinear, antialiased, aspect ratio
             not kept, as in the release); a multiple of the ViT's patch size.
         num_frames, gap: clip length and largest frame gap (:func:`uvos_clip_indices`).
@@ -152,6 +155,7 @@ class UVOSClipDataset(Dataset):
         self.num_frames, self.gap = num_frames, gap
         self.samples_per_epoch, self.seed = samples_per_epoch, int(seed)
         self.tensor: Tensor | None = None
+        self.cached_tokens = False
         self.paths: list[Path] = []
         self.lengths: list[int] = []
         self.skipped: list[str] = []
@@ -165,10 +169,12 @@ class UVOSClipDataset(Dataset):
             self._from_files(videos)
 
     def _from_tensor(self, videos: Tensor) -> None:
-        if videos.dtype != torch.uint8 or videos.dim() != 5 or videos.shape[2] not in (1, 3):
+        self.cached_tokens = videos.is_floating_point() and videos.dim() == 4
+        pixels = videos.dtype == torch.uint8 and videos.dim() == 5 and videos.shape[2] in (1, 3)
+        if not (pixels or self.cached_tokens):
             raise VislearnError(
-                f"in-memory videos must be uint8 [N, T, C, H, W] with C in (1, 3), got "
-                f"{videos.dtype} {tuple(videos.shape)}"
+                f"in-memory videos must be uint8 [N, T, C, H, W] with C in (1, 3), or cached "
+                f"float tokens [N, T, 1 + n, D], got {videos.dtype} {tuple(videos.shape)}"
             )
         n, t = videos.shape[:2]
         if n == 0:
@@ -237,6 +243,8 @@ class UVOSClipDataset(Dataset):
         ``resolution``."""
         if self.tensor is not None:
             clip = self.tensor[video, list(indices)]
+            if self.cached_tokens:
+                return clip
             if clip.shape[1] == 1:
                 clip = clip.expand(-1, 3, -1, -1)
         else:

@@ -70,3 +70,29 @@ class ViTKeyFeatures(nn.Module):
         keys = qkv[:, 1:, 1]  # patch tokens' keys, heads concatenated
         cls = last(x)[:, 0]
         return keys, cls, (h, w)
+
+
+@torch.no_grad()
+def cache_tokens(features: ViTKeyFeatures, videos: Tensor, batch_size: int = 64) -> Tensor:
+    """The block's input for every frame of ``videos``: float ``[N, T, 1 + n, D]`` (the class
+    token, then the ``n`` patch keys), computed once so that training the block does not run
+    the frozen ViT at every step (:class:`~vislearn.tasks.vos.data.UVOSClipDataset` and
+    :class:`~vislearn.tasks.vos.module.UVOSModule` take these tokens in place of frames;
+    colour augmentation is then not possible).
+
+    ``videos``: uint8 ``[N, T, C, H, W]`` (or floats in ``[0, 1]``), sides multiples of the
+    patch size."""
+    if videos.dim() != 5:
+        raise VislearnError(f"videos must be [N, T, C, H, W], got {tuple(videos.shape)}")
+    n, t = videos.shape[:2]
+    frames = videos.flatten(0, 1)
+    out = []
+    for s in range(0, len(frames), batch_size):
+        x = frames[s : s + batch_size]
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        keys, cls, _ = features(x)
+        out.append(torch.cat([cls[:, None], keys], 1))
+    tokens = torch.cat(out)
+    return tokens.view(n, t, *tokens.shape[1:])

@@ -14,7 +14,12 @@ from torch import Tensor, nn
 
 from vislearn.core.errors import VislearnError
 from vislearn.engine.module import TrainModule
-from vislearn.losses.uvos import motion_consistency_loss, semantic_consistency_loss
+from vislearn.losses.uvos import (
+    RELEASE_FRACTIONS,
+    loss_set_sizes,
+    motion_consistency_loss,
+    semantic_consistency_loss,
+)
 from vislearn.models.vit import VisionTransformer
 from vislearn.ops.optim import param_groups
 from vislearn.tasks.vos.block import SpatioTemporalBlock
@@ -57,8 +62,12 @@ class UVOSModule(TrainModule):
         mlp_ratio, qkv_bias, drop, attn_drop: the block (:class:`SpatioTemporalBlock`).
         num_points: query points per step (clamped to ``N``).
         sem_weight, mot_weight: loss weights.
-        sem_num_pos, sem_num_neg, sem_pos_margin, sem_neg_margin: semantic loss settings.
-        mot_num_pos, mot_num_neg, mot_margin, mot_eps: motion loss settings.
+        sem_pos_fraction, sem_neg_fraction, sem_pos_margin, sem_neg_margin: semantic loss
+            settings; the set sizes are fractions of the ``N`` tokens of a frame
+            (:func:`~vislearn.losses.uvos.loss_set_sizes`), by default the release's
+            30 / 200 of 1152.
+        mot_pos_fraction, mot_neg_fraction, mot_margin, mot_eps: motion loss settings (the
+            release's 10 / 50 of 1152 by default).
         lr, min_lr: AdamW learning rate, cosine-decayed per step to ``min_lr`` (no warm-up).
         weight_decay: on weight matrices; biases and norm scales get 0.
         augment: apply :class:`UVOSAugment`.
@@ -81,12 +90,12 @@ class UVOSModule(TrainModule):
         num_points: int = 8,
         sem_weight: float = 1.0,
         mot_weight: float = 1.0,
-        sem_num_pos: int = 30,
-        sem_num_neg: int = 200,
+        sem_pos_fraction: float = RELEASE_FRACTIONS["sem_pos"],
+        sem_neg_fraction: float = RELEASE_FRACTIONS["sem_neg"],
         sem_pos_margin: float = 0.9,
         sem_neg_margin: float = 0.1,
-        mot_num_pos: int = 10,
-        mot_num_neg: int = 50,
+        mot_pos_fraction: float = RELEASE_FRACTIONS["mot_pos"],
+        mot_neg_fraction: float = RELEASE_FRACTIONS["mot_neg"],
         mot_margin: float = 1.0,
         mot_eps: float = 1e-10,
         lr: float = 1e-5,
@@ -121,14 +130,22 @@ class UVOSModule(TrainModule):
         return self.block.num_heads
 
     def forward(self, clips: Tensor) -> tuple[Tensor, Tensor]:
-        """``clips`` ``[B, T, C, H, W]`` (uint8, or float in [0, 1]) -> block features of the
-        patch tokens ``[B, T, N, D]`` and the block attention ``[B, T N, T N]``."""
-        if clips.dim() != 5:
-            raise VislearnError(f"clips must be [B, T, C, H, W], got {tuple(clips.shape)}")
-        x = clips.float() / 255.0 if clips.dtype == torch.uint8 else clips
-        b, t = x.shape[:2]
-        keys, cls, _ = self.features(x.flatten(0, 1))
-        tokens = torch.cat([cls[:, None], keys], 1).view(b, t, keys.shape[1] + 1, -1)
+        """``clips`` ``[B, T, C, H, W]`` (uint8, or float in [0, 1]) or the frozen ViT's
+        cached tokens ``[B, T, 1 + N, D]`` (:func:`~vislearn.tasks.vos.features.cache_tokens`)
+        -> block features of the patch tokens ``[B, T, N, D]`` and the block attention
+        ``[B, T N, T N]``."""
+        if clips.dim() == 4 and clips.is_floating_point():
+            tokens = clips
+        elif clips.dim() == 5:
+            x = clips.float() / 255.0 if clips.dtype == torch.uint8 else clips
+            b, t = x.shape[:2]
+            keys, cls, _ = self.features(x.flatten(0, 1))
+            tokens = torch.cat([cls[:, None], keys], 1).view(b, t, keys.shape[1] + 1, -1)
+        else:
+            raise VislearnError(
+                f"clips must be [B, T, C, H, W] or cached tokens [B, T, 1 + N, D], got "
+                f"{clips.dtype} {tuple(clips.shape)}"
+            )
         out, attn = self.block(tokens)
         return out[:, :, 1:], attn
 
@@ -138,16 +155,22 @@ class UVOSModule(TrainModule):
         h = self.hparams
         x = clips.float() / 255.0 if clips.dtype == torch.uint8 else clips.float()
         if self.augment is not None:
+            if x.dim() != 5:
+                raise VislearnError(
+                    "cached ViT tokens cannot be colour-augmented: train with augment=False"
+                )
             x = self.augment(x, generator)
         feats, attn = self(x)
         t, n = feats.shape[1], feats.shape[2]
         points = torch.randperm(n, generator=generator)[: h.num_points].to(attn.device)
         feats, attn = feats.float(), attn.float()
+        sem_sizes = loss_set_sizes(n, h.sem_pos_fraction, h.sem_neg_fraction)
+        mot_sizes = loss_set_sizes(n, h.mot_pos_fraction, h.mot_neg_fraction)
         sem = semantic_consistency_loss(
-            attn, feats, points, h.sem_num_pos, h.sem_num_neg, h.sem_pos_margin, h.sem_neg_margin
+            attn, feats, points, *sem_sizes, h.sem_pos_margin, h.sem_neg_margin
         )
         mot = motion_consistency_loss(
-            attn, points, h.mot_num_pos, h.mot_num_neg, h.mot_margin, h.mot_eps, num_frames=t
+            attn, points, *mot_sizes, h.mot_margin, h.mot_eps, num_frames=t
         )
         return {"loss": h.sem_weight * sem + h.mot_weight * mot, "loss_sem": sem, "loss_mot": mot}
 

@@ -40,11 +40,14 @@ class ObjectRule:
       kept so that every video gets a prediction; a one-frame video has no motion and uses
       ``"salient"``.
     * ``"all"``: every cluster is an object (the official output), IDs by decreasing size;
-      nothing is background.
+      nothing is background. With more clusters than ``max_objects``, the most
+      background-like ones are left out first (highest ``border``, then largest), so the
+      cap does not drop the small clusters that objects tend to be.
     * ``"salient"``: the largest non-background cluster as ID 1 (if every cluster is
       background, the one with the lowest ``border``, then the largest).
 
-    ``max_objects`` caps the number of IDs in every mode.
+    ``max_objects`` caps the number of IDs in every mode (20 by default: the DAVIS
+    evaluation scores at most 20 proposals per video; ``None``: no cap).
     """
 
     mode: str = "motion"
@@ -52,7 +55,7 @@ class ObjectRule:
     border_cover: float = 0.1
     border_frames: float = 0.5
     min_size: float = 0.01
-    max_objects: int | None = None
+    max_objects: int | None = 20
     fallback: bool = True
 
     def __post_init__(self) -> None:
@@ -130,8 +133,15 @@ def select_objects(
     notes: list[str] = []
     present = [i for i in range(c) if size[i] > 0]
     if rule.mode == "all":
-        ids = sorted(present, key=lambda i: (-size[i], i))
-        return ids[: rule.max_objects], notes
+        ids = present
+        if rule.max_objects is not None and len(ids) > rule.max_objects:
+            keep = sorted(ids, key=lambda i: (border[i], size[i], i))[: rule.max_objects]
+            notes.append(
+                f"{len(ids)} clusters > max_objects {rule.max_objects}: left out the "
+                f"{len(ids) - len(keep)} most border-bound / largest"
+            )
+            ids = keep
+        return sorted(ids, key=lambda i: (-size[i], i)), notes
     foreground = [
         i for i in present if border[i] <= rule.border_frames and size[i] >= rule.min_size
     ]

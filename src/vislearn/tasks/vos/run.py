@@ -166,7 +166,9 @@ def train_uvos(
     continued (pass the same ViT and settings; a mismatched checkpoint is an error).
 
     Args:
-        videos: a folder / list of videos, a uint8 tensor ``[N, T, C, H, W]``, or a ready
+        videos: a folder / list of videos, a uint8 tensor ``[N, T, C, H, W]``, the ViT's
+            cached tokens ``[N, T, 1 + n, D]`` (:func:`~vislearn.tasks.vos.features.cache_tokens`;
+            needs ``augment=False``), or a ready
             :class:`UVOSClipDataset` (then ``resolution``, ``num_frames``, ``gap``,
             ``samples_per_epoch`` are its own).
         vit: the frozen ViT (e.g. DINO ViT-S/8 loaded from a local file).
@@ -191,6 +193,13 @@ def train_uvos(
     else:
         res = check_resolution(resolution, features.patch_size)
         dataset = UVOSClipDataset(videos, res, num_frames, gap, samples_per_epoch, seed)
+    if dataset.cached_tokens and dataset.tensor.shape[-1] != features.dim:
+        raise VislearnError(
+            f"cached tokens are {dataset.tensor.shape[-1]} wide but the ViT's keys are "
+            f"{features.dim} wide: they were cached with another ViT"
+        )
+    if dataset.cached_tokens and augment:
+        raise VislearnError("cached ViT tokens cannot be colour-augmented: pass augment=False")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise VislearnError(f"epochs must be a positive integer, got {epochs!r}")
     spec = _vit_spec(features, vit_spec)
