@@ -1,46 +1,57 @@
-"""SSL-UVOS on synthetic moving-object videos: J&F of SSL-UVOS vs k-means on the same frozen
-ViT features and vs frame differencing -> docs/results/vos_uvos.json.
+"""SSL-UVOS on synthetic moving-object videos, against every piece it is made of ->
+docs/results/vos_uvos.json.
 
-Stages (each cached under --cache, so an interrupted run resumes):
+Videos: :func:`vislearn.data.synthetic.moving_sprite_videos` (configs/vos_synth/uvos.yaml):
+a tinted Fashion-MNIST item translating over a real photo plus one smaller distractor on a
+random walk (ground-truth ids 1 and 2), 48 x 48 px, so a ViT with 4 px patches sees a
+12 x 12 token grid. Training videos give frames and clips only (no masks); tuning videos
+(another seed) choose each row's one free parameter; test videos are scored.
 
-1. Videos from :func:`vislearn.data.synthetic.moving_sprite_videos` (configs/vos_synth/uvos.yaml):
-   training videos (frames and clips only, no masks), tuning videos (another seed; masks pick
-   each method's one free parameter) and test videos (scored).
-2. A DINO ViT pretrained by vislearn on the training frames (configs/vos_synth/dino.yaml):
-   SSL-UVOS is defined on DINO features and no pretrained weights can be downloaded here.
-3. The SSL-UVOS block trained on unlabelled 3-frame clips of the training videos.
-4. Every method segments every tuning and test video:
+Stages, each a job on :func:`vislearn.bench.run_jobs` (cached by the hash of its settings, so
+an interrupted run resumes and a changed setting runs again):
 
-   * ``uvos``: :func:`vislearn.tasks.vos.segment.segment_video` (leader clustering of the block's
-     attention over key frames, every cluster a proposal), tau tuned;
-   * ``kmeans_features``: spherical k-means of the same frozen keys over all tokens of a video
-     (no block), k tuned;
-   * ``frame_difference``: mean absolute difference to the next frame (the previous one for
-     the last frame), 3x3 box-smoothed, thresholded: one foreground proposal; threshold tuned.
+1. ``dino``: vislearn's ``dino`` method pretrains ``vit_mini`` on the training frames
+   (configs/vos_synth/dino.yaml; real DINO weights cannot be downloaded here), then a
+   token-level object/background linear probe checks its keys against a random-init ViT's and
+   the patch colours before anything else is run.
+2. ``block`` (one per seed): the frozen keys of every training frame are cached once, then
+   the SSL-UVOS block trains on 3-frame clips of them (loss set sizes scaled to the grid).
+3. ``eval`` (one per row and seed): the row's parameter is chosen on the tuning videos by
+   J&F, then every test video is scored (J, F, J&F with the official DAVIS-17 unsupervised
+   matching, strict: at most 20 proposals, more is an error).
 
-   Scores: J, F and J&F with the official DAVIS-17 unsupervised matching (``davis``: one
-   assignment per video, at most 20 proposals) and, labelled separately, the per-frame oracle
-   matching of the SSL-UVOS repository (``per_frame``).
+Rows: ``ssl_uvos`` (leader clustering of the trained block's attention, tau tuned),
+``untrained_block`` (the same on the block at its initialisation), ``no_block`` (the same
+on the frozen keys' own attention), ``kmeans_block`` (k-means on the trained block's
+descriptors, k tuned), ``kmeans_keys`` (k-means on the frozen keys), ``rgb_kmeans`` (k-means on
+patch-mean colours: the floor), ``frame_difference`` (threshold tuned) and ``token_oracle``
+(each token labelled with its majority ground truth: the ceiling of any token-level method).
+Intervals: percentile bootstrap over test videos (per-video J&F, averaged over the block
+seeds for the rows that use a block), and the paired per-video difference to ``ssl_uvos``.
 
-    python benchmarks/vos_uvos.py
+    python benchmarks/vos_uvos.py                      # about an hour on 2 cores
     python benchmarks/vos_uvos.py --smoke --cache /tmp/uvos_smoke --out /tmp/uvos_smoke.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
 from pathlib import Path
 
+from vos_uvos_jobs import BLOCK_ROWS, ROWS
+
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("uvos", "kmeans_features", "frame_difference")
+
 SMOKE = {
     "videos": {"num_train": 16, "num_tune": 2, "num_test": 3, "frames": 6},
-    "block": {"epochs": 1, "samples_per_epoch": 16},
-    "dino_epochs": 1,
+    "dino": {"epochs": 1},
+    "block": {"steps": 4, "seeds": [0, 1]},
+    "segment": {"taus": [0.5, 1.0]},
+    "kmeans": {"ks": [2, 4]},
+    "frame_difference": {"thresholds": [0.04, 0.08]},
 }
 
 
@@ -49,175 +60,100 @@ def load_settings(smoke: bool) -> dict:
 
     cfg = load_recipe(ROOT / "configs" / "vos_synth" / "uvos.yaml")
     if smoke:
-        for section in ("videos", "block"):
-            cfg[section].update(SMOKE[section])
+        for section, values in SMOKE.items():
+            cfg[section].update(values)
     return cfg
 
 
-def make_videos(v: dict) -> dict:
-    from vislearn.data.synthetic.motion import moving_sprite_videos
+def build_jobs(cfg: dict, cache: Path) -> tuple[object, list, list]:
+    """The dino job, the block jobs and the eval jobs, each stage's config carrying the keys
+    of the jobs it depends on (so a changed DINO retrains the blocks and re-scores)."""
+    from vislearn.bench import Job
 
-    common = {
-        "frames": v["frames"],
-        "size": v["size"],
-        "distractors": v["distractors"],
-        "speed": v["speed"],
+    fn = "vos_uvos_jobs:{}".format
+    dino = Job("dino", 0, {"videos": cfg["videos"], "dino": cfg["dino"]}, fn("dino_job"))
+    dino_dir = str(dino.run_dir(cache))
+    blocks = {
+        seed: Job(
+            "block",
+            seed,
+            {"videos": cfg["videos"], "block": cfg["block"], "dino_key": dino.key},
+            fn("block_job"),
+            resources={"dino_dir": dino_dir},
+        )
+        for seed in cfg["block"]["seeds"]
     }
-    return {
-        "train": moving_sprite_videos(v["num_train"], seed=v["seed"], split="train", **common),
-        "tune": moving_sprite_videos(v["num_tune"], seed=v["seed"] + 1, split="train", **common),
-        "test": moving_sprite_videos(v["num_test"], seed=v["seed"], split="test", **common),
+    evals = []
+    for row in ROWS:
+        seeds = cfg["block"]["seeds"] if row in BLOCK_ROWS else [0]
+        for seed in seeds:
+            block = blocks[seed] if row in BLOCK_ROWS else None
+            config = {
+                "row": row,
+                "videos": cfg["videos"],
+                "segment": cfg["segment"],
+                "grid": grid_of(cfg, row),
+                "dino_key": dino.key,
+                "block_key": block.key if block else None,
+                "block": cfg["block"] if row in BLOCK_ROWS else None,
+            }
+            resources = {"dino_dir": dino_dir}
+            if block is not None:
+                resources["block_dir"] = str(block.run_dir(cache))
+            evals.append(Job(row, seed, config, fn("eval_job"), resources=resources))
+    return dino, list(blocks.values()), evals
+
+
+def grid_of(cfg: dict, row: str) -> list:
+    if row in ("ssl_uvos", "untrained_block", "no_block"):
+        return list(cfg["segment"]["taus"])
+    if row in ("kmeans_block", "kmeans_keys", "rgb_kmeans"):
+        return list(cfg["kmeans"]["ks"])
+    if row == "frame_difference":
+        return list(cfg["frame_difference"]["thresholds"])
+    return [None]
+
+
+def summarise(records: list[dict], dino_rec: dict, block_recs: list[dict]) -> list[dict]:
+    """One row per method: J&F with a bootstrap interval over test videos (per-video scores
+    averaged over seeds), the paired difference to ``ssl_uvos``, per-seed values."""
+    import numpy as np
+
+    from vislearn.bench.stats import bootstrap_ci, mean_ci95
+
+    by_row: dict[str, list[dict]] = {}
+    for rec in records:
+        by_row.setdefault(rec["name"], []).append(rec)
+    per_video = {
+        row: np.mean([r["metrics"]["per_video_jf"] for r in recs], axis=0)
+        for row, recs in by_row.items()
     }
-
-
-def write_frames(clips, folder: Path) -> Path:
-    """Every frame of ``clips`` ``[N, T, C, H, W]`` as a PNG (once; a marker file says done)."""
-    from PIL import Image
-
-    done = folder / ".complete"
-    if done.is_file():
-        return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, clip in enumerate(clips):
-        for t, frame in enumerate(clip):
-            Image.fromarray(frame.permute(1, 2, 0).numpy()).save(folder / f"v{i:04d}_{t:02d}.png")
-    done.write_text("ok")
-    return folder
-
-
-def pretrain_dino(frames: Path, cache: Path, epochs: int | None) -> Path:
-    from vislearn.core.config import load_config
-    from vislearn.tasks.ssl.run import pretrain
-
-    out = cache / "dino"
-    weights = out / "backbone.safetensors"
-    if weights.is_file():
-        return weights
-    trainer = {"progress": False}
-    if epochs is not None:
-        trainer.update(max_epochs=epochs, check_val_every_n_epoch=epochs)
-    cfg = load_config(
-        ROOT / "configs" / "vos_synth" / "dino.yaml",
-        out=str(out),
-        data={"dataset": str(frames)},
-        trainer=trainer,
-    )
-    pretrain(cfg)
-    return weights
-
-
-def train_block(vit, clips, cache: Path, b: dict):
-    from vislearn.tasks.vos.run import BLOCK_FILE, load_block, train_uvos
-
-    out = cache / "uvos"
-    if (out / BLOCK_FILE).is_file():
-        return load_block(out / BLOCK_FILE)
-    size = tuple(clips.shape[-2:])
-    return train_uvos(
-        clips,
-        vit,
-        out,
-        epochs=b["epochs"],
-        batch_size=b["batch_size"],
-        resolution=size,
-        gap=b["gap"],
-        samples_per_epoch=b["samples_per_epoch"],
-        num_workers=0,
-        lr=b["lr"],
-        min_lr=b["min_lr"],
-        weight_decay=b["weight_decay"],
-        num_heads=b["num_heads"],
-        num_points=b["num_points"],
-        progress=False,
-    )
-
-
-# ---- the three segmenters: uint8 frames [T, C, H, W] -> labels [T, H, W] ---------------------
-def segment_uvos(frames, features, block, tau: float, s: dict):
-    from vislearn.tasks.vos.segment import segment_video
-
-    seg = segment_video(
-        frames,
-        features,
-        block,
-        key_stride=s["key_stride"],
-        tau=tau,
-        window=s["window"],
-        objects=s["objects"],
-        device="cpu",
-    )
-    return seg.labels
-
-
-def segment_kmeans(keys, grid, size, k: int):
-    """Spherical k-means of one video's keys ``[T, N, D]``; ids 1..k by decreasing size."""
-    import torch
-    import torch.nn.functional as F
-
-    from vislearn.ops.neighbours import kmeans
-
-    t, n, _ = keys.shape
-    idx = kmeans(F.normalize(keys.flatten(0, 1), dim=1), min(k, t * n), seed=0)
-    order = torch.argsort(torch.bincount(idx, minlength=k), descending=True)
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(1, len(order) + 1)
-    labels = rank[idx].view(t, 1, *grid).float()
-    return F.interpolate(labels, size=size, mode="nearest")[:, 0].long()
-
-
-def segment_frame_difference(frames, threshold: float):
-    import torch
-    import torch.nn.functional as F
-
-    x = frames.float() / 255.0
-    diff = (x[1:] - x[:-1]).abs().mean(1, keepdim=True)  # [T-1, 1, H, W]
-    diff = torch.cat([diff, diff[-1:]])  # frame t: to t+1; the last frame: to t-1
-    diff = F.avg_pool2d(diff, 3, stride=1, padding=1, count_include_pad=False)
-    return (diff[:, 0] > threshold).long()
-
-
-def score(preds: dict, gts: dict) -> dict:
-    from vislearn.eval.vos.protocols import evaluate_sequences
-
-    out = {}
-    for protocol in ("davis", "per_frame"):
-        r = evaluate_sequences(preds, gts, protocol=protocol)
-        out[protocol] = {
-            k: round(100 * float(r[k]), 2) for k in ("J_mean", "F_mean", "JF_mean", "J_recall")
+    rows = []
+    for row in ROWS:
+        recs = by_row[row]
+        m = [r["metrics"] for r in recs]
+        jf, ci = bootstrap_ci(per_video[row])
+        out = {
+            "name": row,
+            "jf": round(jf, 2),
+            "jf_ci95": [round(v, 2) for v in ci],
+            "j": round(float(np.mean([x["J_mean"] for x in m])), 2),
+            "f": round(float(np.mean([x["F_mean"] for x in m])), 2),
+            "param": [x["param"] for x in m],
+            "seeds": [r["seed"] for r in recs],
+            "jf_per_seed": [x["JF_mean"] for x in m],
+            "clusters_per_video": round(float(np.mean([x["clusters_per_video"] for x in m])), 2),
+            "seconds_per_video": round(float(np.mean([x["seconds_per_video"] for x in m])), 3),
+            "tuning": [x["tuning"] for x in m],
         }
-    return out
-
-
-def run_method(name: str, param, videos, features, block, keys, s: dict) -> dict:
-    """Labels of every video of ``videos`` with one method and parameter value."""
-    preds = {}
-    for i, clip in enumerate(videos.clips):
-        if name == "uvos":
-            labels = segment_uvos(clip, features, block, param, s)
-        elif name == "kmeans_features":
-            k, grid = keys[i]
-            labels = segment_kmeans(k, grid, tuple(clip.shape[-2:]), param)
-        else:
-            labels = segment_frame_difference(clip, param)
-        preds[f"v{i:04d}"] = {t: lab.numpy() for t, lab in enumerate(labels)}
-    return preds
-
-
-def ground_truth(videos) -> dict:
-    return {
-        f"v{i:04d}": {t: m.numpy() for t, m in enumerate(ms)} for i, ms in enumerate(videos.masks)
-    }
-
-
-def video_keys(videos, features) -> list:
-    import torch
-
-    out = []
-    with torch.no_grad():
-        for clip in videos.clips:
-            k, _, grid = features(clip.float() / 255.0)
-            out.append((k, grid))
-    return out
+        if len(m) > 1:
+            out["jf_seed_mean_ci95"] = mean_ci95(out["jf_per_seed"])[1]
+        if row != "ssl_uvos":
+            diff, dci = bootstrap_ci(per_video[row], paired=per_video["ssl_uvos"])
+            out["jf_diff_vs_ssl_uvos"] = round(diff, 2)
+            out["jf_diff_ci95"] = [round(v, 2) for v in dci]
+        rows.append(out)
+    return rows
 
 
 def main() -> None:
@@ -225,69 +161,47 @@ def main() -> None:
     p.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache" / "vos_uvos"))
     p.add_argument("--out", default=str(ROOT / "docs" / "results" / "vos_uvos.json"))
     p.add_argument("--smoke", action="store_true", help="tiny sizes, 1 epoch each (a minute)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--jobs", type=int, default=2, help="parallel block / eval jobs")
+    p.add_argument("--threads", type=int, default=2, help="torch threads of the DINO job")
+    p.add_argument("--report-only", action="store_true", help="use cached jobs only")
     a = p.parse_args()
 
-    import torch
+    from vislearn.bench import run_jobs, write_results
 
-    from vislearn.core.utils import write_json
-    from vislearn.models.io import load_backbone
-    from vislearn.tasks.vos.features import ViTKeyFeatures
-
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(0)
     cfg = load_settings(a.smoke)
     cache = Path(a.cache)
+    dino, blocks, evals = build_jobs(cfg, cache)
+    paths = [ROOT / "benchmarks"]
     t0 = time.perf_counter()
-    videos = make_videos(cfg["videos"])
-    frames = write_frames(videos["train"].clips, cache / "train_frames")
-    weights = pretrain_dino(frames, cache, SMOKE["dino_epochs"] if a.smoke else None)
-    t_dino = time.perf_counter() - t0
-    vit = load_backbone(weights)
-    features = ViTKeyFeatures(vit)
-    block = train_block(vit, videos["train"].clips, cache, cfg["block"]).eval()
-    t_block = time.perf_counter() - t0 - t_dino
-
-    grids = {"uvos": cfg["segment"]["taus"], "kmeans_features": cfg["kmeans"]["ks"]}
-    grids["frame_difference"] = cfg["frame_difference"]["thresholds"]
-    keys = {split: video_keys(videos[split], features) for split in ("tune", "test")}
-    gts = {split: ground_truth(videos[split]) for split in ("tune", "test")}
-    rows, tuning = [], {}
-    for name in METHODS:
-        tried = {}
-        for value in grids[name]:
-            preds = run_method(
-                name, value, videos["tune"], features, block, keys["tune"], cfg["segment"]
-            )
-            tried[value] = score(preds, gts["tune"])["davis"]["JF_mean"]
-        best = max(tried, key=tried.get)
-        tuning[name] = {"tried": {str(k): v for k, v in tried.items()}, "chosen": best}
-        ts = time.perf_counter()
-        preds = run_method(
-            name, best, videos["test"], features, block, keys["test"], cfg["segment"]
-        )
-        seconds = time.perf_counter() - ts
-        s = score(preds, gts["test"])
-        row = {"name": name, "param": best, **s["davis"], "seconds": round(seconds, 2)}
-        row["per_frame"] = s["per_frame"]
-        rows.append(row)
-        print(json.dumps(row))
+    kw = {"import_paths": paths, "report_only": a.report_only}
+    (dino_rec,) = run_jobs([dino], cache, n_jobs=1, threads_per_job=a.threads, **kw)
+    block_recs = run_jobs(blocks, cache, n_jobs=a.jobs, **kw)
+    records = run_jobs(evals, cache, n_jobs=a.jobs, **kw)
+    rows = summarise(records, dino_rec, block_recs)
+    import torch
 
     settings = {
+        "recipe": "configs/vos_synth/uvos.yaml + configs/vos_synth/dino.yaml"
+        + (" (smoke)" if a.smoke else ""),
         "videos": cfg["videos"],
+        "dino": cfg["dino"],
         "block": cfg["block"],
         "segment": cfg["segment"],
-        "tuning": tuning,
-        "dino": "configs/vos_synth/dino.yaml" + (" (smoke: 1 epoch)" if a.smoke else ""),
+        "dino_result": dino_rec["metrics"],
+        "block_results": [{"seed": r["seed"], **r["metrics"]} for r in block_recs],
         "protocol": "J/F/J&F (x100) with the DAVIS-17 unsupervised matching (one Hungarian "
-        "assignment per video on frame-mean (J+F)/2, <= 20 proposals); per_frame: the SSL-UVOS "
-        "repository's per-frame oracle matching (not the official protocol)",
-        "dino_seconds": round(t_dino, 1),
-        "block_seconds": round(t_block, 1),
-        "hardware": f"{platform.processor() or platform.machine()}, {a.threads} threads, torch "
-        f"{torch.__version__}, no GPU",
+        "assignment per video on frame-mean (J+F)/2), strict: at most 20 proposals per video; "
+        "jf_ci95: percentile bootstrap over the test videos (10,000 resamples) of per-video "
+        "J&F averaged over seeds; jf_diff_vs_ssl_uvos: the paired per-video difference "
+        "(row - ssl_uvos) with its bootstrap interval",
+        "wall_seconds_this_call": round(time.perf_counter() - t0, 1),
+        "hardware": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        "no GPU",
     }
-    write_json(a.out, {"benchmark": "vos_uvos", "settings": settings, "rows": rows})
+    write_results(a.out, "vos_uvos", settings, rows)
+    for row in rows:
+        diff = row.get("jf_diff_vs_ssl_uvos")
+        print(f"{row['name']:18s} J&F {row['jf']:6.2f} {row['jf_ci95']}  diff {diff}")
     print(f"wrote {a.out}")
 
 

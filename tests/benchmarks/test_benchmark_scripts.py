@@ -12,8 +12,8 @@ import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 SRC = BENCH.parent / "src"
-# on the job runner; not (yet): dit_cache, dit_xl_timing, fmnist_ssl_speed (interleaved
-# timing in one process) and vos_uvos (one sequential pipeline, no seeds)
+# on the job runner; not (yet): dit_cache, dit_xl_timing and fmnist_ssl_speed (interleaved
+# timing in one process)
 SCRIPTS = [
     "fmnist_bingo_sage.py",
     "fmnist_csml_kscl.py",
@@ -23,6 +23,7 @@ SCRIPTS = [
     "fmnist_ssl_pipeline.py",
     "seg_mdp.py",
     "video_fame.py",
+    "vos_uvos.py",
 ]
 
 
