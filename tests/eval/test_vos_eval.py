@@ -223,13 +223,13 @@ def test_id_switch_per_frame_vs_davis():
 def test_max_proposals_and_strict():
     gt = {0: labels((1, A))}
     pred = {0: labels((21, A))}
-    # davis keeps only ids 1..20: id 21 is ignored and A scores 0
-    res = evaluate_sequences({"s": pred}, {"s": gt})
-    assert res["J_mean"] == 0.0
+    # davis scores ids 1..20: id 21 is an error, as in the official script (strict default)
+    with pytest.raises(VislearnError, match="exceeds"):
+        evaluate_sequences({"s": pred}, {"s": gt})
+    # strict=False ignores it instead, and A scores 0
+    assert evaluate_sequences({"s": pred}, {"s": gt}, strict=False)["J_mean"] == 0.0
     # the per-frame protocol accepts up to 300 ids
     assert evaluate_sequences({"s": pred}, {"s": gt}, protocol="per_frame")["J_mean"] == 1.0
-    with pytest.raises(VislearnError, match="exceeds"):
-        evaluate_sequences({"s": pred}, {"s": gt}, strict=True)
 
 
 def test_void_sparse_frames_and_resize():

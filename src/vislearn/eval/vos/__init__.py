@@ -15,8 +15,9 @@ Measures (per object, per frame)
 Protocols (how predicted ids are matched to GT objects; :func:`evaluate_sequences`)
 ----------------------------------------------------------------------------------
 * ``"davis"`` -- the official DAVIS-2017 *unsupervised* protocol. Candidates are the
-  predicted ids ``1..max_proposals`` (20); higher ids are ignored (treated as background;
-  ``strict=True`` instead refuses them, as the official script does). One Hungarian assignment
+  predicted ids ``1..max_proposals`` (20); a higher id is an error, as in the official
+  script (``strict=False`` instead ignores such ids, treating them as background -- which
+  silently drops proposals, so it is off by default). One Hungarian assignment
   per sequence maximises the frame-averaged (J+F)/2. When there are fewer candidates than GT
   objects, empty proposals are added (the official zero-padding): a GT object left with an
   empty proposal scores 0 in every frame where it is visible (and 1 in a frame where it is

@@ -148,7 +148,7 @@ def evaluate_sequence(
     bound_th: float = 0.008,
     single_object: bool = False,
     foreground_ids: Sequence[int] | Mapping[str, Sequence[int]] | str | None = None,
-    strict: bool = False,
+    strict: bool = True,
     drop_first_last: bool = False,
 ) -> list[dict[str, Any]]:
     """Score one sequence: ``preds`` and ``gts`` map frame index -> label map ``[H, W]``.
@@ -269,7 +269,7 @@ def evaluate_sequences(
     bound_th: float = 0.008,
     single_object: bool = False,
     foreground_ids: Sequence[int] | Mapping[str, Sequence[int]] | str | None = None,
-    strict: bool = False,
+    strict: bool = True,
     drop_first_last: bool = False,
 ) -> dict[str, Any]:
     """Score predictions against GT, both ``{sequence: {frame index: label map [H, W]}}``.
