@@ -167,11 +167,12 @@ def dino_job(config: dict, seed: int, ctx: dict) -> dict:
         ROOT / "configs" / "vos_synth" / "dino.yaml",
         out=str(run / "dino"),
         seed=seed,
-        data={"dataset": str(frames), "image_size": d["crop_size"]},
+        data={"dataset": str(frames), "image_size": d["crop_size"], "batch_size": d["batch_size"]},
         model={
             "backbone_kwargs": {"img_size": d["crop_size"], "patch_size": v["patch_size"]},
             "lr": d["lr"],
             "out_dim": d["out_dim"],
+            "ema_base": d["ema_base"],
         },
         trainer={
             "max_epochs": d["epochs"],

@@ -325,7 +325,9 @@ def add_video_seg_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--clusters", choices=["leader", "agglomerative"])
     p.add_argument("--num-clusters", type=int, help="agglomerative: number of clusters")
     p.add_argument("--objects", choices=["motion", "all", "salient"])
-    p.add_argument("--max-objects", type=int, help="at most this many object IDs")
+    p.add_argument(
+        "--max-objects", type=int, help="at most this many object IDs (default 20, the DAVIS limit)"
+    )
     p.add_argument("--motion-threshold", type=float, help="motion rule: score to keep")
     p.add_argument(
         "--overlay", action="store_true", default=None, help="also write DIR/<name>_overlay.png"
