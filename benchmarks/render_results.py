@@ -65,13 +65,11 @@ COLUMNS = {
         ("s/step", "s_per_step", None),
     ],
     "vos_uvos": [
-        ("tuned parameter", "param", None),
-        ("J %", "J_mean", None),
-        ("F %", "F_mean", None),
-        ("J&F %", "JF_mean", None),
-        ("J recall %", "J_recall", None),
-        ("J&F %, per-frame matching", "per_frame.JF_mean", None),
-        ("seconds (40 videos)", "seconds", None),
+        ("J&F % [95 % CI over videos]", "jf", "jf_per_seed"),
+        ("J %", "j", None),
+        ("F %", "f", None),
+        ("clusters / video", "clusters_per_video", None),
+        ("s / video", "seconds_per_video", None),
     ],
     "dit_cache": [
         ("speed-up (wall, 2 threads)", "speedup_wall", None),

@@ -150,8 +150,12 @@ def summarise(records: list[dict], dino_rec: dict, block_recs: list[dict]) -> li
             out["jf_seed_mean_ci95"] = mean_ci95(out["jf_per_seed"])[1]
         if row != "ssl_uvos":
             diff, dci = bootstrap_ci(per_video[row], paired=per_video["ssl_uvos"])
-            out["jf_diff_vs_ssl_uvos"] = round(diff, 2)
-            out["jf_diff_ci95"] = [round(v, 2) for v in dci]
+            out["jf_diff"] = {
+                "mean": round(diff, 2),
+                "ci95": [round(v, 2) for v in dci],
+                "baseline": "ssl_uvos",
+                "n": len(per_video[row]),
+            }
         rows.append(out)
     return rows
 
@@ -192,15 +196,15 @@ def main() -> None:
         "protocol": "J/F/J&F (x100) with the DAVIS-17 unsupervised matching (one Hungarian "
         "assignment per video on frame-mean (J+F)/2), strict: at most 20 proposals per video; "
         "jf_ci95: percentile bootstrap over the test videos (10,000 resamples) of per-video "
-        "J&F averaged over seeds; jf_diff_vs_ssl_uvos: the paired per-video difference "
-        "(row - ssl_uvos) with its bootstrap interval",
+        "J&F averaged over seeds; jf_diff: the paired per-video difference (row - ssl_uvos) "
+        "with its bootstrap interval",
         "wall_seconds_this_call": round(time.perf_counter() - t0, 1),
         "hardware": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
         "no GPU",
     }
     write_results(a.out, "vos_uvos", settings, rows)
     for row in rows:
-        diff = row.get("jf_diff_vs_ssl_uvos")
+        diff = row.get("jf_diff", {})
         print(f"{row['name']:18s} J&F {row['jf']:6.2f} {row['jf_ci95']}  diff {diff}")
     print(f"wrote {a.out}")
 

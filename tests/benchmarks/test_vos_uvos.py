@@ -71,4 +71,5 @@ def test_block_and_eval_jobs_run_on_tiny_videos(bench, tmp_path):
     assert oracle["JF_mean"] == max(r["metrics"]["JF_mean"] for r in records)
     rows = vos_uvos.summarise(records, {}, [])
     assert [r["name"] for r in rows] == list(jobs.ROWS)
-    assert "jf_diff_vs_ssl_uvos" not in rows[0] and "jf_diff_ci95" in rows[1]
+    assert "jf_diff" not in rows[0] and rows[1]["jf_diff"]["baseline"] == "ssl_uvos"
+    assert len(rows[1]["jf_diff"]["ci95"]) == 2
