@@ -105,7 +105,9 @@ def build_jobs(cfg: dict, cache: Path) -> tuple[object, list, list]:
 
 
 def grid_of(cfg: dict, row: str) -> list:
-    if row in ("ssl_uvos", "untrained_block", "no_block"):
+    if row == "untrained_block":
+        return list(cfg["untrained_block"]["taus"])
+    if row in ("ssl_uvos", "no_block"):
         return list(cfg["segment"]["taus"])
     if row in ("kmeans_block", "kmeans_keys", "rgb_kmeans"):
         return list(cfg["kmeans"]["ks"])
