@@ -170,6 +170,10 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=2, help="parallel block / eval jobs")
     p.add_argument("--threads", type=int, default=2, help="torch threads of the DINO job")
     p.add_argument("--report-only", action="store_true", help="use cached jobs only")
+    p.add_argument(
+        "--seeds", type=int, nargs="+", help="run / report only these of the recipe's block "
+        "seeds (the recipe's seed list stays part of every job's key)",
+    )  # fmt: skip
     a = p.parse_args()
 
     from vislearn.bench import run_jobs, write_results
@@ -177,6 +181,9 @@ def main() -> None:
     cfg = load_settings(a.smoke)
     cache = Path(a.cache)
     dino, blocks, evals = build_jobs(cfg, cache)
+    if a.seeds:
+        blocks = [j for j in blocks if j.seed in a.seeds]
+        evals = [j for j in evals if j.name not in BLOCK_ROWS or j.seed in a.seeds]
     paths = [ROOT / "benchmarks"]
     t0 = time.perf_counter()
     kw = {"import_paths": paths, "report_only": a.report_only}
