@@ -26,8 +26,10 @@ Choices where the notes leave room (to be copied into ``docs/RESULTS.md``):
 * The final hidden state is cached at full, conservative and reuse steps (the released code
   stores it after every pass of the last block). If a non-full step finds no cache for a block,
   that block computes fully; calls beyond ``num_steps`` are full; cached tensors are detached
-  (inference only). ``torch.compile`` was not tried: the step type is a Python decision per
-  call, so compile submodules (attention, feed-forward) rather than the whole model.
+  (inference only).
+* No call reads a device tensor on the host (no sync, nothing that blocks graph capture): runs
+  are delimited by ``reset``, call counting (``num_steps`` / ``scheduler``), a new
+  ``scheduler.timesteps`` or a new input shape; see :mod:`vislearn.accel.state`.
 """
 
 from __future__ import annotations
@@ -223,23 +225,45 @@ class DuCaCache:
         if not torch.is_tensor(x):
             raise VislearnError("DuCaCache: the model was called without hidden_states")
         t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
-        tval = None
-        if t is not None:
-            tval = float(torch.as_tensor(t).float().max())
         st = self.hooks.state
-        if (
-            st is None
-            or tuple(x.shape) != st.shape
-            or (tval is not None and st.last_timestep is not None and tval > st.last_timestep)
-        ):
-            st = self.hooks.state = new_run(
-                self.config, self.model, resolve_num_steps(self.num_steps, self.scheduler), x
-            )
-        st.last_timestep = tval
+        if st is None or self._new_run(st, x, t):
+            num_steps = resolve_num_steps(self.num_steps, self.scheduler)
+            st = self.hooks.state = new_run(self.config, self.model, num_steps, x)
+            st.timesteps = getattr(self.scheduler, "timesteps", None)
+            if self.policy.method != "none":
+                self.hooks.modulation.prepare()
+        if st.num_steps is None:
+            st.last_timestep = _host_timestep(t)
         st.step += 1
+        st.modulation = None
         t0, t_rest = st.planner.next()
         if st.final is None:  # nothing cached yet: compute
             t0 = t_rest = StepType.FULL
         st.types = (t0, t_rest)
         st.history.append(t0)
         self.total_counts[t0.value] += 1
+
+    def _new_run(self, st: RunState, x: torch.Tensor, t: Any) -> bool:
+        """Whether this call starts a new run; reads no device tensor (no host sync)."""
+        if tuple(x.shape) != st.shape:
+            return True
+        if st.num_steps is not None:
+            return st.step + 1 >= st.num_steps
+        if self.scheduler is not None and getattr(self.scheduler, "timesteps", None) is not (
+            st.timesteps
+        ):
+            return True
+        tval = _host_timestep(t)
+        return tval is not None and st.last_timestep is not None and tval > st.last_timestep
+
+
+def _host_timestep(t: Any) -> float | None:
+    """The largest timestep if it is held on the host (a number, or a CPU tensor), else None:
+    a device tensor is never read (that would be a host sync)."""
+    if t is None:
+        return None
+    if isinstance(t, int | float):
+        return float(t)
+    if torch.is_tensor(t) and t.device.type == "cpu":
+        return float(t.float().max()) if t.numel() else None
+    return None

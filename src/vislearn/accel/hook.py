@@ -9,13 +9,14 @@ What a block does at each step type (DiT: ``norm_type="ada_norm_zero"``, PixArt:
     in the block forward, after the module call), the attention processor stores the V-norms or
     attention maps the score needs, and the staleness counters are reset.
 ``conservative``
-    re-implemented here: the adaLN parameters are recomputed from the current timestep (and
-    class) -- for ``ada_norm_zero`` via ``norm1.emb`` / ``norm1.linear`` without normalising the
-    tokens, for ``ada_norm_single`` from ``scale_shift_table + timestep``; then
-    ``x += gate_msa * attn_cache``; the cross-attention (PixArt; not gated in diffusers) is
-    recomputed for the selected query rows only and scattered into its cache, or reused whole;
-    the MLP is recomputed for the selected tokens (``norm3``/``norm2``, shift/scale, ``ff``) and
-    scattered into its cache; ``x += gate_mlp * mlp_cache``.
+    re-implemented here: the adaLN parameters of every block are computed once per call from
+    the current timestep (and class) (:mod:`vislearn.accel.modulation`: one embedding, one
+    stacked matmul); then ``x += gate_msa * attn_cache`` (one fused ``addcmul``); the
+    cross-attention (PixArt; not gated in diffusers) is recomputed for the selected query rows
+    only and scattered into its cache, or reused whole; the MLP is recomputed for the selected
+    tokens (``norm3``/``norm2``, shift/scale, ``ff``) and scattered into its cache;
+    ``x += gate_mlp * mlp_cache``. The selected tokens were chosen for the whole cycle at the
+    last full step (:mod:`vislearn.accel.refresh`), so a conservative block only reads them.
 ``reuse`` (FORA)
     as conservative with nothing recomputed.
 ``aggressive``
@@ -33,11 +34,13 @@ import torch
 from torch import nn
 
 from vislearn.accel.config import REPLACEABLE_PROCESSORS, CacheConfig, UnsupportedModelError
+from vislearn.accel.modulation import Modulation
 from vislearn.accel.processor import CachingAttnProcessor
+from vislearn.accel.refresh import plan_cycle
 from vislearn.accel.schedule import StepType, fresh_ratio
 from vislearn.accel.selection import (
     attention_column_score,
-    cfg_average,
+    cfg_mix,
     cross_attention_entropy_score,
     random_score,
     select_tokens,
@@ -70,9 +73,11 @@ class BlockHooks:
         self.procs: dict[tuple[int, str], CachingAttnProcessor] = {}
         self.capture: list[dict[str, torch.Tensor | None]] = []
         self.capturing = False
+        self.modulation = Modulation(blocks)
 
     def attach(self) -> None:
         """Register the capture hooks, swap in the recording processors, wrap the forwards."""
+        self.modulation.check()
         self.capture = [{} for _ in self.blocks]
         for i, block in enumerate(self.blocks):
             for name in ("attn1", "attn2", "ff"):
@@ -139,6 +144,8 @@ class BlockHooks:
             out = self.partial(block, i, bc, t, hidden_states, **kw)
         if i == self.depth - 1:
             st.final = out.detach()
+            if st.refreshed:
+                self.refresh(out)
         return out
 
     def full(self, block, i: int, bc: BlockCache, h: torch.Tensor, kw: dict) -> torch.Tensor:
@@ -172,6 +179,8 @@ class BlockHooks:
                 bc.attn_cols, p1.probs = p1.probs.sum(dim=1), None
         bc.stale.clear()
         bc.indices.clear()
+        if self.state is not None:
+            self.state.refreshed.append(i)
         return out
 
     def partial(
@@ -193,11 +202,14 @@ class BlockHooks:
         cak = dict(cross_attention_kwargs or {})
         if cak.pop("gligen", None) is not None:
             raise VislearnError("DuCaCache does not support GLIGEN inputs")
-        gate_msa, shift_mlp, scale_mlp, gate_mlp = _modulation(block, h, timestep, class_labels)
+        st = self.state
+        if st.modulation is None:  # every block's adaLN parameters, once per call
+            st.modulation = self.modulation(h, timestep, class_labels)
+        gate_msa, shift_mlp, scale_mlp, gate_mlp = st.modulation[i]
         conservative = t is StepType.CONSERVATIVE
 
         # self-attention: always reused whole, re-gated with the current gate
-        h = _gated(gate_msa, bc.attn) + h
+        h = _gated_add(h, gate_msa, bc.attn)
         if h.ndim == 4:
             h = h.squeeze(1)
 
@@ -209,7 +221,7 @@ class BlockHooks:
                 and encoder_hidden_states is not None
                 and self.config.score_source[i] == "cross"
             ):
-                idx = self.select(i, bc, "cross_attn", h)
+                idx = self.indices(i, bc, "cross_attn", h)
                 if idx.shape[1]:
                     tok = _gather(h, idx)
                     if block.norm_type != "ada_norm_single":
@@ -235,17 +247,38 @@ class BlockHooks:
 
         # feed-forward
         if conservative:
-            idx = self.select(i, bc, "mlp", h)
+            idx = self.indices(i, bc, "mlp", h)
             if idx.shape[1]:
                 tok = _gather(h, idx)
-                _scatter_(bc.mlp, idx, block.ff(_mlp_input(block, tok, shift_mlp, scale_mlp)))
-        h = _gated(gate_mlp, bc.mlp) + h
+                _scatter_(bc.mlp, idx, _mlp_tokens(block, tok, shift_mlp, scale_mlp))
+        h = _gated_add(h, gate_mlp, bc.mlp)
         if h.ndim == 4:
             h = h.squeeze(1)
         return h
 
+    def indices(self, i: int, bc: BlockCache, module: str, h: torch.Tensor) -> torch.Tensor:
+        """The fresh tokens ``(B, k)`` of ``module`` in this call: chosen at the last refresh
+        (:func:`~vislearn.accel.refresh.plan_cycle`), else now (:meth:`select`)."""
+        st = self.state
+        idx = st.sel.get((st.step, i, module)) if bc.planned else None
+        if idx is None:
+            return self.select(i, bc, module, h)
+        st.fresh_tokens += idx.shape[1]
+        st.partial_tokens += h.shape[1]
+        bc.indices[module] = idx
+        return idx
+
+    def refresh(self, h: torch.Tensor) -> None:
+        """After a call in which blocks were computed fully: choose their tokens for the cycle."""
+        st = self.state
+        st.sel = {k: v for k, v in st.sel.items() if k[0] > st.step}
+        if self.policy.method in ("toca", "duca"):
+            plan_cycle(self.config, st, list(st.refreshed), h.shape[1], h.shape[0], h.device)
+        st.refreshed.clear()
+
     def select(self, i: int, bc: BlockCache, module: str, h: torch.Tensor) -> torch.Tensor:
-        """Indices ``(B, k)`` of the tokens ``module`` recomputes; updates staleness."""
+        """Indices ``(B, k)`` of the tokens ``module`` recomputes, chosen in this call;
+        updates staleness."""
         st, p = self.state, self.policy
         b, n, _ = h.shape
         r = fresh_ratio(p, st.step, st.num_steps, i, self.depth, module)
@@ -276,12 +309,12 @@ class BlockHooks:
         if score == "random":
             return random_score(b, n, st.cfg, st.generator, device)
         if score in ("vnorm", "vnorm_high"):
-            v = cfg_average(bc.vnorm) if st.cfg else bc.vnorm
+            v = cfg_mix(bc.vnorm, st.cfg)
             return vnorm_score(v, high=score == "vnorm_high").to(device)
         if self.config.score_source[i] == "cross":
-            probs = cfg_average(bc.xattn_probs) if st.cfg else bc.xattn_probs
+            probs = cfg_mix(bc.xattn_probs, st.cfg)
             return cross_attention_entropy_score(probs).to(device)
-        cols = cfg_average(bc.attn_cols) if st.cfg else bc.attn_cols
+        cols = cfg_mix(bc.attn_cols, st.cfg)
         return attention_column_score(cols).to(device)
 
 
@@ -324,34 +357,22 @@ class BlockForward:
 
 
 # ---------------------------------------------------------------------- block helpers
-def _modulation(block, h: torch.Tensor, timestep, class_labels):
-    """``(gate_msa, shift_mlp, scale_mlp, gate_mlp)`` broadcastable to ``(B, N, C)``, computed
-    as diffusers' block forward does, without normalising the tokens."""
+def _mlp_tokens(block, tok: torch.Tensor, shift, scale1) -> torch.Tensor:
+    """The block's feed-forward on the gathered tokens ``(B, k, C)`` (``scale1 = 1 + scale``),
+    run on the flattened ``(B k, C)`` rows."""
     nt = block.norm_type
     if nt == "ada_norm_zero":
-        n1 = block.norm1
-        emb = n1.linear(n1.silu(n1.emb(timestep, class_labels, hidden_dtype=h.dtype)))
-        _, _, gate_msa, shift_mlp, scale_mlp, gate_mlp = emb.chunk(6, dim=1)
-        return gate_msa.unsqueeze(1), shift_mlp[:, None], scale_mlp[:, None], gate_mlp.unsqueeze(1)
-    if nt == "ada_norm_single":
-        b = h.shape[0]
-        params = block.scale_shift_table[None] + timestep.reshape(b, 6, -1)
-        _, _, gate_msa, shift_mlp, scale_mlp, gate_mlp = params.chunk(6, dim=1)
-        return gate_msa, shift_mlp, scale_mlp, gate_mlp
-    return None, None, None, None
+        x = torch.addcmul(shift, block.norm3(tok), scale1)
+    elif nt == "ada_norm_single":
+        x = torch.addcmul(shift, block.norm2(tok), scale1)
+    else:
+        x = block.norm3(tok)
+    return block.ff(x.reshape(-1, x.shape[-1])).view(tok.shape[0], tok.shape[1], -1)
 
 
-def _mlp_input(block, tok: torch.Tensor, shift, scale) -> torch.Tensor:
-    nt = block.norm_type
-    if nt == "ada_norm_zero":
-        return block.norm3(tok) * (1 + scale) + shift
-    if nt == "ada_norm_single":
-        return block.norm2(tok) * (1 + scale) + shift
-    return block.norm3(tok)
-
-
-def _gated(gate: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-    return x if gate is None else gate * x
+def _gated_add(h: torch.Tensor, gate: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """``h + gate * x`` as one fused op (``h + x`` without a gate)."""
+    return h + x if gate is None else torch.addcmul(h, gate, x)
 
 
 def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

@@ -50,6 +50,7 @@ Choices where the notes are unclear or the code is quirky (also in ``docs/RESULT
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from dataclasses import dataclass, fields, replace
 from enum import StrEnum
@@ -307,6 +308,21 @@ class StepPlanner:
             if p.layer_quirk and not first:
                 t_rest = _classify(s, self.interval, False)
         return _map_method(p.method, t0), _map_method(p.method, t_rest)
+
+    def upcoming(self, group: int) -> list[tuple[int, StepType]]:
+        """``(call, type)`` of the coming calls for block 0 (``group=0``) or the other blocks
+        (``group=1``), up to and without their next full call (or the end of the run); the
+        planner itself does not move."""
+        ahead = copy.copy(self)
+        out: list[tuple[int, StepType]] = []
+        cap = self.i + 100_000  # without num_steps a full call comes every `interval` calls
+        while ahead.i < cap and (self.num_steps is None or ahead.i < self.num_steps):
+            call = ahead.i
+            t = ahead.next()[group]
+            if t is StepType.FULL:
+                break
+            out.append((call, t))
+        return out
 
 
 def _map_method(method: str, t: StepType) -> StepType:
