@@ -208,8 +208,10 @@ class BlockHooks:
         gate_msa, shift_mlp, scale_mlp, gate_mlp = st.modulation[i]
         conservative = t is StepType.CONSERVATIVE
 
-        # self-attention: always reused whole, re-gated with the current gate
-        h = _gated_add(h, gate_msa, bc.attn)
+        # self-attention: always reused whole, re-gated with the current gate. The patch
+        # embedding leaves the tokens channel-major: one copy here keeps every later block's
+        # row gathers free of copies.
+        h = _gated_add(h if h.is_contiguous() else h.contiguous(), gate_msa, bc.attn)
         if h.ndim == 4:
             h = h.squeeze(1)
 
@@ -221,7 +223,7 @@ class BlockHooks:
                 and encoder_hidden_states is not None
                 and self.config.score_source[i] == "cross"
             ):
-                idx = self.indices(i, bc, "cross_attn", h)
+                idx, _ = self.indices(i, bc, "cross_attn", h)
                 if idx.shape[1]:
                     tok = _gather(h, idx)
                     if block.norm_type != "ada_norm_single":
@@ -247,26 +249,32 @@ class BlockHooks:
 
         # feed-forward
         if conservative:
-            idx = self.indices(i, bc, "mlp", h)
-            if idx.shape[1]:
-                tok = _gather(h, idx)
-                _scatter_(bc.mlp, idx, _mlp_tokens(block, tok, shift_mlp, scale_mlp))
+            _, rows = self.indices(i, bc, "mlp", h)
+            if rows.numel():
+                c = h.shape[-1]
+                tok = h.reshape(-1, c).index_select(0, rows)
+                out = _mlp_rows(block, tok.view(-1, h.shape[0], c), shift_mlp, scale_mlp)
+                bc.mlp.view(-1, c).index_copy_(0, rows, out.to(bc.mlp.dtype))
         h = _gated_add(h, gate_mlp, bc.mlp)
         if h.ndim == 4:
             h = h.squeeze(1)
         return h
 
-    def indices(self, i: int, bc: BlockCache, module: str, h: torch.Tensor) -> torch.Tensor:
-        """The fresh tokens ``(B, k)`` of ``module`` in this call: chosen at the last refresh
+    def indices(self, i: int, bc: BlockCache, module: str, h: torch.Tensor):
+        """The fresh tokens of ``module`` in this call, ``(B, k)`` token indices and ``(k B,)``
+        row indices into the flattened ``(B N, C)`` hidden states: chosen at the last refresh
         (:func:`~vislearn.accel.refresh.plan_cycle`), else now (:meth:`select`)."""
         st = self.state
-        idx = st.sel.get((st.step, i, module)) if bc.planned else None
-        if idx is None:
-            return self.select(i, bc, module, h)
-        st.fresh_tokens += idx.shape[1]
+        sel = st.sel.get((st.step, i, module)) if bc.planned else None
+        if sel is None:
+            idx = self.select(i, bc, module, h)
+            b, n = h.shape[0], h.shape[1]
+            offs = torch.arange(b, device=h.device).mul_(n).view(b, 1)
+            return idx, (idx + offs).t().reshape(-1)
+        st.fresh_tokens += sel[0].shape[1]
         st.partial_tokens += h.shape[1]
-        bc.indices[module] = idx
-        return idx
+        bc.indices[module] = sel[0]
+        return sel
 
     def refresh(self, h: torch.Tensor) -> None:
         """After a call in which blocks were computed fully: choose their tokens for the cycle."""
@@ -357,17 +365,19 @@ class BlockForward:
 
 
 # ---------------------------------------------------------------------- block helpers
-def _mlp_tokens(block, tok: torch.Tensor, shift, scale1) -> torch.Tensor:
-    """The block's feed-forward on the gathered tokens ``(B, k, C)`` (``scale1 = 1 + scale``),
-    run on the flattened ``(B k, C)`` rows."""
+def _mlp_rows(block, tok: torch.Tensor, shift, scale1) -> torch.Tensor:
+    """The block's feed-forward on gathered tokens laid out ``(k, B, C)`` (``shift``,
+    ``scale1 = 1 + scale``: ``(B, 1, C)``), returned as ``(k B, C)`` rows."""
     nt = block.norm_type
-    if nt == "ada_norm_zero":
-        x = torch.addcmul(shift, block.norm3(tok), scale1)
-    elif nt == "ada_norm_single":
-        x = torch.addcmul(shift, block.norm2(tok), scale1)
+    if nt in ("ada_norm_zero", "ada_norm_single"):
+        # (1, B, C) views whose leading stride is the largest: the addcmul output is laid out
+        # like ``tok`` (a transposed view would make it non-contiguous, and ``ff`` copy it)
+        shift, scale1 = shift[:, 0].unsqueeze(0), scale1[:, 0].unsqueeze(0)
+        normed = block.norm3(tok) if nt == "ada_norm_zero" else block.norm2(tok)
+        x = torch.addcmul(shift, normed, scale1)
     else:
         x = block.norm3(tok)
-    return block.ff(x.reshape(-1, x.shape[-1])).view(tok.shape[0], tok.shape[1], -1)
+    return block.ff(x.reshape(-1, x.shape[-1]))
 
 
 def _gated_add(h: torch.Tensor, gate: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,10 @@ the fresh tokens of every coming conservative call are chosen here, for all bloc
 the blocks' scores are stacked into ``(D, B, N)``, staleness and the spatial bonus are added
 once per coming call, and one ``topk`` with the largest ``k`` of that call picks every block's
 tokens (a block with a smaller ``k`` takes the head of the sorted list: the same set). The
-conservative calls then only read their indices -- no scoring, counting or random draws.
+conservative calls then only read their indices -- no scoring, counting or random draws. Each
+choice is kept twice: ``(B, k)`` token indices and, for the feed-forward, flat row indices into
+the ``(B N, C)`` hidden states laid out ``(k, B)`` so that every block's slice is contiguous (one
+``index_select`` / ``index_copy_`` per block; CPU ``scatter`` with an expanded index is slow).
 
 The choice equals the call-by-call choice of :meth:`vislearn.accel.hook.BlockHooks.select` (up
 to ties between equal scores), except that ``random`` scores are drawn in another order (one
@@ -83,14 +86,21 @@ def plan_cycle(
             picks = [None] * len(calls)
         else:
             picks = _choose(config, st, idxs, module, ks, tokens, batch, device)
+        offs = None
         for c, row, top in zip(calls, ks, picks, strict=True):
+            flat = None
+            if top is not None:  # row indices into (B N, C), laid out (k, B) per block
+                if offs is None:
+                    offs = torch.arange(batch, device=device).mul_(tokens).view(1, batch, 1)
+                flat = (top + offs).transpose(1, 2).contiguous()
             for d, (i, k) in enumerate(zip(idxs, row, strict=True)):
                 if k == 0 or top is None:
                     if empty is None:
                         empty = torch.empty(batch, 0, dtype=torch.long, device=device)
+                        empty = (empty, empty.view(-1))
                     st.sel[(c, i, module)] = empty
                 else:
-                    st.sel[(c, i, module)] = top[d, :, :k]
+                    st.sel[(c, i, module)] = (top[d, :, :k], flat[d, :k].view(-1))
 
 
 def _base_score(config: CacheConfig, st: RunState, idxs: list[int]) -> torch.Tensor:
