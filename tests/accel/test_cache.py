@@ -119,9 +119,11 @@ def test_released_dit_schedule_matches_the_notes():
     assert types_to_string(types) == documented
     assert count_step_types(types) == {"full": 20, "conservative": 22, "aggressive": 8, "reuse": 0}
     # the released code re-evaluates the type per block: code steps 45 and 32 (calls 4 and 17)
-    plan = plan_steps(get_policy("duca_dit", layer_quirk=True), 50)
+    plan = plan_steps("duca_dit", 50)  # the presets use the released per-block types
     mixed = {i: (a, b) for i, (a, b) in enumerate(plan) if a is not b}
     assert mixed == {4: (F, C), 17: (F, A)}
+    assert not any(a is not b for a, b in plan_steps(get_policy("duca_dit", layer_quirk=False), 50))
+    assert get_policy("toca_dit").fresh_ratio == 0.07 and get_policy("toca_dit").layer_quirk
     # ToCa: the same cycle without aggressive steps
     assert types_to_string(step_types("toca_dit", 50)) == documented.replace("A", "C")
 
@@ -709,3 +711,34 @@ def test_shared_embedding_and_stacked_modulation_match_the_blocks():
     for mode in ("shared", "stacked"):
         for a, b in zip(outs[mode], outs["per_block"], strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_heun_runs_are_planned_by_model_calls():
+    """Heun calls the model twice per step (2 N - 1 calls): the plan follows the scheduler's
+    timesteps, even when ``num_steps`` says N; back-to-back runs restart by call counting."""
+    model = tiny_dit(layers=2)
+    x, y = cfg_inputs()
+    sched = diffusers.HeunDiscreteScheduler(num_train_timesteps=1000)
+    steps = 6
+    policy = get_policy("duca_dit", fresh_ratio=0.3)
+    with torch.no_grad(), DuCaCache(model, policy, num_steps=steps, scheduler=sched) as cache:
+        for _ in range(2):
+            sched.set_timesteps(steps)
+            calls = len(sched.timesteps)
+            assert calls == 2 * steps - 1
+            for t in sched.timesteps:
+                dit_call(model, sched.scale_model_input(x, t), t, y)
+            assert cache.state.num_steps == calls
+            assert cache.step_history == step_types(policy, calls)
+        history = cache.step_history
+        for t in sched.timesteps[:3]:  # the same timesteps object: a new run by call counting
+            dit_call(model, x, t, y)
+        assert cache.step_history == history[:3]
+
+
+def test_scheduler_fallback_does_not_clip():
+    from vislearn.accel.sampling import make_scheduler
+
+    assert make_scheduler("ddim").config.clip_sample is False
+    assert make_scheduler("ddpm").config.clip_sample is False
+    assert make_scheduler("heun").order == 2

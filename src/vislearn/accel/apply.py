@@ -25,8 +25,8 @@ Choices where the notes leave room (to be copied into ``docs/RESULTS.md``):
   chosen ones (``cache_cutfresh``).
 * The final hidden state is cached at full, conservative and reuse steps (the released code
   stores it after every pass of the last block). If a non-full step finds no cache for a block,
-  that block computes fully; calls beyond ``num_steps`` are full; cached tensors are detached
-  (inference only).
+  that block computes fully; after ``num_steps`` calls (or the scheduler's number of
+  timesteps) the next call starts a new run; cached tensors are detached (inference only).
 * No call reads a device tensor on the host (no sync, nothing that blocks graph capture): runs
   are delimited by ``reset``, call counting (``num_steps`` / ``scheduler``), a new
   ``scheduler.timesteps`` or a new input shape; see :mod:`vislearn.accel.state`.
@@ -111,8 +111,9 @@ class DuCaCache:
         policy: a preset name (:data:`vislearn.accel.schedule.PRESETS`) or a
             :class:`CachePolicy`; ``**overrides`` replace its fields (``interval=5``, ...).
         num_steps: model calls per run (needed by the ``*_dit`` presets and the ``toca`` ratio
-            schedule); alternatively ``scheduler``, whose ``timesteps`` length is read at the
-            start of every run.
+            schedule); better ``scheduler``, whose ``timesteps`` length (one model call per
+            entry: 2 N - 1 for a Heun run of N steps) is read at the start of every run and
+            takes precedence.
     """
 
     def __init__(
