@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vislearn.accel.compiled import CompiledPaths
 from vislearn.accel.config import (
     SUPPORTED_NORMS,
     CacheConfig,
@@ -114,6 +115,10 @@ class DuCaCache:
             schedule); better ``scheduler``, whose ``timesteps`` length (one model call per
             entry: 2 N - 1 for a Heun run of N steps) is read at the start of every run and
             takes precedence.
+        compile: run the conservative and reuse block paths through ``torch.compile``
+            (:mod:`vislearn.accel.compiled`; ``compile_mode`` defaults to
+            ``"reduce-overhead"``, i.e. CUDA graphs, on CUDA and ``"default"`` elsewhere;
+            ``compile_backend`` is passed on). The first calls of each step type compile.
     """
 
     def __init__(
@@ -123,6 +128,9 @@ class DuCaCache:
         *,
         num_steps: int | None = None,
         scheduler: Any = None,
+        compile: bool = False,
+        compile_mode: str | None = None,
+        compile_backend: str = "inductor",
         **overrides: Any,
     ) -> None:
         self.policy: CachePolicy = get_policy(policy, **overrides)
@@ -132,7 +140,8 @@ class DuCaCache:
         self.num_steps = num_steps
         self.scheduler = scheduler
         self.config = CacheConfig.build(self.policy, self.blocks)
-        self.hooks = BlockHooks(self.config, self.blocks, owner=self)
+        compiled = CompiledPaths(compile_mode, compile_backend) if compile else None
+        self.hooks = BlockHooks(self.config, self.blocks, owner=self, compiled=compiled)
         self._pre_handle: Any = None
         self._enabled = False
         self.total_counts: dict[str, int] = count_step_types([])

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vislearn.accel.compiled import CompiledPaths, ff_weights
 from vislearn.accel.config import REPLACEABLE_PROCESSORS, CacheConfig, UnsupportedModelError
 from vislearn.accel.modulation import Modulation
 from vislearn.accel.processor import CachingAttnProcessor
@@ -61,8 +62,16 @@ class BlockHooks:
     :class:`~vislearn.accel.apply.DuCaCache`).
     """
 
-    def __init__(self, config: CacheConfig, blocks: list[nn.Module], owner: Any = None) -> None:
+    def __init__(
+        self,
+        config: CacheConfig,
+        blocks: list[nn.Module],
+        owner: Any = None,
+        compiled: CompiledPaths | None = None,
+    ) -> None:
         self.config = config
+        self.compiled = compiled  # compile=True: the compiled block paths
+        self.ff_weights: list[tuple | None] = [None] * len(blocks)
         self.owner = owner  # the DuCaCache these hooks belong to
         self.policy = config.policy
         self.blocks = blocks
@@ -78,6 +87,8 @@ class BlockHooks:
     def attach(self) -> None:
         """Register the capture hooks, swap in the recording processors, wrap the forwards."""
         self.modulation.check()
+        if self.compiled is not None:
+            self.ff_weights = [ff_weights(b) for b in self.blocks]
         self.capture = [{} for _ in self.blocks]
         for i, block in enumerate(self.blocks):
             for name in ("attn1", "attn2", "ff"):
@@ -144,6 +155,10 @@ class BlockHooks:
             out = self.partial(block, i, bc, t, hidden_states, **kw)
         if i == self.depth - 1:
             st.final = out.detach()
+            if self.compiled is not None and self.compiled.mode_for(out.device) == (
+                "reduce-overhead"
+            ):
+                st.final = st.final.clone()  # out of the CUDA graph pool
             if st.refreshed:
                 self.refresh(out)
         return out
@@ -207,6 +222,17 @@ class BlockHooks:
             st.modulation = self.modulation(h, timestep, class_labels)
         gate_msa, shift_mlp, scale_mlp, gate_mlp = st.modulation[i]
         conservative = t is StepType.CONSERVATIVE
+        w = self.ff_weights[i]
+        if w is not None and bc.xattn is None and gate_msa is not None:  # compile=True
+            h = h if h.is_contiguous() else h.contiguous()
+            if conservative:
+                _, rows = self.indices(i, bc, "mlp", h)
+                if rows.numel():
+                    h, bc.mlp = self.compiled.conservative(
+                        h, gate_msa, bc.attn, rows, shift_mlp, scale_mlp, gate_mlp, bc.mlp, w
+                    )
+                    return h
+            return self.compiled.reuse(h, gate_msa, bc.attn, gate_mlp, bc.mlp)
 
         # self-attention: always reused whole, re-gated with the current gate. The patch
         # embedding leaves the tokens channel-major: one copy here keeps every later block's
