@@ -47,6 +47,7 @@ from vislearn.accel.config import (
     UnsupportedModelError,
     resolve_num_steps,
 )
+from vislearn.accel.flux import FluxBlockForward, FluxHooks, find_flux_blocks, is_flux
 from vislearn.accel.hook import BlockForward, BlockHooks
 from vislearn.accel.schedule import CachePolicy, StepType, count_step_types, get_policy
 from vislearn.accel.state import RunState, new_run
@@ -69,8 +70,8 @@ def find_blocks(model: nn.Module) -> list[nn.Module]:
     if not isinstance(blocks, nn.ModuleList) or len(blocks) == 0:
         raise UnsupportedModelError(
             f"{name} has no `transformer_blocks` ModuleList; DuCaCache supports "
-            "DiTTransformer2DModel, PixArtTransformer2DModel and other diffusers models whose "
-            "`transformer_blocks` are BasicTransformerBlock"
+            "DiTTransformer2DModel, PixArtTransformer2DModel, FluxTransformer2DModel and other "
+            "diffusers models whose `transformer_blocks` are BasicTransformerBlock"
         )
     for i, b in enumerate(blocks):
         where = f"{name}.transformer_blocks[{i}]"
@@ -98,6 +99,12 @@ def find_blocks(model: nn.Module) -> list[nn.Module]:
                 "remove it first"
             )
     return list(blocks)
+
+
+def _check_free(model: nn.Module) -> None:
+    for b in [*model.transformer_blocks, *model.single_transformer_blocks]:
+        if isinstance(vars(b).get("forward"), FluxBlockForward):
+            raise VislearnError("another DuCaCache is enabled on this model; disable it first")
 
 
 class DuCaCache:
@@ -135,13 +142,21 @@ class DuCaCache:
     ) -> None:
         self.policy: CachePolicy = get_policy(policy, **overrides)
         self.model = model
-        self.blocks = find_blocks(model)
-        self.depth = len(self.blocks)
         self.num_steps = num_steps
         self.scheduler = scheduler
-        self.config = CacheConfig.build(self.policy, self.blocks)
-        compiled = CompiledPaths(compile_mode, compile_backend) if compile else None
-        self.hooks = BlockHooks(self.config, self.blocks, owner=self, compiled=compiled)
+        self.hooks: BlockHooks | FluxHooks
+        if is_flux(model):
+            _check_free(model)
+            double, single = find_flux_blocks(model)
+            self.blocks = double + single
+            self.config = CacheConfig.build(self.policy, self.blocks)
+            self.hooks = FluxHooks(self.config, double, single, owner=self)
+        else:
+            self.blocks = find_blocks(model)
+            self.config = CacheConfig.build(self.policy, self.blocks)
+            compiled = CompiledPaths(compile_mode, compile_backend) if compile else None
+            self.hooks = BlockHooks(self.config, self.blocks, owner=self, compiled=compiled)
+        self.depth = len(self.blocks)
         self._pre_handle: Any = None
         self._enabled = False
         self.total_counts: dict[str, int] = count_step_types([])
@@ -177,7 +192,11 @@ class DuCaCache:
         other = _ACTIVE.get(self.model)
         if other is not None and other is not self:
             raise VislearnError("another DuCaCache is enabled on this model; disable it first")
-        find_blocks(self.model)  # re-check (e.g. a hook added since construction)
+        if is_flux(self.model):  # re-check (e.g. a hook added since construction)
+            _check_free(self.model)
+            find_flux_blocks(self.model)
+        else:
+            find_blocks(self.model)
         try:
             self._attach()
         except BaseException:

@@ -63,7 +63,10 @@ class CacheConfig:
         p = policy
         score_source = tuple(
             "cross"
-            if (b.attn2 is not None and getattr(b.attn2, "is_cross_attention", False))
+            if (
+                getattr(b, "attn2", None) is not None
+                and getattr(b.attn2, "is_cross_attention", False)
+            )
             else "self"
             for b in blocks
         )

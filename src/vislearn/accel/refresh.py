@@ -58,10 +58,17 @@ def modules_of(config: CacheConfig, i: int) -> tuple[str, ...]:
 
 
 def plan_cycle(
-    config: CacheConfig, st: RunState, blocks: list[int], tokens: int, batch: int, device: Any
+    config: CacheConfig,
+    st: RunState,
+    blocks: list[int],
+    tokens: int,
+    batch: int,
+    device: Any,
+    bonus: bool = True,
 ) -> None:
     """Choose the fresh tokens of the coming conservative calls of ``blocks`` (just computed
-    fully) into ``st.sel``; mark them ``planned``."""
+    fully) into ``st.sel``; mark them ``planned``. ``bonus=False`` leaves out the spatial
+    bonus (token sequences that are not an image grid)."""
     depth = len(st.blocks)
     groups: dict[tuple, list[int]] = {}
     for i in blocks:
@@ -85,7 +92,7 @@ def plan_cycle(
         if not any(max(row) for row in ks):
             picks = [None] * len(calls)
         else:
-            picks = _choose(config, st, idxs, module, ks, tokens, batch, device)
+            picks = _choose(config, st, idxs, ks, tokens, batch, device, bonus)
         offs = None
         for c, row, top in zip(calls, ks, picks, strict=True):
             flat = None
@@ -116,7 +123,7 @@ def _base_score(config: CacheConfig, st: RunState, idxs: list[int]) -> torch.Ten
     return attention_column_score(cols)
 
 
-def _choose(config, st, idxs, module, ks, tokens, batch, device) -> list[torch.Tensor | None]:
+def _choose(config, st, idxs, ks, tokens, batch, device, bonus) -> list[torch.Tensor | None]:
     """Per coming call, the ``(D, B, kmax)`` top indices (``None`` where every ``k`` is 0)."""
     p = config.policy
     d = len(idxs)
@@ -134,7 +141,8 @@ def _choose(config, st, idxs, module, ks, tokens, batch, device) -> list[torch.T
         if kmax:
             if p.staleness_weight and stale is not None:
                 score = score + p.staleness_weight * stale / p.interval
-            score = spatial_bonus(score, st.grid, int(p.bonus_grid), float(p.bonus_ratio))
+            if bonus:
+                score = spatial_bonus(score, st.grid, int(p.bonus_grid), float(p.bonus_ratio))
             top = score.topk(kmax, dim=-1).indices
         out.append(top)
         if j == len(ks) - 1:

@@ -40,6 +40,8 @@ class BlockCache:
     stale: dict[str, torch.Tensor] = field(default_factory=dict)  # module -> (B, N) int32
     indices: dict[str, torch.Tensor] = field(default_factory=dict)  # last fresh indices
     planned: bool = False  # selections of this cycle chosen at the refresh (RunState.sel)
+    ctx_mlp: torch.Tensor | None = None  # FLUX double blocks: text-stream feed-forward output
+    ctx_len: int | None = None  # FLUX: text tokens at the last full step
 
     @property
     def ready(self) -> bool:
