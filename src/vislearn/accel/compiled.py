@@ -6,9 +6,13 @@ launch. Here each step type's block path is one function of tensors only -- the 
 weights are arguments, not modules -- compiled once with ``torch.compile`` and shared by every
 block: ``dynamic=True`` keeps one graph for all token counts ``k`` (they vary with the step and
 the layer under the ``toca`` ratio schedule), so all blocks reuse the compiled code instead of
-recompiling per block. On CUDA the default mode is ``"reduce-overhead"`` (CUDA graphs): outputs
-that outlive the call (the updated MLP cache) are then cloned out of the graph's memory pool,
-which the next replay overwrites.
+recompiling per block. On CUDA the default mode is ``"reduce-overhead"`` (CUDA graphs): the
+MLP cache is then updated out of place and the outputs that outlive the call (that cache, the
+final hidden state) are cloned out of the graph's memory pool, which the next replay
+overwrites; in other modes the cache is updated in place. The CUDA-graph path has not been run
+on a GPU yet (no device in the sessions that wrote it). On a CPU the feed-forward matmuls
+dominate a conservative block and inductor's code is about as fast as eager ATen (see
+``docs/results/dit_ops.json``): the compiled path is for launch-bound accelerators.
 
 The feed-forward must be diffusers' ``FeedForward`` with a (tanh-)GELU activation (DiT, PixArt);
 other blocks, and blocks with a cross-attention cache (PixArt's partial cross-attention rows),
@@ -78,6 +82,30 @@ def conservative_block(
     return torch.addcmul(h, gate_mlp, mlp), mlp
 
 
+def conservative_block_(
+    h: torch.Tensor,
+    gate_msa: torch.Tensor,
+    attn: torch.Tensor,
+    rows: torch.Tensor,
+    shift: torch.Tensor,
+    scale1: torch.Tensor,
+    gate_mlp: torch.Tensor,
+    mlp: torch.Tensor,
+    weights: tuple,
+) -> torch.Tensor:
+    """:func:`conservative_block` updating the MLP cache in place (no copy of the cache; for
+    modes without CUDA graphs, which would not replay a mutation of a non-static input)."""
+    ln_w, ln_b, eps, w1, b1, w2, b2, approximate = weights
+    b, c = h.shape[0], h.shape[-1]
+    h = torch.addcmul(h, gate_msa, attn)
+    tok = h.reshape(-1, c).index_select(0, rows).view(-1, b, c)
+    x = F.layer_norm(tok, (c,), ln_w, ln_b, eps)
+    x = torch.addcmul(shift[:, 0].unsqueeze(0), x, scale1[:, 0].unsqueeze(0))
+    y = F.linear(F.gelu(F.linear(x.reshape(-1, c), w1, b1), approximate=approximate), w2, b2)
+    mlp.view(-1, c).index_copy_(0, rows, y.to(mlp.dtype))
+    return torch.addcmul(h, gate_mlp, mlp)
+
+
 def reuse_block(
     h: torch.Tensor,
     gate_msa: torch.Tensor,
@@ -110,9 +138,14 @@ class CompiledPaths:
         return self._fns[key], mode == "reduce-overhead"
 
     def conservative(self, h, gate_msa, attn, rows, shift, scale1, gate_mlp, mlp, weights):
-        fn, graphs = self._get("conservative", conservative_block, h.device)
+        """``(hidden states, MLP cache)``; the cache is updated in place unless CUDA graphs
+        are on (then a fresh tensor, cloned out of the graph pool)."""
+        if self.mode_for(h.device) != "reduce-overhead":
+            fn, _ = self._get("conservative_", conservative_block_, h.device)
+            return fn(h, gate_msa, attn, rows, shift, scale1, gate_mlp, mlp, weights), mlp
+        fn, _ = self._get("conservative", conservative_block, h.device)
         out, mlp = fn(h, gate_msa, attn, rows, shift, scale1, gate_mlp, mlp, weights)
-        return (out, mlp.clone()) if graphs else (out, mlp)
+        return out, mlp.clone()
 
     def reuse(self, h, gate_msa, attn, gate_mlp, mlp):
         fn, _ = self._get("reuse", reuse_block, h.device)
