@@ -210,6 +210,50 @@ def wall_clock(
     }
 
 
+def flux_ops(double: int = 19, single: int = 38) -> dict:
+    """Ops per call on a FLUX.1-shaped diffusers ``FluxTransformer2DModel`` (19 double- and
+    38 single-stream blocks) of tiny width (16), 16 image + 4 text tokens, random weights."""
+    import torch
+    from diffusers import FluxTransformer2DModel
+
+    from vislearn.accel import DuCaCache
+
+    torch.manual_seed(0)
+    m = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=8,
+        num_layers=double,
+        num_single_layers=single,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=16,
+        pooled_projection_dim=12,
+        axes_dims_rope=(2, 2, 4),
+    ).eval()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 16, 8, generator=g)
+    grid = torch.meshgrid(torch.zeros(1), torch.arange(4.0), torch.arange(4.0), indexing="ij")
+    kw = dict(
+        encoder_hidden_states=torch.randn(2, 4, 16, generator=g),
+        pooled_projections=torch.randn(2, 12, generator=g),
+        img_ids=torch.stack(grid, -1).view(-1, 3),
+        txt_ids=torch.zeros(4, 3),
+    )
+    ts = {t: torch.full((2,), t) for t in (0.9, 0.8, 0.7)}
+    rows = {"full": {"ops_per_call": count_call(lambda: m(x, timestep=ts[0.9], **kw))[0]}}
+    for policy, extra in (("duca", {"score": "vnorm", "fresh_ratio": 0.3}), ("fora", {})):
+        with DuCaCache(m, policy, interval=3, num_steps=3, **extra) as cache:
+            for t in ts.values():
+                n = count_call(lambda t=t: m(x, timestep=t, **kw))[0]
+                name = f"{policy}_{cache.state.types[0].value}"
+                if name in ("duca_conservative", "duca_aggressive", "fora_reuse"):
+                    rows[name] = {"ops_per_call": n}
+    for r in rows.values():
+        r.update(double_blocks=double, single_blocks=single, width=16)
+        r["ratio_to_full"] = round(r["ops_per_call"] / rows["full"]["ops_per_call"], 3)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     import torch
     from diffusers import DiTTransformer2DModel
@@ -223,6 +267,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--compile", action="store_true", help="time compile=True as well")
     p.add_argument("--label", default="", help="a note stored with the results")
+    p.add_argument("--before", help="an earlier result file whose rows are stored alongside")
+    p.add_argument("--flux", action="store_true", help="also count a FLUX.1-shaped model")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
 
@@ -249,6 +295,19 @@ def main(argv: list[str] | None = None) -> None:
         doc["models"][name] = {"shape": shape_of(model), "rows": rows}
         print(name, {k: v["ops_per_call"] for k, v in rows.items()})
     doc["rows"] = doc["models"]["dit_xl2_reduced"]["rows"]
+    if a.before:
+        before = json.loads(Path(a.before).read_text())
+        doc["before"] = {
+            "label": before.get("label", ""),
+            "models": {
+                k: {r: v["ops_per_call"] for r, v in m["rows"].items()}
+                for k, m in before["models"].items()
+            },
+            "wall_clock": before.get("wall_clock"),
+        }
+    if a.flux:
+        doc["flux"] = flux_ops()
+        print("flux", {k: v["ops_per_call"] for k, v in doc["flux"].items()})
     if a.wall:
         w = wall_clock(models["dit_xl2_reduced"], a.rounds, a.steps, compile=a.compile)
         doc["wall_clock"] = w

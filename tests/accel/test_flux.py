@@ -44,7 +44,9 @@ def flux_inputs(seed: int = 0):
     x = torch.randn(B, SIDE * SIDE, 8, generator=g)
     enc = torch.randn(B, TEXT, 16, generator=g)
     pooled = torch.randn(B, 12, generator=g)
-    grid = torch.meshgrid(torch.zeros(1), torch.arange(SIDE * 1.0), torch.arange(SIDE * 1.0))
+    grid = torch.meshgrid(
+        torch.zeros(1), torch.arange(SIDE * 1.0), torch.arange(SIDE * 1.0), indexing="ij"
+    )
     img_ids = torch.stack(grid, -1).reshape(-1, 3)
     return x, enc, pooled, img_ids, torch.zeros(TEXT, 3)
 
