@@ -775,3 +775,38 @@ def test_compiled_block_paths_match_eager():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     # three blocks, two conservative calls: one graph per step type, not one per block
     assert counters["stats"]["unique_graphs"] <= 2, dict(counters["stats"])
+
+
+@pytest.mark.parametrize(
+    ("policy", "score"),
+    [("duca_dit", "vnorm"), ("duca_dit", "attention"), ("toca", "vnorm")],
+)
+def test_tokens_chosen_at_the_refresh_equal_the_call_by_call_choice(policy, score):
+    """The whole-cycle, all-blocks token choice made after each full step picks, for every
+    call and block, the same tokens as choosing call by call (staleness and spatial bonus
+    included; released per-block step types), so outputs agree up to rounding."""
+    model = tiny_dit(layers=4, sample=16)
+    x = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    x, y = torch.cat([x, x]), torch.tensor([1, 2, 10, 10])
+    steps = 50 if policy == "duca_dit" else 12
+    sched = diffusers.DDIMScheduler(num_train_timesteps=1000, clip_sample=False)
+    sched.set_timesteps(steps)
+    runs = {}
+    for ahead in (True, False):
+        chosen, xt = [], x.clone()
+        p = get_policy(policy, score=score, fresh_ratio=0.2 if policy == "toca" else 0.05)
+        with torch.no_grad(), DuCaCache(model, p, scheduler=sched) as cache:
+            cache.hooks.plan_ahead = ahead
+            for t in sched.timesteps:
+                out = dit_call(model, xt, t, y)
+                chosen.append(
+                    [
+                        sorted(bc.indices["mlp"][0].tolist()) if "mlp" in bc.indices else None
+                        for bc in cache.state.blocks
+                    ]
+                )
+                xt = sched.step(out[:, :4], t, xt).prev_sample
+            runs[ahead] = (chosen, xt, cache.fresh_token_fraction())
+    assert runs[True][0] == runs[False][0]
+    assert runs[True][2] == runs[False][2] > 0
+    torch.testing.assert_close(runs[True][1], runs[False][1], rtol=1e-4, atol=1e-4)

@@ -139,3 +139,38 @@ def test_flux_refuses_attention_score_and_double_enable():
         DuCaCache(model, "toca", score="attention")
     with DuCaCache(model, "duca"), pytest.raises(VislearnError, match="another DuCaCache"):
         DuCaCache(model, "duca")
+
+
+def test_flux_cached_calls_dispatch_few_ops_and_never_read_the_host():
+    """A conservative FLUX call dispatches <= 0.6x the ops of a plain one; no cached call
+    reads a tensor value on the host (no aten::item / _local_scalar_dense)."""
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if not func.is_view and func.name() not in ("aten::detach", "aten::lift_fresh"):
+                Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    def ops(fn) -> int:
+        Count.n = 0
+        with torch.no_grad(), Count():
+            fn()
+        return Count.n
+
+    model = tiny_flux(double=4, single=8)
+    x, *rest = flux_inputs()
+    full = ops(lambda: flux_call(model, x, 0.9, *rest))
+    seen = {}
+    with torch.no_grad(), DuCaCache(model, "duca", num_steps=3, fresh_ratio=0.3) as cache:
+        for run in range(2):
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for t in (0.9, 0.8, 0.7):
+                    n = ops(lambda t=t: flux_call(model, x, t, *rest))
+                    seen[cache.state.types[0]] = n
+            names = {e.name for e in prof.events()}
+            assert not names & {"aten::item", "aten::_local_scalar_dense"}, run
+    assert seen[C] <= 0.6 * full and seen[A] < seen[C], (seen, full)

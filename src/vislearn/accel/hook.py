@@ -71,6 +71,7 @@ class BlockHooks:
     ) -> None:
         self.config = config
         self.compiled = compiled  # compile=True: the compiled block paths
+        self.plan_ahead = True  # False: choose tokens call by call (reference path, tests)
         self.ff_weights: list[tuple | None] = [None] * len(blocks)
         self.owner = owner  # the DuCaCache these hooks belong to
         self.policy = config.policy
@@ -306,8 +307,10 @@ class BlockHooks:
         """After a call in which blocks were computed fully: choose their tokens for the cycle."""
         st = self.state
         st.sel = {k: v for k, v in st.sel.items() if k[0] > st.step}
-        if self.policy.method in ("toca", "duca"):
+        if self.plan_ahead and self.policy.method in ("toca", "duca"):
             plan_cycle(self.config, st, list(st.refreshed), h.shape[1], h.shape[0], h.device)
+        for i in st.refreshed if not self.plan_ahead else ():
+            st.blocks[i].planned = False
         st.refreshed.clear()
 
     def select(self, i: int, bc: BlockCache, module: str, h: torch.Tensor) -> torch.Tensor:
