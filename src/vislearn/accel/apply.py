@@ -115,7 +115,8 @@ class DuCaCache:
     ...     images = pipe(...).images    # any scheduler; one model call per step
 
     Args:
-        model: the transformer (``DiTTransformer2DModel``, ``PixArtTransformer2DModel``, ...).
+        model: the transformer (``DiTTransformer2DModel``, ``PixArtTransformer2DModel``, ...;
+            ``FluxTransformer2DModel`` through :mod:`vislearn.accel.flux`).
         policy: a preset name (:data:`vislearn.accel.schedule.PRESETS`) or a
             :class:`CachePolicy`; ``**overrides`` replace its fields (``interval=5``, ...).
         num_steps: model calls per run (needed by the ``*_dit`` presets and the ``toca`` ratio
