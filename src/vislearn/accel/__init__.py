@@ -1,6 +1,7 @@
 """Training-free feature caching for diffusion transformers (DuCa, ToCa, FORA).
 
-Attached from outside to a diffusers transformer, nothing forked::
+Attached from outside to a diffusers transformer (DiT, PixArt: ``BasicTransformerBlock``;
+FLUX.1: ``FluxTransformer2DModel``, :mod:`vislearn.accel.flux`), nothing forked::
 
     from vislearn.accel import DuCaCache
 
@@ -14,7 +15,9 @@ scores), the cache laid out like diffusers' hooks -- :mod:`vislearn.accel.config
 :mod:`vislearn.accel.state` (per-run state), :mod:`vislearn.accel.hook` (the block hooks),
 :mod:`vislearn.accel.apply` (:class:`DuCaCache`, :func:`find_blocks`) --
 :mod:`vislearn.accel.metrics` (FLOPs, PSNR, relative L2), :mod:`vislearn.accel.sampling`
-(checkpoint loading, a CFG sampler). Names are
+(checkpoint loading, a CFG sampler), :mod:`vislearn.accel.modulation` (adaLN of all blocks at
+once), :mod:`vislearn.accel.refresh` (token choice for a whole cycle),
+:mod:`vislearn.accel.compiled` (``compile=True``). Names are
 imported lazily, so ``import vislearn.accel`` imports neither torch nor diffusers.
 """
 

@@ -25,9 +25,11 @@ Choices where the notes leave room (to be copied into ``docs/RESULTS.md``):
   chosen ones (``cache_cutfresh``).
 * The final hidden state is cached at full, conservative and reuse steps (the released code
   stores it after every pass of the last block). If a non-full step finds no cache for a block,
-  that block computes fully; calls beyond ``num_steps`` are full; cached tensors are detached
-  (inference only). ``torch.compile`` was not tried: the step type is a Python decision per
-  call, so compile submodules (attention, feed-forward) rather than the whole model.
+  that block computes fully; after ``num_steps`` calls (or the scheduler's number of
+  timesteps) the next call starts a new run; cached tensors are detached (inference only).
+* No call reads a device tensor on the host (no sync, nothing that blocks graph capture): runs
+  are delimited by ``reset``, call counting (``num_steps`` / ``scheduler``), a new
+  ``scheduler.timesteps`` or a new input shape; see :mod:`vislearn.accel.state`.
 """
 
 from __future__ import annotations
@@ -38,12 +40,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from vislearn.accel.compiled import CompiledPaths
 from vislearn.accel.config import (
     SUPPORTED_NORMS,
     CacheConfig,
     UnsupportedModelError,
     resolve_num_steps,
 )
+from vislearn.accel.flux import FluxBlockForward, FluxHooks, find_flux_blocks, is_flux
 from vislearn.accel.hook import BlockForward, BlockHooks
 from vislearn.accel.schedule import CachePolicy, StepType, count_step_types, get_policy
 from vislearn.accel.state import RunState, new_run
@@ -66,8 +70,8 @@ def find_blocks(model: nn.Module) -> list[nn.Module]:
     if not isinstance(blocks, nn.ModuleList) or len(blocks) == 0:
         raise UnsupportedModelError(
             f"{name} has no `transformer_blocks` ModuleList; DuCaCache supports "
-            "DiTTransformer2DModel, PixArtTransformer2DModel and other diffusers models whose "
-            "`transformer_blocks` are BasicTransformerBlock"
+            "DiTTransformer2DModel, PixArtTransformer2DModel, FluxTransformer2DModel and other "
+            "diffusers models whose `transformer_blocks` are BasicTransformerBlock"
         )
     for i, b in enumerate(blocks):
         where = f"{name}.transformer_blocks[{i}]"
@@ -97,6 +101,12 @@ def find_blocks(model: nn.Module) -> list[nn.Module]:
     return list(blocks)
 
 
+def _check_free(model: nn.Module) -> None:
+    for b in [*model.transformer_blocks, *model.single_transformer_blocks]:
+        if isinstance(vars(b).get("forward"), FluxBlockForward):
+            raise VislearnError("another DuCaCache is enabled on this model; disable it first")
+
+
 class DuCaCache:
     """Training-free DuCa / ToCa / FORA caching for a diffusers transformer.
 
@@ -105,12 +115,18 @@ class DuCaCache:
     ...     images = pipe(...).images    # any scheduler; one model call per step
 
     Args:
-        model: the transformer (``DiTTransformer2DModel``, ``PixArtTransformer2DModel``, ...).
+        model: the transformer (``DiTTransformer2DModel``, ``PixArtTransformer2DModel``, ...;
+            ``FluxTransformer2DModel`` through :mod:`vislearn.accel.flux`).
         policy: a preset name (:data:`vislearn.accel.schedule.PRESETS`) or a
             :class:`CachePolicy`; ``**overrides`` replace its fields (``interval=5``, ...).
         num_steps: model calls per run (needed by the ``*_dit`` presets and the ``toca`` ratio
-            schedule); alternatively ``scheduler``, whose ``timesteps`` length is read at the
-            start of every run.
+            schedule); better ``scheduler``, whose ``timesteps`` length (one model call per
+            entry: 2 N - 1 for a Heun run of N steps) is read at the start of every run and
+            takes precedence.
+        compile: run the conservative and reuse block paths through ``torch.compile``
+            (:mod:`vislearn.accel.compiled`; ``compile_mode`` defaults to
+            ``"reduce-overhead"``, i.e. CUDA graphs, on CUDA and ``"default"`` elsewhere;
+            ``compile_backend`` is passed on). The first calls of each step type compile.
     """
 
     def __init__(
@@ -120,16 +136,28 @@ class DuCaCache:
         *,
         num_steps: int | None = None,
         scheduler: Any = None,
+        compile: bool = False,
+        compile_mode: str | None = None,
+        compile_backend: str = "inductor",
         **overrides: Any,
     ) -> None:
         self.policy: CachePolicy = get_policy(policy, **overrides)
         self.model = model
-        self.blocks = find_blocks(model)
-        self.depth = len(self.blocks)
         self.num_steps = num_steps
         self.scheduler = scheduler
-        self.config = CacheConfig.build(self.policy, self.blocks)
-        self.hooks = BlockHooks(self.config, self.blocks, owner=self)
+        self.hooks: BlockHooks | FluxHooks
+        if is_flux(model):
+            _check_free(model)
+            double, single = find_flux_blocks(model)
+            self.blocks = double + single
+            self.config = CacheConfig.build(self.policy, self.blocks)
+            self.hooks = FluxHooks(self.config, double, single, owner=self)
+        else:
+            self.blocks = find_blocks(model)
+            self.config = CacheConfig.build(self.policy, self.blocks)
+            compiled = CompiledPaths(compile_mode, compile_backend) if compile else None
+            self.hooks = BlockHooks(self.config, self.blocks, owner=self, compiled=compiled)
+        self.depth = len(self.blocks)
         self._pre_handle: Any = None
         self._enabled = False
         self.total_counts: dict[str, int] = count_step_types([])
@@ -165,7 +193,11 @@ class DuCaCache:
         other = _ACTIVE.get(self.model)
         if other is not None and other is not self:
             raise VislearnError("another DuCaCache is enabled on this model; disable it first")
-        find_blocks(self.model)  # re-check (e.g. a hook added since construction)
+        if is_flux(self.model):  # re-check (e.g. a hook added since construction)
+            _check_free(self.model)
+            find_flux_blocks(self.model)
+        else:
+            find_blocks(self.model)
         try:
             self._attach()
         except BaseException:
@@ -223,23 +255,45 @@ class DuCaCache:
         if not torch.is_tensor(x):
             raise VislearnError("DuCaCache: the model was called without hidden_states")
         t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
-        tval = None
-        if t is not None:
-            tval = float(torch.as_tensor(t).float().max())
         st = self.hooks.state
-        if (
-            st is None
-            or tuple(x.shape) != st.shape
-            or (tval is not None and st.last_timestep is not None and tval > st.last_timestep)
-        ):
-            st = self.hooks.state = new_run(
-                self.config, self.model, resolve_num_steps(self.num_steps, self.scheduler), x
-            )
-        st.last_timestep = tval
+        if st is None or self._new_run(st, x, t):
+            num_steps = resolve_num_steps(self.num_steps, self.scheduler)
+            st = self.hooks.state = new_run(self.config, self.model, num_steps, x)
+            st.timesteps = getattr(self.scheduler, "timesteps", None)
+            if self.policy.method != "none":
+                self.hooks.modulation.prepare()
+        if st.num_steps is None:
+            st.last_timestep = _host_timestep(t)
         st.step += 1
+        st.modulation = None
         t0, t_rest = st.planner.next()
         if st.final is None:  # nothing cached yet: compute
             t0 = t_rest = StepType.FULL
         st.types = (t0, t_rest)
         st.history.append(t0)
         self.total_counts[t0.value] += 1
+
+    def _new_run(self, st: RunState, x: torch.Tensor, t: Any) -> bool:
+        """Whether this call starts a new run; reads no device tensor (no host sync)."""
+        if tuple(x.shape) != st.shape:
+            return True
+        if st.num_steps is not None:
+            return st.step + 1 >= st.num_steps
+        if self.scheduler is not None and getattr(self.scheduler, "timesteps", None) is not (
+            st.timesteps
+        ):
+            return True
+        tval = _host_timestep(t)
+        return tval is not None and st.last_timestep is not None and tval > st.last_timestep
+
+
+def _host_timestep(t: Any) -> float | None:
+    """The largest timestep if it is held on the host (a number, or a CPU tensor), else None:
+    a device tensor is never read (that would be a host sync)."""
+    if t is None:
+        return None
+    if isinstance(t, int | float):
+        return float(t)
+    if torch.is_tensor(t) and t.device.type == "cpu":
+        return float(t.float().max()) if t.numel() else None
+    return None

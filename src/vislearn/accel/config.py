@@ -63,7 +63,10 @@ class CacheConfig:
         p = policy
         score_source = tuple(
             "cross"
-            if (b.attn2 is not None and getattr(b.attn2, "is_cross_attention", False))
+            if (
+                getattr(b, "attn2", None) is not None
+                and getattr(b.attn2, "is_cross_attention", False)
+            )
             else "self"
             for b in blocks
         )
@@ -76,9 +79,10 @@ class CacheConfig:
 
 
 def resolve_num_steps(num_steps: int | None, scheduler: Any) -> int | None:
-    """Model calls per run: ``num_steps`` if given, else the length of ``scheduler.timesteps``
-    (read at the start of every run), else ``None``."""
-    if num_steps is not None:
-        return int(num_steps)
+    """Model calls per run: the length of ``scheduler.timesteps`` when a scheduler with
+    timesteps is given (read at the start of every run: one model call per entry, so a Heun
+    run of N steps plans its 2 N - 1 calls), else ``num_steps``, else ``None``."""
     ts = getattr(scheduler, "timesteps", None)
-    return len(ts) if ts is not None else None
+    if ts is not None:
+        return len(ts)
+    return int(num_steps) if num_steps is not None else None

@@ -9,13 +9,14 @@ What a block does at each step type (DiT: ``norm_type="ada_norm_zero"``, PixArt:
     in the block forward, after the module call), the attention processor stores the V-norms or
     attention maps the score needs, and the staleness counters are reset.
 ``conservative``
-    re-implemented here: the adaLN parameters are recomputed from the current timestep (and
-    class) -- for ``ada_norm_zero`` via ``norm1.emb`` / ``norm1.linear`` without normalising the
-    tokens, for ``ada_norm_single`` from ``scale_shift_table + timestep``; then
-    ``x += gate_msa * attn_cache``; the cross-attention (PixArt; not gated in diffusers) is
-    recomputed for the selected query rows only and scattered into its cache, or reused whole;
-    the MLP is recomputed for the selected tokens (``norm3``/``norm2``, shift/scale, ``ff``) and
-    scattered into its cache; ``x += gate_mlp * mlp_cache``.
+    re-implemented here: the adaLN parameters of every block are computed once per call from
+    the current timestep (and class) (:mod:`vislearn.accel.modulation`: one embedding, one
+    stacked matmul); then ``x += gate_msa * attn_cache`` (one fused ``addcmul``); the
+    cross-attention (PixArt; not gated in diffusers) is recomputed for the selected query rows
+    only and scattered into its cache, or reused whole; the MLP is recomputed for the selected
+    tokens (``norm3``/``norm2``, shift/scale, ``ff``) and scattered into its cache;
+    ``x += gate_mlp * mlp_cache``. The selected tokens were chosen for the whole cycle at the
+    last full step (:mod:`vislearn.accel.refresh`), so a conservative block only reads them.
 ``reuse`` (FORA)
     as conservative with nothing recomputed.
 ``aggressive``
@@ -32,12 +33,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from vislearn.accel.compiled import CompiledPaths, ff_weights
 from vislearn.accel.config import REPLACEABLE_PROCESSORS, CacheConfig, UnsupportedModelError
+from vislearn.accel.modulation import Modulation
 from vislearn.accel.processor import CachingAttnProcessor
+from vislearn.accel.refresh import plan_cycle
 from vislearn.accel.schedule import StepType, fresh_ratio
 from vislearn.accel.selection import (
     attention_column_score,
-    cfg_average,
+    cfg_mix,
     cross_attention_entropy_score,
     random_score,
     select_tokens,
@@ -58,8 +62,17 @@ class BlockHooks:
     :class:`~vislearn.accel.apply.DuCaCache`).
     """
 
-    def __init__(self, config: CacheConfig, blocks: list[nn.Module], owner: Any = None) -> None:
+    def __init__(
+        self,
+        config: CacheConfig,
+        blocks: list[nn.Module],
+        owner: Any = None,
+        compiled: CompiledPaths | None = None,
+    ) -> None:
         self.config = config
+        self.compiled = compiled  # compile=True: the compiled block paths
+        self.plan_ahead = True  # False: choose tokens call by call (reference path, tests)
+        self.ff_weights: list[tuple | None] = [None] * len(blocks)
         self.owner = owner  # the DuCaCache these hooks belong to
         self.policy = config.policy
         self.blocks = blocks
@@ -70,9 +83,13 @@ class BlockHooks:
         self.procs: dict[tuple[int, str], CachingAttnProcessor] = {}
         self.capture: list[dict[str, torch.Tensor | None]] = []
         self.capturing = False
+        self.modulation = Modulation(blocks)
 
     def attach(self) -> None:
         """Register the capture hooks, swap in the recording processors, wrap the forwards."""
+        self.modulation.check()
+        if self.compiled is not None:
+            self.ff_weights = [ff_weights(b) for b in self.blocks]
         self.capture = [{} for _ in self.blocks]
         for i, block in enumerate(self.blocks):
             for name in ("attn1", "attn2", "ff"):
@@ -139,6 +156,12 @@ class BlockHooks:
             out = self.partial(block, i, bc, t, hidden_states, **kw)
         if i == self.depth - 1:
             st.final = out.detach()
+            if self.compiled is not None and self.compiled.mode_for(out.device) == (
+                "reduce-overhead"
+            ):
+                st.final = st.final.clone()  # out of the CUDA graph pool
+            if st.refreshed:
+                self.refresh(out)
         return out
 
     def full(self, block, i: int, bc: BlockCache, h: torch.Tensor, kw: dict) -> torch.Tensor:
@@ -172,6 +195,8 @@ class BlockHooks:
                 bc.attn_cols, p1.probs = p1.probs.sum(dim=1), None
         bc.stale.clear()
         bc.indices.clear()
+        if self.state is not None:
+            self.state.refreshed.append(i)
         return out
 
     def partial(
@@ -193,11 +218,27 @@ class BlockHooks:
         cak = dict(cross_attention_kwargs or {})
         if cak.pop("gligen", None) is not None:
             raise VislearnError("DuCaCache does not support GLIGEN inputs")
-        gate_msa, shift_mlp, scale_mlp, gate_mlp = _modulation(block, h, timestep, class_labels)
+        st = self.state
+        if st.modulation is None:  # every block's adaLN parameters, once per call
+            st.modulation = self.modulation(h, timestep, class_labels)
+        gate_msa, shift_mlp, scale_mlp, gate_mlp = st.modulation[i]
         conservative = t is StepType.CONSERVATIVE
+        w = self.ff_weights[i]
+        if w is not None and bc.xattn is None and gate_msa is not None:  # compile=True
+            h = h if h.is_contiguous() else h.contiguous()
+            if conservative:
+                _, rows = self.indices(i, bc, "mlp", h)
+                if rows.numel():
+                    h, bc.mlp = self.compiled.conservative(
+                        h, gate_msa, bc.attn, rows, shift_mlp, scale_mlp, gate_mlp, bc.mlp, w
+                    )
+                    return h
+            return self.compiled.reuse(h, gate_msa, bc.attn, gate_mlp, bc.mlp)
 
-        # self-attention: always reused whole, re-gated with the current gate
-        h = _gated(gate_msa, bc.attn) + h
+        # self-attention: always reused whole, re-gated with the current gate. The patch
+        # embedding leaves the tokens channel-major: one copy here keeps every later block's
+        # row gathers free of copies.
+        h = _gated_add(h if h.is_contiguous() else h.contiguous(), gate_msa, bc.attn)
         if h.ndim == 4:
             h = h.squeeze(1)
 
@@ -209,7 +250,7 @@ class BlockHooks:
                 and encoder_hidden_states is not None
                 and self.config.score_source[i] == "cross"
             ):
-                idx = self.select(i, bc, "cross_attn", h)
+                idx, _ = self.indices(i, bc, "cross_attn", h)
                 if idx.shape[1]:
                     tok = _gather(h, idx)
                     if block.norm_type != "ada_norm_single":
@@ -235,17 +276,46 @@ class BlockHooks:
 
         # feed-forward
         if conservative:
-            idx = self.select(i, bc, "mlp", h)
-            if idx.shape[1]:
-                tok = _gather(h, idx)
-                _scatter_(bc.mlp, idx, block.ff(_mlp_input(block, tok, shift_mlp, scale_mlp)))
-        h = _gated(gate_mlp, bc.mlp) + h
+            _, rows = self.indices(i, bc, "mlp", h)
+            if rows.numel():
+                c = h.shape[-1]
+                tok = h.reshape(-1, c).index_select(0, rows)
+                out = _mlp_rows(block, tok.view(-1, h.shape[0], c), shift_mlp, scale_mlp)
+                bc.mlp.view(-1, c).index_copy_(0, rows, out.to(bc.mlp.dtype))
+        h = _gated_add(h, gate_mlp, bc.mlp)
         if h.ndim == 4:
             h = h.squeeze(1)
         return h
 
+    def indices(self, i: int, bc: BlockCache, module: str, h: torch.Tensor):
+        """The fresh tokens of ``module`` in this call, ``(B, k)`` token indices and ``(k B,)``
+        row indices into the flattened ``(B N, C)`` hidden states: chosen at the last refresh
+        (:func:`~vislearn.accel.refresh.plan_cycle`), else now (:meth:`select`)."""
+        st = self.state
+        sel = st.sel.get((st.step, i, module)) if bc.planned else None
+        if sel is None:
+            idx = self.select(i, bc, module, h)
+            b, n = h.shape[0], h.shape[1]
+            offs = torch.arange(b, device=h.device).mul_(n).view(b, 1)
+            return idx, (idx + offs).t().reshape(-1)
+        st.fresh_tokens += sel[0].shape[1]
+        st.partial_tokens += h.shape[1]
+        bc.indices[module] = sel[0]
+        return sel
+
+    def refresh(self, h: torch.Tensor) -> None:
+        """After a call in which blocks were computed fully: choose their tokens for the cycle."""
+        st = self.state
+        st.sel = {k: v for k, v in st.sel.items() if k[0] > st.step}
+        if self.plan_ahead and self.policy.method in ("toca", "duca"):
+            plan_cycle(self.config, st, list(st.refreshed), h.shape[1], h.shape[0], h.device)
+        for i in st.refreshed if not self.plan_ahead else ():
+            st.blocks[i].planned = False
+        st.refreshed.clear()
+
     def select(self, i: int, bc: BlockCache, module: str, h: torch.Tensor) -> torch.Tensor:
-        """Indices ``(B, k)`` of the tokens ``module`` recomputes; updates staleness."""
+        """Indices ``(B, k)`` of the tokens ``module`` recomputes, chosen in this call;
+        updates staleness."""
         st, p = self.state, self.policy
         b, n, _ = h.shape
         r = fresh_ratio(p, st.step, st.num_steps, i, self.depth, module)
@@ -276,12 +346,12 @@ class BlockHooks:
         if score == "random":
             return random_score(b, n, st.cfg, st.generator, device)
         if score in ("vnorm", "vnorm_high"):
-            v = cfg_average(bc.vnorm) if st.cfg else bc.vnorm
+            v = cfg_mix(bc.vnorm, st.cfg)
             return vnorm_score(v, high=score == "vnorm_high").to(device)
         if self.config.score_source[i] == "cross":
-            probs = cfg_average(bc.xattn_probs) if st.cfg else bc.xattn_probs
+            probs = cfg_mix(bc.xattn_probs, st.cfg)
             return cross_attention_entropy_score(probs).to(device)
-        cols = cfg_average(bc.attn_cols) if st.cfg else bc.attn_cols
+        cols = cfg_mix(bc.attn_cols, st.cfg)
         return attention_column_score(cols).to(device)
 
 
@@ -324,34 +394,24 @@ class BlockForward:
 
 
 # ---------------------------------------------------------------------- block helpers
-def _modulation(block, h: torch.Tensor, timestep, class_labels):
-    """``(gate_msa, shift_mlp, scale_mlp, gate_mlp)`` broadcastable to ``(B, N, C)``, computed
-    as diffusers' block forward does, without normalising the tokens."""
+def _mlp_rows(block, tok: torch.Tensor, shift, scale1) -> torch.Tensor:
+    """The block's feed-forward on gathered tokens laid out ``(k, B, C)`` (``shift``,
+    ``scale1 = 1 + scale``: ``(B, 1, C)``), returned as ``(k B, C)`` rows."""
     nt = block.norm_type
-    if nt == "ada_norm_zero":
-        n1 = block.norm1
-        emb = n1.linear(n1.silu(n1.emb(timestep, class_labels, hidden_dtype=h.dtype)))
-        _, _, gate_msa, shift_mlp, scale_mlp, gate_mlp = emb.chunk(6, dim=1)
-        return gate_msa.unsqueeze(1), shift_mlp[:, None], scale_mlp[:, None], gate_mlp.unsqueeze(1)
-    if nt == "ada_norm_single":
-        b = h.shape[0]
-        params = block.scale_shift_table[None] + timestep.reshape(b, 6, -1)
-        _, _, gate_msa, shift_mlp, scale_mlp, gate_mlp = params.chunk(6, dim=1)
-        return gate_msa, shift_mlp, scale_mlp, gate_mlp
-    return None, None, None, None
+    if nt in ("ada_norm_zero", "ada_norm_single"):
+        # (1, B, C) views whose leading stride is the largest: the addcmul output is laid out
+        # like ``tok`` (a transposed view would make it non-contiguous, and ``ff`` copy it)
+        shift, scale1 = shift[:, 0].unsqueeze(0), scale1[:, 0].unsqueeze(0)
+        normed = block.norm3(tok) if nt == "ada_norm_zero" else block.norm2(tok)
+        x = torch.addcmul(shift, normed, scale1)
+    else:
+        x = block.norm3(tok)
+    return block.ff(x.reshape(-1, x.shape[-1]))
 
 
-def _mlp_input(block, tok: torch.Tensor, shift, scale) -> torch.Tensor:
-    nt = block.norm_type
-    if nt == "ada_norm_zero":
-        return block.norm3(tok) * (1 + scale) + shift
-    if nt == "ada_norm_single":
-        return block.norm2(tok) * (1 + scale) + shift
-    return block.norm3(tok)
-
-
-def _gated(gate: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-    return x if gate is None else gate * x
+def _gated_add(h: torch.Tensor, gate: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """``h + gate * x`` as one fused op (``h + x`` without a gate)."""
+    return h + x if gate is None else torch.addcmul(h, gate, x)
 
 
 def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

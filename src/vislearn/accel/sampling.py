@@ -6,6 +6,7 @@ sampling loop or pipeline.
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ SCHEDULERS = {
     "euler": "EulerDiscreteScheduler",
     "dpm": "DPMSolverMultistepScheduler",
     "ddpm": "DDPMScheduler",
+    "heun": "HeunDiscreteScheduler",  # two model calls per step (2 N - 1 in all)
 }
 
 
@@ -77,7 +79,10 @@ def load_transformer(
 
 def make_scheduler(name: str, model_path: str | Path | None = None) -> Any:
     """A diffusers scheduler by short name; a ``scheduler/`` folder next to the transformer
-    provides its training configuration (betas, prediction type)."""
+    provides its training configuration (betas, prediction type). Without one, the default
+    configuration with 1000 training steps and ``clip_sample=False`` where the scheduler has
+    it (DDIM, DDPM): diffusers' default clips the predicted sample to [-1, 1], which is wrong
+    for latent DiTs."""
     if name not in SCHEDULERS:
         raise VislearnError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
     cls = getattr(_diffusers(), SCHEDULERS[name])
@@ -85,7 +90,10 @@ def make_scheduler(name: str, model_path: str | Path | None = None) -> Any:
         cfg = Path(model_path) / "scheduler" / "scheduler_config.json"
         if cfg.is_file():
             return cls.from_config(json.loads(cfg.read_text()))
-    return cls(num_train_timesteps=1000)
+    kwargs: dict[str, Any] = {"num_train_timesteps": 1000}
+    if "clip_sample" in inspect.signature(cls.__init__).parameters:
+        kwargs["clip_sample"] = False
+    return cls(**kwargs)
 
 
 @torch.no_grad()
@@ -103,7 +111,9 @@ def sample_class_conditional(
     The model input is ``[x, x]`` with labels ``[labels, null]`` (null = ``num_embeds_ada_norm``,
     the extra row of diffusers' label table), as in diffusers' ``DiTPipeline``; a learned-sigma
     output (``out_channels == 2 * in_channels``) is reduced to its epsilon part.
-    ``guidance_scale <= 1`` runs the conditional branch only. Returns the final latent/image.
+    ``guidance_scale <= 1`` runs the conditional branch only. The model is called once per
+    entry of ``scheduler.timesteps`` (twice per step with Heun). Returns the final
+    latent/image.
     """
     cfg = model.config
     device = next(model.parameters()).device

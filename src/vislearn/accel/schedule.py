@@ -39,9 +39,10 @@ Choices where the notes are unclear or the code is quirky (also in ``docs/RESULT
   code writes ``1 - w' + 2 w' s/n`` with ``w' = 0.2``), DuCa-PixArt a static interval.
 * The official code re-evaluates the step type in *every* block, after block 0 of a full step
   has already updated the interval. On DDIM-50, N=3 this turns steps 45 and 32 (code step) into
-  "block 0 full, blocks 1.. conservative / aggressive". The documented schedule (notes section
-  2.2: 20 F / 22 C / 8 A) takes the type of block 0; that is the default here.
-  ``layer_quirk=True`` reproduces the per-block behaviour of the released code.
+  "block 0 full, blocks 1.. conservative / aggressive". The documented schedule (20 F / 22 C /
+  8 A) takes the type of block 0 (``CachePolicy`` default, and what step counts report);
+  ``layer_quirk=True`` reproduces the per-block behaviour of the released code and is the
+  default of the ``duca_dit`` / ``toca_dit`` presets.
 * Fresh-ratio schedule ``"toca"`` (``fresh_ratio_scheduler``, branch ``'ToCa'``):
   ``r = fresh_ratio * (1 + ws - 2 ws s/num_steps) * (1 + wl - 2 wl l/(depth-1)) * module``
   with ``module = 1 + 0.6 wm`` for the MLP and ``1 - 0.4 wm`` for (cross-)attention, clamped to
@@ -50,6 +51,7 @@ Choices where the notes are unclear or the code is quirky (also in ``docs/RESULT
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from dataclasses import dataclass, fields, replace
 from enum import StrEnum
@@ -205,10 +207,11 @@ _PIXART = dict(
 )
 
 #: Named policies. ``duca_dit`` / ``toca_dit`` follow the released DiT-XL/2 code (DDIM-50,
-#: code step counts down, README: N=3, fresh_ratio 0.05, s4 bonus 0.8 (DuCa) / 0.6 (ToCa) on a
-#: 2x2 grid); ``duca_pixart`` / ``toca_pixart`` the released PixArt-alpha code (DPM-Solver++ 20,
-#: counts up, bonus 0.4 on 4x4; DuCa README fresh_ratio 0.75, ToCa: CLI default 0.30
-#: [UNVERIFIED: the ToCa PixArt README value was not read]). The official scores were
+#: code step counts down, README: N=3, fresh_ratio 0.05 (DuCa) / 0.07 (ToCa README, DDIM-50),
+#: s4 bonus 0.8 (DuCa) / 0.6 (ToCa) on a 2x2 grid, the released per-block step type
+#: ``layer_quirk=True``); ``duca_pixart`` / ``toca_pixart`` the released PixArt-alpha code
+#: (DPM-Solver++ 20, counts up, bonus 0.4 on 4x4; DuCa README fresh_ratio 0.75, ToCa: CLI
+#: default 0.30 [UNVERIFIED: the ToCa PixArt README value was not read]). The official scores were
 #: ``attention`` (DiT/PixArt READMEs) and ``random`` (DiT ``sample_ddp.py``); the DuCa presets
 #: use V-norm here because it keeps fused attention, pass ``score=`` to change it. The generic
 #: ``duca`` / ``toca`` use the PixArt-style static modulo cycle with a constant ratio of 0.3
@@ -218,8 +221,16 @@ PRESETS: dict[str, CachePolicy] = {
     "fora": CachePolicy(method="fora", interval=3),
     "toca": CachePolicy(method="toca", interval=3, score="attention"),
     "duca": CachePolicy(method="duca", interval=3, score="vnorm"),
-    "duca_dit": CachePolicy(method="duca", score="vnorm", bonus_ratio=0.8, **_DIT),
-    "toca_dit": CachePolicy(method="toca", score="attention", bonus_ratio=0.6, **_DIT),
+    "duca_dit": CachePolicy(
+        method="duca", score="vnorm", bonus_ratio=0.8, layer_quirk=True, **_DIT
+    ),
+    "toca_dit": CachePolicy(
+        method="toca",
+        score="attention",
+        bonus_ratio=0.6,
+        layer_quirk=True,
+        **{**_DIT, "fresh_ratio": 0.07},
+    ),
     "duca_pixart": CachePolicy(method="duca", score="vnorm", fresh_ratio=0.75, **_PIXART),
     "toca_pixart": CachePolicy(
         method="toca", score="attention", fresh_ratio=0.3, interval_weight=-0.2, **_PIXART
@@ -307,6 +318,21 @@ class StepPlanner:
             if p.layer_quirk and not first:
                 t_rest = _classify(s, self.interval, False)
         return _map_method(p.method, t0), _map_method(p.method, t_rest)
+
+    def upcoming(self, group: int) -> list[tuple[int, StepType]]:
+        """``(call, type)`` of the coming calls for block 0 (``group=0``) or the other blocks
+        (``group=1``), up to and without their next full call (or the end of the run); the
+        planner itself does not move."""
+        ahead = copy.copy(self)
+        out: list[tuple[int, StepType]] = []
+        cap = self.i + 100_000  # without num_steps a full call comes every `interval` calls
+        while ahead.i < cap and (self.num_steps is None or ahead.i < self.num_steps):
+            call = ahead.i
+            t = ahead.next()[group]
+            if t is StepType.FULL:
+                break
+            out.append((call, t))
+        return out
 
 
 def _map_method(method: str, t: StepType) -> StepType:

@@ -10,7 +10,12 @@ Classifier-free guidance: with ``cfg=True`` the score inputs of the two batch ha
 averaged (V-norms, attention column sums, cross-attention maps, as the released PixArt code
 does) and the top-k of the first half is used for both halves, so cond and uncond rows always
 pick the same tokens (the released DiT code does this for ``random`` only; here it holds for
-every score).
+every score). ``cfg`` may be a 0-d bool tensor (``cfg="auto"``, decided on the device): then
+both branches are computed and chosen with ``torch.where``, never read on the host, and the
+top-k runs over every row (rows with equal scores choose equal tokens).
+
+Every function takes a leading stack of blocks too (``(D, B, ...)`` with ``batch_dim=1``), so one
+call scores all blocks of a model at once.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import torch.nn.functional as F
 __all__ = [
     "attention_column_score",
     "cfg_average",
+    "cfg_mix",
     "cross_attention_entropy_score",
     "random_score",
     "select_tokens",
@@ -31,11 +37,26 @@ __all__ = [
 ]
 
 
-def cfg_average(t: torch.Tensor) -> torch.Tensor:
+def cfg_average(t: torch.Tensor, batch_dim: int = 0) -> torch.Tensor:
     """Mean of the two batch halves, repeated over both halves (same shape as ``t``)."""
-    half = t.shape[0] // 2
-    m = 0.5 * t[:half] + 0.5 * t[half:]
-    return torch.cat([m, m], dim=0)
+    a, b = t.chunk(2, dim=batch_dim)
+    m = 0.5 * a + 0.5 * b
+    return torch.cat([m, m], dim=batch_dim)
+
+
+def cfg_mix(
+    t: torch.Tensor, cfg: bool | torch.Tensor, batch_dim: int = 0, mode: str = "average"
+) -> torch.Tensor:
+    """``t`` with its batch halves made equal when ``cfg`` holds: their mean (``"average"``) or
+    the first half twice (``"first"``); ``cfg`` a bool or a 0-d bool tensor (no host read)."""
+    if cfg is False:
+        return t
+    if mode == "average":
+        mixed = cfg_average(t, batch_dim)
+    else:
+        first = t.narrow(batch_dim, 0, t.shape[batch_dim] // 2)
+        mixed = torch.cat([first, first], dim=batch_dim)
+    return mixed if cfg is True else torch.where(cfg, mixed, t)
 
 
 def vnorm_score(vnorm: torch.Tensor, high: bool = False) -> torch.Tensor:
@@ -44,7 +65,7 @@ def vnorm_score(vnorm: torch.Tensor, high: bool = False) -> torch.Tensor:
     ``high=False`` is the released code, ``normalize(sum_h(1 - |v_h|))``: tokens with a *small*
     value norm score high. ``high=True`` is the other reading, ``normalize(sum_h |v_h|)``.
     """
-    s = vnorm.sum(dim=1) if high else (1 - vnorm).sum(dim=1)
+    s = vnorm.sum(dim=-2) if high else (1 - vnorm).sum(dim=-2)
     return F.normalize(s.float(), p=2, dim=-1)
 
 
@@ -63,12 +84,17 @@ def cross_attention_entropy_score(probs: torch.Tensor) -> torch.Tensor:
 
 
 def random_score(
-    batch: int, tokens: int, cfg: bool, generator: torch.Generator | None, device: torch.device
+    batch: int,
+    tokens: int,
+    cfg: bool | torch.Tensor,
+    generator: torch.Generator | None,
+    device: torch.device,
+    lead: tuple[int, ...] = (),
 ) -> torch.Tensor:
-    """Uniform random scores; with ``cfg`` one draw for the first half, copied to the second."""
-    rows = batch // 2 if cfg else batch
-    s = torch.rand(rows, tokens, generator=generator, device=device)
-    return torch.cat([s, s], dim=0) if cfg else s
+    """Uniform random scores ``(*lead, batch, tokens)``; with ``cfg`` the first half's draw is
+    copied to the second."""
+    s = torch.rand(*lead, batch, tokens, generator=generator, device=device)
+    return cfg_mix(s, cfg, batch_dim=len(lead), mode="first")
 
 
 _warned_grid: set[tuple] = set()
@@ -85,6 +111,8 @@ def spatial_bonus(
     """
     if bonus == 0 or size <= 1:
         return score
+    lead = score.shape[:-1]
+    score = score.reshape(-1, score.shape[-1])
     b, n = score.shape
     if grid is None:
         side = int(round(n**0.5))
@@ -99,20 +127,21 @@ def spatial_bonus(
                 "the spatial bonus (s4) is skipped",
                 stacklevel=2,
             )
-        return score
+        return score.view(*lead, n)
     patches = score.view(b, h // size, size, w // size, size).permute(0, 1, 3, 2, 4)
     patches = patches.reshape(b, -1, size * size)
     best = patches.argmax(dim=-1, keepdim=True)
     boost = torch.zeros_like(patches).scatter_(-1, best, 1.0)
     patches = patches * (1 + bonus * boost)
     out = patches.view(b, h // size, w // size, size, size).permute(0, 1, 3, 2, 4)
-    return out.reshape(b, n)
+    return out.reshape(*lead, n)
 
 
-def select_tokens(score: torch.Tensor, k: int, cfg: bool) -> torch.Tensor:
-    """Indices ``(B, k)`` of the ``k`` highest scores per row; with ``cfg`` the first half's
-    choice is used for both halves."""
-    if cfg:
+def select_tokens(score: torch.Tensor, k: int, cfg: bool | torch.Tensor) -> torch.Tensor:
+    """Indices ``(B, k)`` of the ``k`` highest scores per row; with ``cfg=True`` the first
+    half's choice is used for both halves (with a tensor ``cfg`` the scores are expected to be
+    mixed already, :func:`cfg_mix`, and every row chooses for itself)."""
+    if cfg is True:
         half = score.shape[0] // 2
         idx = score[:half].topk(k, dim=-1).indices
         return torch.cat([idx, idx], dim=0)

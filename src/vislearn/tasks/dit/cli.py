@@ -34,7 +34,7 @@ def _cache_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fresh-ratio", type=float, help="fraction of tokens recomputed")
     p.add_argument("--steps", type=int, help="sampling steps (default 50)")
     p.add_argument("--cfg", type=float, help="guidance scale (<= 1: no CFG)")
-    p.add_argument("--scheduler", help="ddim, euler, dpm, ddpm (default ddim)")
+    p.add_argument("--scheduler", help="ddim, euler, dpm, ddpm, heun (default ddim)")
     p.add_argument("--n", type=int, help="number of images (default 16)")
     p.add_argument("--classes", help="comma-separated class ids (default: 0, 1, ... cycled)")
     p.add_argument("--seed", type=int)
@@ -128,7 +128,10 @@ def _setup(a: argparse.Namespace):
         ids = list(range(n_classes))
     labels = torch.tensor([ids[i % len(ids)] for i in range(a.n)])
     scheduler = make_scheduler(a.scheduler, Path(a.model))
-    cache = DuCaCache(model, a.cache, num_steps=a.steps, **_policy_overrides(a))
+    # planned by model calls: the scheduler's timesteps (Heun calls the model twice per step)
+    cache = DuCaCache(
+        model, a.cache, num_steps=a.steps, scheduler=scheduler, **_policy_overrides(a)
+    )
     gen = torch.Generator(device=a.device).manual_seed(a.seed)
     noise = torch.randn(
         a.n, cfg.in_channels, cfg.sample_size, cfg.sample_size, generator=gen, device=a.device
