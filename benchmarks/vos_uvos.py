@@ -116,6 +116,31 @@ def grid_of(cfg: dict, row: str) -> list:
     return [None]
 
 
+#: further paired comparisons (a - b per video): the block under the same clustering, the
+#: frozen features against the colour floor, the trained keys' attention against a random block
+PAIRS = (
+    ("kmeans_block", "kmeans_keys"),
+    ("kmeans_keys", "rgb_kmeans"),
+    ("no_block", "untrained_block"),
+)
+
+
+def paired(records: list[dict]) -> list[dict]:
+    """Bootstrap intervals of the per-video J&F differences of :data:`PAIRS`."""
+    import numpy as np
+
+    from vislearn.bench.stats import bootstrap_ci
+
+    per_video: dict[str, list] = {}
+    for rec in records:
+        per_video.setdefault(rec["name"], []).append(rec["metrics"]["per_video_jf"])
+    out = []
+    for a, b in PAIRS:
+        mean, ci = bootstrap_ci(np.mean(per_video[a], 0), paired=np.mean(per_video[b], 0))
+        out.append({"a": a, "b": b, "jf_diff": round(mean, 2), "ci95": [round(v, 2) for v in ci]})
+    return out
+
+
 def summarise(records: list[dict], dino_rec: dict, block_recs: list[dict]) -> list[dict]:
     """One row per method: J&F with a bootstrap interval over test videos (per-video scores
     averaged over seeds), the paired difference to ``ssl_uvos``, per-seed values."""
@@ -202,6 +227,7 @@ def main() -> None:
         "segment": cfg["segment"],
         "dino_result": dino_rec["metrics"],
         "block_results": [{"seed": r["seed"], **r["metrics"]} for r in block_recs],
+        "paired_differences": paired(records),
         "protocol": "J/F/J&F (x100) with the DAVIS-17 unsupervised matching (one Hungarian "
         "assignment per video on frame-mean (J+F)/2), strict: at most 20 proposals per video; "
         "jf_ci95: percentile bootstrap over the test videos (10,000 resamples) of per-video "
@@ -215,6 +241,8 @@ def main() -> None:
     for row in rows:
         diff = row.get("jf_diff", {})
         print(f"{row['name']:18s} J&F {row['jf']:6.2f} {row['jf_ci95']}  diff {diff}")
+    for d in settings["paired_differences"]:
+        print(f"{d['a']} - {d['b']}: {d['jf_diff']} {d['ci95']}")
     print(f"wrote {a.out}")
 
 

@@ -73,3 +73,5 @@ def test_block_and_eval_jobs_run_on_tiny_videos(bench, tmp_path):
     assert [r["name"] for r in rows] == list(jobs.ROWS)
     assert "jf_diff" not in rows[0] and rows[1]["jf_diff"]["baseline"] == "ssl_uvos"
     assert len(rows[1]["jf_diff"]["ci95"]) == 2
+    pairs = vos_uvos.paired(records)
+    assert [(d["a"], d["b"]) for d in pairs] == list(vos_uvos.PAIRS)
