@@ -58,6 +58,27 @@ def ff_weights(block: nn.Module) -> tuple | None:
     )
 
 
+def _recompute_rows(
+    h: torch.Tensor,
+    gate_msa: torch.Tensor,
+    attn: torch.Tensor,
+    rows: torch.Tensor,
+    shift: torch.Tensor,
+    scale1: torch.Tensor,
+    weights: tuple,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(h + gate_msa * attn, the MLP output of the selected token rows)`` of a conservative
+    block; ``rows``: flat ``(k B,)`` row indices."""
+    ln_w, ln_b, eps, w1, b1, w2, b2, approximate = weights
+    b, c = h.shape[0], h.shape[-1]
+    h = torch.addcmul(h, gate_msa, attn)
+    tok = h.reshape(-1, c).index_select(0, rows).view(-1, b, c)
+    x = F.layer_norm(tok, (c,), ln_w, ln_b, eps)
+    x = torch.addcmul(shift[:, 0].unsqueeze(0), x, scale1[:, 0].unsqueeze(0))
+    y = F.linear(F.gelu(F.linear(x.reshape(-1, c), w1, b1), approximate=approximate), w2, b2)
+    return h, y
+
+
 def conservative_block(
     h: torch.Tensor,
     gate_msa: torch.Tensor,
@@ -71,13 +92,8 @@ def conservative_block(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(hidden states, updated MLP cache)`` of a conservative block (see
     :meth:`vislearn.accel.hook.BlockHooks.partial`); ``rows``: flat ``(k B,)`` row indices."""
-    ln_w, ln_b, eps, w1, b1, w2, b2, approximate = weights
-    b, c = h.shape[0], h.shape[-1]
-    h = torch.addcmul(h, gate_msa, attn)
-    tok = h.reshape(-1, c).index_select(0, rows).view(-1, b, c)
-    x = F.layer_norm(tok, (c,), ln_w, ln_b, eps)
-    x = torch.addcmul(shift[:, 0].unsqueeze(0), x, scale1[:, 0].unsqueeze(0))
-    y = F.linear(F.gelu(F.linear(x.reshape(-1, c), w1, b1), approximate=approximate), w2, b2)
+    h, y = _recompute_rows(h, gate_msa, attn, rows, shift, scale1, weights)
+    c = h.shape[-1]
     mlp = mlp.reshape(-1, c).index_copy(0, rows, y.to(mlp.dtype)).view(mlp.shape)
     return torch.addcmul(h, gate_mlp, mlp), mlp
 
@@ -95,14 +111,8 @@ def conservative_block_(
 ) -> torch.Tensor:
     """:func:`conservative_block` updating the MLP cache in place (no copy of the cache; for
     modes without CUDA graphs, which would not replay a mutation of a non-static input)."""
-    ln_w, ln_b, eps, w1, b1, w2, b2, approximate = weights
-    b, c = h.shape[0], h.shape[-1]
-    h = torch.addcmul(h, gate_msa, attn)
-    tok = h.reshape(-1, c).index_select(0, rows).view(-1, b, c)
-    x = F.layer_norm(tok, (c,), ln_w, ln_b, eps)
-    x = torch.addcmul(shift[:, 0].unsqueeze(0), x, scale1[:, 0].unsqueeze(0))
-    y = F.linear(F.gelu(F.linear(x.reshape(-1, c), w1, b1), approximate=approximate), w2, b2)
-    mlp.view(-1, c).index_copy_(0, rows, y.to(mlp.dtype))
+    h, y = _recompute_rows(h, gate_msa, attn, rows, shift, scale1, weights)
+    mlp.view(-1, h.shape[-1]).index_copy_(0, rows, y.to(mlp.dtype))
     return torch.addcmul(h, gate_mlp, mlp)
 
 
