@@ -58,8 +58,6 @@ COLUMNS = {
         ("background var. share %", "background_var_share", None),
         ("biased probe top-1 %", "biased_probe_top1", None),
         ("motion var. share %", "motion_var_share", None),
-        ("background probe top-1 %", "background_probe_top1", None),
-        ("s/step", "s_per_step", None),
     ],
     "vos_uvos": [
         ("tuned parameter", "param", None),
