@@ -58,6 +58,7 @@ COLUMNS = {
         ("background var. share %", "background_var_share", None),
         ("biased probe top-1 %", "biased_probe_top1", None),
         ("motion var. share %", "motion_var_share", None),
+        ("photo probe top-1 %", "background_probe_top1", None),
     ],
     "vos_uvos": [
         ("tuned parameter", "param", None),
