@@ -69,6 +69,12 @@ DEFAULTS: dict[str, Any] = {
         "distractors": 0,
         "motion_speed": 2.0,
         "synthetic_seed": 0,
+        # "classes" (8 classes at one speed) or "appearance_swap" (continuous motion, two
+        # halves with different sprites, clip pairs across halves); see VideoDataModule
+        "motion_design": "classes",
+        # serve training clips with the ground-truth foreground as an extra channel (FAME
+        # with ground-truth masks, model.fame_masks: gt)
+        "mask_channel": False,
     },
     "trainer": {
         "max_epochs": 10,

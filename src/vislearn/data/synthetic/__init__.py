@@ -33,8 +33,9 @@ class, 2... = distractors); image coordinates are ``x`` to the right and ``y`` d
 positive rotation angle turns clockwise on screen.
 
 Modules: :mod:`.common` (seeding, checks), :mod:`.backgrounds`, :mod:`.sprites`,
-:mod:`.motion` (moving-sprite videos), :mod:`.clips` (clip data set, video folders) and
-:mod:`.scenes` (segmentation scenes); every public name is re-exported here.
+:mod:`.motion` (moving-sprite videos), :mod:`.swap` (appearance-swap videos: one trajectory
+and background rendered twice with different sprites), :mod:`.clips` (clip data set, video
+folders) and :mod:`.scenes` (segmentation scenes); every public name is re-exported here.
 """
 
 from vislearn.data.synthetic.backgrounds import (
@@ -61,11 +62,17 @@ from vislearn.data.synthetic.scenes import (
     synthetic_segmentation_sets,
 )
 from vislearn.data.synthetic.sprites import Sprites, composite, load_sprites, tint
+from vislearn.data.synthetic.swap import (
+    DIRECTION_CLASSES,
+    appearance_swap_videos,
+    direction_bin,
+)
 
 __all__ = [
     "DEFAULT_MOTION_CLASSES",
     "DEFAULT_PHOTO_DIR",
     "DEFAULT_PHOTOS",
+    "DIRECTION_CLASSES",
     "MOTION_CLASSES",
     "MotionClipDataset",
     "MotionVideos",
@@ -73,7 +80,9 @@ __all__ = [
     "SEG_TAXONOMIES",
     "SegScenes",
     "Sprites",
+    "appearance_swap_videos",
     "composite",
+    "direction_bin",
     "generated_background",
     "label_boundaries",
     "list_background_photos",

@@ -23,6 +23,7 @@ __all__ = [
     "generated_background",
     "list_background_photos",
     "load_backgrounds",
+    "random_crop",
 ]
 
 #: Where Debian's ``opencv-doc`` puts its sample photos and videos.
@@ -125,7 +126,7 @@ def generated_background(
     return (out * 255).round().to(torch.uint8)
 
 
-def _random_crop(photo: Tensor, size: int, rng: np.random.Generator) -> Tensor:
+def random_crop(photo: Tensor, size: int, rng: np.random.Generator) -> Tensor:
     """A random square crop (side 40-100% of the shorter side) resized to ``size``, maybe
     mirrored; ``photo`` is uint8 ``[C, S, S]``."""
     side = photo.shape[-1]
@@ -201,6 +202,6 @@ def load_backgrounds(
             images.append(img.round().clamp(0, 255).to(torch.uint8))
             labels.append(photos[j].name)
         else:
-            images.append(_random_crop(loaded[j], size, rng))
+            images.append(random_crop(loaded[j], size, rng))
             labels.append(f"{photos[j].name}#crop{i // len(photos)}")
     return torch.stack(images), labels

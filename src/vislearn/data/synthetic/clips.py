@@ -36,6 +36,18 @@ class MotionClipDataset(Dataset):
     ``two_clips=True`` gives two sub-clips at different starts (``[2, frames, C, H, W]``, as
     for contrastive training; the masks follow the same frames). Every motion class moves
     the same way throughout a clip, so a sub-clip keeps its label.
+
+    **Two-half videos** (``videos.settings["halves"] == 2``, the appearance-swap design of
+    :func:`~vislearn.data.synthetic.swap.appearance_swap_videos`): every clip lies inside one
+    half (a clip never spans the cut). ``two_clips`` takes one clip from each half (random
+    starts within the halves, the halves' order random), so the two clips share trajectory and
+    background, not appearance, and never a frame; ``"random"`` picks a random half,
+    ``"center"`` the centre of the first half, ``"uniform"`` alternates halves (uniform starts
+    within each). ``last_indices`` keeps the frame indices of the latest item.
+
+    ``mask_channel=True`` appends the item's foreground (mask > 0, as 0/255) to the clip as an
+    extra channel (``[..., C + 1, H, W]``): ground-truth masks that travel through the same
+    crops as the pixels (FAME with ground-truth masks).
     """
 
     def __init__(
@@ -50,6 +62,7 @@ class MotionClipDataset(Dataset):
         num_clips: int = 1,
         two_clips: bool = False,
         generator: torch.Generator | None = None,
+        mask_channel: bool = False,
     ) -> None:
         if target not in ("motion", "background"):
             raise VislearnError(f"unknown target {target!r}; use 'motion' or 'background'")
@@ -68,8 +81,41 @@ class MotionClipDataset(Dataset):
         self.stride, self.mode, self.generator = stride, mode, generator
         self.two_clips = two_clips
         self.num_clips = 2 if two_clips else num_clips
+        self.mask_channel = mask_channel
+        self.halves = int(videos.settings.get("halves", 1))
+        self.last_indices: Tensor | None = None
+        length = int(videos.clips.shape[1]) // self.halves
+        if self.halves > 1 and (self.frames - 1) * stride + 1 > length:
+            raise VislearnError(
+                f"clips of {self.frames} frames (stride {stride}) do not fit in a half of "
+                f"{length} frames"
+            )
         if self.sampled:
-            clip_indices(int(videos.clips.shape[1]), self.frames, stride, mode, self.num_clips)
+            clip_indices(length, self.frames, stride, mode, self.num_clips)
+
+    def indices(self, num_frames: int) -> Tensor:
+        """Frame indices ``[K, T]`` of one draw (see the class docstring)."""
+        if self.halves == 1:
+            mode = "random" if self.two_clips else self.mode
+            return clip_indices(
+                num_frames, self.frames, self.stride, mode, self.num_clips, self.two_clips,
+                self.generator,
+            )  # fmt: skip
+        length = num_frames // self.halves
+        g, t, s = self.generator, self.frames, self.stride
+        if self.two_clips:
+            order = torch.randperm(self.halves, generator=g)[:2]
+            starts = [clip_indices(length, t, s, "random", 1, False, g) for _ in order]
+            return torch.cat([i + int(h) * length for i, h in zip(starts, order, strict=True)])
+        if self.mode == "random":
+            h = int(torch.randint(0, self.halves, (1,), generator=g))
+            return clip_indices(length, t, s, "random", self.num_clips, False, g) + h * length
+        if self.mode == "center":
+            return clip_indices(length, t, s, "center", self.num_clips)
+        per_half = -(-self.num_clips // self.halves)
+        base = clip_indices(length, t, s, "uniform", per_half)
+        idx = [base[j // self.halves] + (j % self.halves) * length for j in range(self.num_clips)]
+        return torch.stack(idx)
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -78,21 +124,16 @@ class MotionClipDataset(Dataset):
         clip = self.videos.clips[index]
         masks = self.videos.masks[index]
         if self.sampled:
-            mode = "random" if self.two_clips else self.mode
-            idx = clip_indices(
-                clip.shape[0],
-                self.frames,
-                self.stride,
-                mode,
-                self.num_clips,
-                self.two_clips,
-                self.generator,
-            )
+            idx = self.indices(int(clip.shape[0]))
+            self.last_indices = idx
             clip, masks = clip[idx], masks[idx]
             if self.num_clips == 1:
                 clip, masks = clip[0], masks[0]
         else:
             clip, masks = clip.clone(), masks.clone()
+        if self.mask_channel:
+            fg = (masks > 0).to(torch.uint8).mul(255).unsqueeze(-3)
+            clip = torch.cat([clip, fg], -3)
         if self.transform is not None:
             clip = self.transform(clip)
         label = int(self.labels[index])

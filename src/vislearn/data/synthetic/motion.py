@@ -152,7 +152,11 @@ class MotionVideos:
         centers: float ``[N, T, K, 2]`` object centres (x, y) in pixels; ``angles``,
             ``sides``: ``[N, T, K]`` rotation (radians, clockwise) and side length.
         sprite_labels: int64 ``[N, K]`` Fashion-MNIST class of each object.
-        settings: the arguments that made the set.
+        settings: the arguments that made the set (``settings["halves"] == 2``: every video
+            is two halves of ``settings["half_frames"]`` frames, see
+            :func:`~vislearn.data.synthetic.swap.appearance_swap_videos`).
+        motion: float ``[N, 4]`` continuous motion parameters (direction in radians, speed
+            in px/frame, rotation in rad/frame, log-scale rate per frame) or ``None``.
     """
 
     clips: Tensor
@@ -166,12 +170,13 @@ class MotionVideos:
     sides: Tensor
     sprite_labels: Tensor
     settings: dict[str, Any] = field(default_factory=dict)
+    motion: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.clips.shape[0])
 
 
-def _assign_backgrounds(
+def assign_backgrounds(
     labels: np.ndarray, num_classes: int, pool: int, bias: float, rng: np.random.Generator
 ) -> np.ndarray:
     """Background of each clip: with probability ``bias`` from the label's own subset (pool
@@ -289,7 +294,7 @@ def moving_sprite_videos(
     sprites = load_sprites(sprite_split or split, sprite_source, data_dir)
     rng = seeded_rng(seed, 0 if split == "train" else 1)
     labels = rng.permutation(np.arange(num_videos) % num_classes)
-    bg_ids = _assign_backgrounds(labels, num_classes, len(pool), bias, rng)
+    bg_ids = assign_backgrounds(labels, num_classes, len(pool), bias, rng)
     side = sprite_scale * size
     k = 1 + distractors
     clips = torch.empty(num_videos, frames, channels, size, size, dtype=torch.uint8)

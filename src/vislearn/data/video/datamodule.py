@@ -32,18 +32,46 @@ from torch.utils.data import Dataset
 
 from vislearn.core.errors import VislearnError
 from vislearn.data.datamodule import ImageDataModule
-from vislearn.data.synthetic import MotionClipDataset, MotionVideos, motion_splits
+from vislearn.data.synthetic import (
+    MotionClipDataset,
+    MotionVideos,
+    appearance_swap_videos,
+    motion_splits,
+)
 from vislearn.data.video.dataset import VideoFolderDataset, find_videos
 
-__all__ = ["SYNTHETIC_MOTION", "VideoDataModule", "synthetic_motion_splits"]
+__all__ = ["MOTION_DESIGNS", "SYNTHETIC_MOTION", "VideoDataModule", "synthetic_motion_splits"]
 
 SYNTHETIC_MOTION = "synthetic-motion"
 
+#: ``"classes"``: :func:`~vislearn.data.synthetic.moving_sprite_videos` (8 motion classes at
+#: one speed); ``"appearance_swap"``: :func:`~vislearn.data.synthetic.appearance_swap_videos`
+#: (continuous motion, two halves with different sprites, clip pairs across the halves).
+MOTION_DESIGNS = ("classes", "appearance_swap")
 
-@functools.lru_cache(maxsize=2)
+
+@functools.lru_cache(maxsize=3)
 def _cached_splits(settings: tuple[tuple[str, Any], ...]) -> tuple[MotionVideos, MotionVideos]:
     kw = dict(settings)
-    return motion_splits(kw.pop("num_train"), kw.pop("num_test"), **kw)
+    n_train, n_test = kw.pop("num_train"), kw.pop("num_test")
+    if kw.pop("design") == "classes":
+        return motion_splits(n_train, n_test, **kw)
+    if kw["frames"] % 2:
+        raise VislearnError(f"appearance_swap videos have two halves: video_frames must be even, "
+                            f"got {kw['frames']}")  # fmt: skip
+    common = {
+        "half_frames": kw["frames"] // 2,
+        "size": kw["size"],
+        "seed": kw["seed"],
+        "channels": kw["channels"],
+        "num_backgrounds": kw["num_backgrounds"],
+        "background_bias": kw["background_bias"],
+        "speed": (kw["speed"] / 2, kw["speed"]),
+    }
+    return (
+        appearance_swap_videos(n_train, split="train", **common),
+        appearance_swap_videos(n_test, split="test", **common),
+    )
 
 
 def synthetic_motion_splits(
@@ -57,9 +85,15 @@ def synthetic_motion_splits(
     distractors: int = 0,
     speed: float = 2.0,
     seed: int = 0,
+    design: str = "classes",
 ) -> tuple[MotionVideos, MotionVideos]:
-    """Train and test :class:`MotionVideos` (cached: the last two settings stay in memory)."""
+    """Train and test :class:`MotionVideos` (cached: the last three settings stay in memory);
+    ``design`` from :data:`MOTION_DESIGNS` (``appearance_swap`` ignores ``distractors`` and
+    draws each video's speed uniformly in ``[speed / 2, speed]``)."""
+    if design not in MOTION_DESIGNS:
+        raise VislearnError(f"unknown motion design {design!r}; choose from {MOTION_DESIGNS}")
     settings = {
+        "design": design,
         "num_train": num_train,
         "num_test": num_test,
         "frames": video_frames,
@@ -87,8 +121,10 @@ class VideoDataModule(ImageDataModule):
         clips_per_video: clips of each video in a training item (2 for contrastive methods).
         frames, frame_stride: clip length ``T`` and step between its frames.
         video_frames, num_train, num_test, background_bias, num_backgrounds, distractors,
-            motion_speed, synthetic_seed: the synthetic set (see
-            :func:`~vislearn.data.synthetic.moving_sprite_videos`).
+            motion_speed, synthetic_seed, motion_design: the synthetic set (see
+            :func:`~vislearn.data.synthetic.moving_sprite_videos`, :data:`MOTION_DESIGNS`).
+        mask_channel: serve training clips with the ground-truth foreground as an extra
+            channel (synthetic only; FAME with ground-truth masks).
 
     Attributes besides the loaders: ``channels``, ``image_size``, ``num_classes``,
     ``flip_changes_label`` (True for the synthetic set, whose left/right and
@@ -117,6 +153,8 @@ class VideoDataModule(ImageDataModule):
         distractors: int = 0,
         motion_speed: float = 2.0,
         synthetic_seed: int = 0,
+        motion_design: str = "classes",
+        mask_channel: bool = False,
     ) -> None:
         L.LightningDataModule.__init__(self)
         if clips_per_video not in (1, 2):
@@ -141,13 +179,17 @@ class VideoDataModule(ImageDataModule):
                 distractors,
                 motion_speed,
                 synthetic_seed,
+                motion_design,
             )
             self.root: Path | None = None
         else:
             self.image_size = 112 if image_size is None else image_size
             self.root = _find_root(dataset, data_dir)
             self.videos = None
+        if mask_channel and not self.is_synthetic:
+            raise VislearnError("mask_channel needs the synthetic motion set (ground-truth masks)")
         two = clips_per_video == 2
+        self.mask_channel = mask_channel
         self.train_set: Dataset = self.split("train", "random", two_clips=two)
         self.bank_source = self.split("train", "center")
         if len(self.train_set) < batch_size:
@@ -183,7 +225,8 @@ class VideoDataModule(ImageDataModule):
         kw |= {"num_clips": num_clips, "two_clips": two_clips}
         if self.videos is not None:
             videos = self.videos[0 if split == "train" else 1]
-            return MotionClipDataset(videos, target=target, **kw)
+            masks = self.mask_channel and split == "train" and mode == "random"
+            return MotionClipDataset(videos, target=target, mask_channel=masks, **kw)
         if target != "motion":
             raise VislearnError(f"target {target!r} needs the synthetic motion set")
         root = self.root if split == "train" else _test_dir(self.root)

@@ -17,6 +17,13 @@ draws (one ``torch.Generator``, checkpointed by the engine):
 5. normalisation (Kinetics mean/std for RGB, 0.5/0.25 for gray).
 
 The last FAME mask is kept in ``last_fame_mask`` (``[B, H, W]`` bool) for inspection.
+
+``fame_masks="gt"`` replaces FAME's estimated mask by the ground truth: the batch then carries
+one extra channel, the true foreground (0/255, e.g. ``MotionClipDataset(mask_channel=True)``),
+which goes through the same crop and flip as the pixels; the mask of a clip is where the
+cropped foreground reaches 0.5 in any frame (the area the object sweeps, static like FAME's
+mask), and the channel is dropped from every view. The random draws are those of
+``"estimated"``, so both variants see the same crops, donors and jitters.
 """
 
 from __future__ import annotations
@@ -31,7 +38,10 @@ from vislearn.data.augment import ViewConfig
 from vislearn.data.video.augment import ClipAugment
 from vislearn.data.video.fame import fame_mask, fame_merge, sample_donors
 
-__all__ = ["ClipNormalize", "ClipViews"]
+__all__ = ["FAME_MASKS", "ClipNormalize", "ClipViews"]
+
+#: where FAME's foreground mask comes from: estimated (the method) or the ground truth
+FAME_MASKS = ("estimated", "gt")
 
 
 class ClipNormalize(nn.Module):
@@ -77,6 +87,7 @@ class ClipViews(nn.Module):
         fame_hue_quirk: bool = False,
         fame_kernel_size: int | None = None,
         fame_tie_break: str = "scatter",
+        fame_masks: str = "estimated",
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
     ) -> None:
@@ -87,6 +98,9 @@ class ClipViews(nn.Module):
             raise VislearnError(
                 f"fame_tie_break must be 'scatter' or 'index', got {fame_tie_break!r}"
             )
+        if fame_masks not in FAME_MASKS:
+            raise VislearnError(f"fame_masks must be one of {FAME_MASKS}, got {fame_masks!r}")
+        self.fame_masks = fame_masks
         self.clip = ClipAugment(cfg, size, channels, mean, std)
         self.size, self.channels = size, channels
         self.fame = fame
@@ -119,16 +133,28 @@ class ClipViews(nn.Module):
                 f"a video batch must be [B, K, T, C, H, W] or [B, T, C, H, W], got "
                 f"{tuple(images.shape)}"
             )
-        if images.shape[3] != self.channels:
+        gt = self.fame_masks == "gt"
+        if images.shape[3] != self.channels + gt:
+            extra = " plus the ground-truth mask channel" if gt else ""
             raise VislearnError(
-                f"clips have {images.shape[3]} channels, the model expects {self.channels}"
+                f"clips have {images.shape[3]} channels, the model expects {self.channels}{extra}"
             )
         g = self.generator
         views = [self.clip.spatial(images[:, k], g) for k in range(images.shape[1])]
+        true_mask = None
+        if gt:
+            true_mask = views[0][:, self.channels].amax(1) >= 0.5  # B, S, S
+            views = [v[:, : self.channels] for v in views]
         donors = sample_donors(images.shape[0], g, self.fame_avoid_self)
-        if self.fame:
+        if self.fame and true_mask is not None:
+            self.last_fame_mask = true_mask
+            views[0] = fame_merge(views[0], true_mask, donors)
+        elif self.fame:
             views[0] = self.merge(views[0], donors)
         return [self.clip.normalize(self.clip.photometric(v, g)) for v in views]
 
     def extra_repr(self) -> str:
-        return f"size={self.size}, channels={self.channels}, fame={self.fame}"
+        return (
+            f"size={self.size}, channels={self.channels}, fame={self.fame}, "
+            f"fame_masks={self.fame_masks}"
+        )

@@ -98,6 +98,8 @@ def build_video_datamodule(
         distractors=d["distractors"],
         motion_speed=d["motion_speed"],
         synthetic_seed=d["synthetic_seed"],
+        motion_design=d["motion_design"],
+        mask_channel=d["mask_channel"],
     )
 
 
@@ -402,7 +404,7 @@ def evaluate_video(
         raise VislearnError("the video protocols need a video backbone (3D convolutions)")
     device = device or _default_device()
     e = cfg["eval"]
-    data = {**cfg["data"], "batch_size": 1}  # no training batches here
+    data = {**cfg["data"], "batch_size": 1, "mask_channel": False}  # no training batches here
     dm = build_video_datamodule({**cfg, "data": data}, clips_per_video=1, online_eval=False)
     if not dm.has_test_split:
         raise VislearnError(f"{dm.dataset} has no test split (train/ + test/ or val/ folders)")

@@ -21,6 +21,8 @@ Choices where the method notes leave room (all parameters):
   on one device the momentum encoder instead sees each view's batch in its own forward
   call, so BatchNorm statistics are per view group (as in the image MoCo; ``joint_views``
   switches to one concatenated batch). Under DDP use ``trainer.sync_batchnorm`` if needed.
+* ``fame_masks="gt"`` uses the ground-truth foreground instead of FAME's estimated mask
+  (the data must carry it as an extra channel, ``data.mask_channel: true``; synthetic data).
 * The online probe (engine) is trained on the features of the **un-merged** clip ``v1``, so
   FAME and plain runs monitor the same kind of input.
 * Defaults follow FAME's UCF101 recipe where one exists: tau 0.1, queue 2048, m 0.999,
@@ -55,6 +57,7 @@ class VideoMoCo(VideoSSLMethod, MoCoV2):
         fame_hue_quirk: bool = False,
         fame_kernel_size: int | None = None,
         fame_tie_break: str = "scatter",
+        fame_masks: str = "estimated",
         queue_order: str = "release",
         proj_hidden_dim: int | None = None,
         proj_dim: int = 128,
@@ -85,6 +88,7 @@ class VideoMoCo(VideoSSLMethod, MoCoV2):
             fame_hue_quirk=fame_hue_quirk,
             fame_kernel_size=fame_kernel_size,
             fame_tie_break=fame_tie_break,
+            fame_masks=fame_masks,
         )
 
     def ssl_step(self, views: list[Tensor], labels: Tensor) -> dict[str, Tensor]:
