@@ -15,7 +15,12 @@ from torch import Tensor
 
 from vislearn.core.errors import VislearnError
 from vislearn.data.synthetic.backgrounds import load_backgrounds
-from vislearn.data.synthetic.common import check_channels, check_positive_int, seeded_rng
+from vislearn.data.synthetic.common import (
+    check_channels,
+    check_positive_int,
+    seeded_rng,
+    translation_start,
+)
 from vislearn.data.synthetic.sprites import composite, load_sprites, random_colour, tint
 
 __all__ = [
@@ -61,14 +66,6 @@ _MAX_ROTATION_PER_FRAME = math.pi / 8  # beyond this cw/ccw alias for symmetric 
 _MAX_SCALE_RANGE = 1.2  # grow/shrink: side changes by at most 1.2x the nominal side
 
 
-def _translation_start(lo: float, hi: float, shift: float, rng: np.random.Generator) -> float:
-    """A start coordinate in [lo, hi] such that start + shift also is (centred if impossible)."""
-    a, b = lo - min(0.0, shift), hi - max(0.0, shift)
-    if a > b:
-        return (lo + hi - shift) / 2
-    return float(rng.uniform(a, b))
-
-
 def _main_trajectory(
     motion: str,
     frames: int,
@@ -90,8 +87,8 @@ def _main_trajectory(
     if motion in _DIRECTIONS:
         ux, uy = _DIRECTIONS[motion]
         total = speed * (frames - 1)
-        x0 = _translation_start(r, size - r, ux * total, rng)
-        y0 = _translation_start(r, size - r, uy * total, rng)
+        x0 = translation_start(r, size - r, ux * total, rng)
+        y0 = translation_start(r, size - r, uy * total, rng)
         centres = np.stack([x0 + ux * speed * t, y0 + uy * speed * t], 1)
         return centres, np.full(frames, angle0), np.full(frames, side)
     # rotation and scaling stay in place: the centre is drawn where the largest extent fits

@@ -30,7 +30,12 @@ import torch
 
 from vislearn.core.errors import VislearnError
 from vislearn.data.synthetic.backgrounds import load_backgrounds, random_crop
-from vislearn.data.synthetic.common import check_channels, check_positive_int, seeded_rng
+from vislearn.data.synthetic.common import (
+    check_channels,
+    check_positive_int,
+    seeded_rng,
+    translation_start,
+)
 from vislearn.data.synthetic.motion import MotionVideos, assign_backgrounds
 from vislearn.data.synthetic.sprites import composite, load_sprites, random_colour, tint
 
@@ -55,11 +60,6 @@ def direction_bin(theta: np.ndarray | float, bins: int = 8) -> np.ndarray:
     return (np.floor((np.asarray(theta) + width / 2) % (2 * math.pi) / width) % bins).astype(
         np.int64
     )
-
-
-def _start(lo: float, hi: float, shift: float, rng: np.random.Generator) -> float:
-    a, b = lo - min(0.0, shift), hi - max(0.0, shift)
-    return (lo + hi - shift) / 2 if a > b else float(rng.uniform(a, b))
 
 
 def appearance_swap_videos(
@@ -140,8 +140,8 @@ def appearance_swap_videos(
         vx, vy = spd[i] * math.cos(theta[i]), spd[i] * math.sin(theta[i])
         s_t = side0 * np.exp(rho[i] * (t - (half - 1) / 2))
         r = float(s_t.max()) / 2
-        x0 = _start(r, size - r, vx * (half - 1), rng)
-        y0 = _start(r, size - r, vy * (half - 1), rng)
+        x0 = translation_start(r, size - r, vx * (half - 1), rng)
+        y0 = translation_start(r, size - r, vy * (half - 1), rng)
         c_t = torch.from_numpy(np.stack([x0 + vx * t, y0 + vy * t], 1)[:, None]).float()
         a_t = torch.from_numpy(rng.uniform(-math.pi, math.pi) + omega[i] * t)[:, None].float()
         s_t = torch.from_numpy(s_t)[:, None].float()
