@@ -125,23 +125,29 @@ PAIRS = (
 )
 
 
-def paired(records: list[dict]) -> list[dict]:
-    """Bootstrap intervals of the per-video J&F differences of :data:`PAIRS`."""
+def per_video_jf(records: list[dict]) -> dict:
+    """Per-video J&F of every row, averaged over its seeds: ``{row: array [videos]}``."""
     import numpy as np
 
+    runs: dict[str, list] = {}
+    for rec in records:
+        runs.setdefault(rec["name"], []).append(rec["metrics"]["per_video_jf"])
+    return {row: np.mean(values, axis=0) for row, values in runs.items()}
+
+
+def paired(records: list[dict]) -> list[dict]:
+    """Bootstrap intervals of the per-video J&F differences of :data:`PAIRS`."""
     from vislearn.bench.stats import bootstrap_ci
 
-    per_video: dict[str, list] = {}
-    for rec in records:
-        per_video.setdefault(rec["name"], []).append(rec["metrics"]["per_video_jf"])
+    per_video = per_video_jf(records)
     out = []
     for a, b in PAIRS:
-        mean, ci = bootstrap_ci(np.mean(per_video[a], 0), paired=np.mean(per_video[b], 0))
+        mean, ci = bootstrap_ci(per_video[a], paired=per_video[b])
         out.append({"a": a, "b": b, "jf_diff": round(mean, 2), "ci95": [round(v, 2) for v in ci]})
     return out
 
 
-def summarise(records: list[dict], dino_rec: dict, block_recs: list[dict]) -> list[dict]:
+def summarise(records: list[dict]) -> list[dict]:
     """One row per method: J&F with a bootstrap interval over test videos (per-video scores
     averaged over seeds), the paired difference to ``ssl_uvos``, per-seed values."""
     import numpy as np
@@ -151,10 +157,7 @@ def summarise(records: list[dict], dino_rec: dict, block_recs: list[dict]) -> li
     by_row: dict[str, list[dict]] = {}
     for rec in records:
         by_row.setdefault(rec["name"], []).append(rec)
-    per_video = {
-        row: np.mean([r["metrics"]["per_video_jf"] for r in recs], axis=0)
-        for row, recs in by_row.items()
-    }
+    per_video = per_video_jf(records)
     rows = []
     for row in ROWS:
         recs = by_row[row]
@@ -215,7 +218,7 @@ def main() -> None:
     (dino_rec,) = run_jobs([dino], cache, n_jobs=1, threads_per_job=a.threads, **kw)
     block_recs = run_jobs(blocks, cache, n_jobs=a.jobs, **kw)
     records = run_jobs(evals, cache, n_jobs=a.jobs, **kw)
-    rows = summarise(records, dino_rec, block_recs)
+    rows = summarise(records)
     import torch
 
     settings = {

@@ -25,6 +25,8 @@ ROWS = (
 )
 #: rows that use a (trained or freshly initialised) block: run once per block seed
 BLOCK_ROWS = ("ssl_uvos", "untrained_block", "kmeans_block")
+#: rows whose segmenter reads the frozen keys of every video
+KEY_ROWS = ("kmeans_block", "kmeans_keys")
 WEIGHTS = "dino/backbone.safetensors"
 
 
@@ -95,13 +97,9 @@ def video_keys(features, clips) -> list[torch.Tensor]:
 # ---- stage 1: DINO and the token probe -------------------------------------------------------
 def token_targets(masks, patch: int) -> torch.Tensor:
     """1 where a token's majority ground truth is an object, else 0: ``[V * T * N]``."""
-    from vislearn.tasks.vos.baselines import token_oracle_labels
+    from vislearn.tasks.vos.baselines import token_majority
 
-    out = []
-    for m in masks:
-        lab = token_oracle_labels(m, patch)[:, ::patch, ::patch]
-        out.append((lab > 0).flatten())
-    return torch.cat(out).long()
+    return torch.cat([(token_majority(m, patch) > 0).flatten() for m in masks]).long()
 
 
 def balanced_probe(train_x, train_y, test_x, test_y, steps: int = 200) -> float:
@@ -203,9 +201,10 @@ def block_job(config: dict, seed: int, ctx: dict) -> dict:
     run = Path(ctx["run_dir"])
     vit = load_vit(ctx["resources"]["dino_dir"])
     t0 = time.perf_counter()
-    tokens = cache_tokens(ViTKeyFeatures(vit), make_videos(v, "train").clips)
-    t_cache = time.perf_counter() - t0
-    if not (run / "uvos" / BLOCK_FILE).is_file():
+    t_cache = 0.0
+    if not (run / "uvos" / BLOCK_FILE).is_file():  # else: trained by an interrupted call
+        tokens = cache_tokens(ViTKeyFeatures(vit), make_videos(v, "train").clips)
+        t_cache = time.perf_counter() - t0
         train_uvos(
             tokens,
             vit,
@@ -306,9 +305,9 @@ def eval_job(config: dict, seed: int, ctx: dict) -> dict:
     row, v = config["row"], config["videos"]
     run, features = segmenter(row, config, seed, ctx)
     tune, test = make_videos(v, "tune"), make_videos(v, "test")
-    keys = {
-        name: video_keys(features, vids.clips) for name, vids in (("tune", tune), ("test", test))
-    }
+    keys = {"tune": [None] * len(tune.clips), "test": [None] * len(test.clips)}
+    if row in KEY_ROWS:  # the others read frames or masks (segment_video runs the ViT itself)
+        keys = {"tune": video_keys(features, tune.clips), "test": video_keys(features, test.clips)}
     tried = {}
     for param in config["grid"]:
         summary, _, _, _ = score_videos(run, tune, keys["tune"], param)

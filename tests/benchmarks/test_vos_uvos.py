@@ -69,7 +69,7 @@ def test_block_and_eval_jobs_run_on_tiny_videos(bench, tmp_path):
         records.append({"name": job.name, "seed": job.seed, "metrics": m})
     oracle = next(r for r in records if r["name"] == "token_oracle")["metrics"]
     assert oracle["JF_mean"] == max(r["metrics"]["JF_mean"] for r in records)
-    rows = vos_uvos.summarise(records, {}, [])
+    rows = vos_uvos.summarise(records)
     assert [r["name"] for r in rows] == list(jobs.ROWS)
     assert "jf_diff" not in rows[0] and rows[1]["jf_diff"]["baseline"] == "ssl_uvos"
     assert len(rows[1]["jf_diff"]["ci95"]) == 2

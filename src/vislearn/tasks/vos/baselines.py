@@ -19,6 +19,7 @@ __all__ = [
     "frame_difference_labels",
     "kmeans_labels",
     "patch_mean_rgb",
+    "token_majority",
     "token_oracle_labels",
     "upsample_labels",
 ]
@@ -85,15 +86,21 @@ def frame_difference_labels(frames: Tensor, threshold: float) -> Tensor:
     return (diff[:, 0] > threshold).long()
 
 
-def token_oracle_labels(masks: Tensor, patch: int) -> Tensor:
-    """The best any token-level segmenter can do: every ``patch x patch`` cell labelled with
-    its majority ground-truth id, upsampled. ``masks``: int ``[T, H, W]``."""
+def token_majority(masks: Tensor, patch: int) -> Tensor:
+    """Every ``patch x patch`` cell's majority ground-truth id (ties: the lower id), on the
+    token grid ``[T, H / patch, W / patch]``. ``masks``: int ``[T, H, W]``."""
     t, h, w = masks.shape
     if h % patch or w % patch:
         raise VislearnError(f"mask size {h}x{w} is not a multiple of the patch size {patch}")
     k = int(masks.max()) + 1
     votes = F.avg_pool2d(F.one_hot(masks.long(), k).permute(0, 3, 1, 2).float(), patch)
-    return upsample_labels(votes.argmax(1), (h, w))
+    return votes.argmax(1)
+
+
+def token_oracle_labels(masks: Tensor, patch: int) -> Tensor:
+    """The best any token-level segmenter can do: :func:`token_majority` upsampled to the
+    frame. ``masks``: int ``[T, H, W]``."""
+    return upsample_labels(token_majority(masks, patch), tuple(masks.shape[-2:]))
 
 
 @torch.no_grad()

@@ -71,6 +71,12 @@ class ViTKeyFeatures(nn.Module):
         cls = last(x)[:, 0]
         return keys, cls, (h, w)
 
+    def block_tokens(self, frames: Tensor) -> Tensor:
+        """The spatio-temporal block's input for ``frames`` ``[B, C, H, W]``: the class token
+        then the patch keys, ``[B, 1 + N, D]``."""
+        keys, cls, _ = self(frames)
+        return torch.cat([cls[:, None], keys], 1)
+
 
 @torch.no_grad()
 def cache_tokens(features: ViTKeyFeatures, videos: Tensor, batch_size: int = 64) -> Tensor:
@@ -92,7 +98,6 @@ def cache_tokens(features: ViTKeyFeatures, videos: Tensor, batch_size: int = 64)
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        keys, cls, _ = features(x)
-        out.append(torch.cat([cls[:, None], keys], 1))
+        out.append(features.block_tokens(x))
     tokens = torch.cat(out)
     return tokens.view(n, t, *tokens.shape[1:])

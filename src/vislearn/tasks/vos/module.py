@@ -138,9 +138,8 @@ class UVOSModule(TrainModule):
             tokens = clips
         elif clips.dim() == 5:
             x = clips.float() / 255.0 if clips.dtype == torch.uint8 else clips
-            b, t = x.shape[:2]
-            keys, cls, _ = self.features(x.flatten(0, 1))
-            tokens = torch.cat([cls[:, None], keys], 1).view(b, t, keys.shape[1] + 1, -1)
+            tokens = self.features.block_tokens(x.flatten(0, 1))
+            tokens = tokens.view(*x.shape[:2], *tokens.shape[1:])
         else:
             raise VislearnError(
                 f"clips must be [B, T, C, H, W] or cached tokens [B, T, 1 + N, D], got "
