@@ -1,41 +1,52 @@
 """Multi-dataset segmentation pretraining benchmark: random init, single-dataset, naive
-multi-dataset and MDP pretraining, each fine-tuned on every synthetic target data set at 100 %
-and at a low fraction of its labels -> docs/results/seg_mdp.json (metric ``miou``, %).
+multi-dataset and MDP pretraining (plus MDP ablations), each transferred to four target data
+sets under three protocols -> docs/results/seg_mdp.json (metric ``miou``, %).
 
-Data: the three synthetic sets of ``vislearn.data.synthetic.SEG_DATASETS`` (Fashion-MNIST items
-on real photos / generated colour fields, 64x64, 2,000 train and 500 test images each): ``fine``
-(10 classes + background), ``coarse`` (tops / bottoms / footwear / bags) and ``partial`` (five
-classes labelled, the other items background) -- different taxonomies and styles.
+Data: the synthetic sets of ``vislearn.data.synthetic.SEG_DATASETS`` (Fashion-MNIST items on
+real photos / generated colour fields, 48x48 by default, 2,000 train and 500 test images each):
+``fine`` (10 classes + background), ``coarse`` (tops / bottoms / footwear / bags), ``partial``
+(five classes labelled, the other items background) are the *seen* sets; ``heldout`` (its own
+7-class grouping and photos) is never pretrained on -- the "unseen data set" case.
 
-Protocol, for each target T and labelled fraction f (1.0 and ``--low-fraction``, 0.1):
+Pretraining (one run per seed, cached by recipe hash), at the target's labelled fraction f
+(``--fraction``, 0.1):
 
-* ``random_init``: fine-tune from random weights;
-* ``single_dataset``: pretrain with cross-entropy on T alone (its f subset);
-* ``naive_multi``: pretrain on all three sets with one head per set (no prototypes, no mixing);
-* ``mdp``: MDP pretraining on all three sets (configs/seg_mdp/pretrain_mdp.yaml).
+* ``single_dataset``: cross-entropy on the target alone (its f subset); for ``heldout``, on all
+  of ``fine`` (the one-data-set control: pretraining cannot see the held-out set);
+* ``naive_multi``: all three seen sets, one classifier head per set;
+* ``mdp``: all three seen sets with the MDP loss (configs/seg_mdp/pretrain_mdp.yaml);
+* ablations of ``mdp`` (targets ``partial`` and ``heldout``): ``mdp_own_dataset`` (contrast
+  over the pixel's own set only), ``mdp_no_sparse`` (``sparse_weight`` 0) and
+  ``mdp_background_own`` (background pixels contrast against their own set's classes only).
 
-Pretraining only ever sees the labels fine-tuning may use: T contributes the same seeded f
-subset (``data.fractions``), the other sets all their labels. At f = 1 the multi-dataset
-pretrainings are the same for every target and run once. Every pretrained row uses the same
-network, batch, optimiser and number of steps (``--pretrain-steps``); every row is then
-fine-tuned with configs/seg_mdp/finetune.yaml for ``--finetune-steps`` steps (backbone and
-decoder transferred, new classifier) and scored by mIoU on T's test split.
+A seen target contributes only its seeded f subset to every pretraining (the other sets all
+their labels), so no row sees labels fine-tuning may not use; for ``heldout`` the
+multi-dataset rows are one run on the three full seen sets.
+
+Protocols, each on the target's f subset with 20 % of it held out for model selection
+(``data.val_fraction``), mIoU on the target's test split with the best validated weights:
+
+* ``linear_probe``: backbone + decoder transferred and frozen (batch-norm statistics too), a
+  new per-pixel linear classifier (``--probe-steps``);
+* ``finetune``: backbone + decoder transferred, everything trained, the backbone at 0.1x the
+  learning rate (1x for random init), linear warm-up (``--finetune-steps``);
+* ``backbone_only``: only the backbone transferred (new decoder), as ``finetune``.
+
+Learning rates are chosen per initialisation, target and protocol on the validation split of
+seed 0 (grids :data:`LR_GRID`; ``backbone_only`` reuses ``finetune``'s choice) and reused for the
+other seeds; the chosen run is seed 0's result, so nothing runs twice. ``oracle_full_labels``:
+random init fine-tuned on all of the target's labels (same steps), the ceiling of the protocol.
 
     python benchmarks/seg_mdp.py --jobs 2 --seeds 0 1 2    # the full benchmark
     python benchmarks/seg_mdp.py --smoke --out /tmp/seg_mdp.json --cache /tmp/seg_mdp_cache
     python benchmarks/seg_mdp.py --report-only
 
-Cost: 14 pretraining runs (mdp and naive_multi once at 100 % and once per target at the low
-fraction, single_dataset per target and fraction) and 24 fine-tuning runs. Measured on the
-2-core machine with --jobs 2 (one thread per run; short profiling jobs shared the cores
-during pretraining): 0.32 s per MDP step, 0.25-0.26 s for the other pretrainings and for
-fine-tuning; about 35 min of pretraining and 36 min of fine-tuning.
-
 Jobs run on :func:`vislearn.bench.run_jobs`: finished runs are cached under --cache by the hash
-of their resolved recipe and seed (a fine-tuning job's config holds its pretraining job's key;
+of their resolved recipe and seed (a transfer job's config holds its pretraining job's key;
 rendered data sets under cache/data), so an interrupted benchmark resumes and a changed recipe
-runs again. Rows: mean, per-seed values, 95 % t interval and the paired (same seed)
-difference against ``random_init`` at the same target and fraction.
+runs again. Rows: mean over seeds, per-seed values, 95 % t interval and the paired (same seed)
+difference against ``single_dataset`` at the same target and protocol;
+``paired_differences`` lists MDP against every other row and each ablation against MDP.
 """
 
 from __future__ import annotations
@@ -49,19 +60,34 @@ from pathlib import Path
 
 from vislearn.bench import Job, aggregate, run_jobs
 from vislearn.bench import write_results as write_json_results
+from vislearn.bench.stats import paired_diff
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
-METRICS = ("miou", "pixel_acc", "seconds_per_step")
+METRICS = ("miou", "val_miou", "pixel_acc", "best_step", "seconds_per_step")
 
-TARGETS = ("fine", "coarse", "partial")
+SEEN = ("fine", "coarse", "partial")
+TARGETS = (*SEEN, "heldout")
 ROWS = ("random_init", "single_dataset", "naive_multi", "mdp")
+#: MDP ablations: recipe overrides, and the targets they are transferred to
+ABLATIONS = {
+    "mdp_own_dataset": {"contrast_over": "own_dataset"},
+    "mdp_no_sparse": {"sparse_weight": 0.0},
+    "mdp_background_own": {"contrast_over": "background_own"},
+}
+ABLATION_TARGETS = ("partial", "heldout")
+PROTOCOLS = ("linear_probe", "finetune", "backbone_only")
+#: learning-rate grid of each protocol (AdamW); backbone_only reuses finetune's choice
+LR_GRID = {"linear_probe": (3e-3, 1e-2, 3e-2), "finetune": (1e-3, 3e-3)}
+#: what each protocol transfers and freezes
+TRANSFER = {
+    "linear_probe": ("backbone+decoder", "backbone+decoder"),
+    "finetune": ("backbone+decoder", "none"),
+    "backbone_only": ("backbone", "none"),
+}
 RECIPE = {"single_dataset": "single", "naive_multi": "naive_multi", "mdp": "mdp"}
-SMOKE = {"num_train": 32, "num_test": 8, "image_size": 32, "pretrain_steps": 2, "finetune_steps": 2}
-
-
-def frac_tag(f: float) -> str:
-    return f"{round(100 * f):d}pct"
+SMOKE = {"num_train": 40, "num_test": 8, "image_size": 32, "pretrain_steps": 2,
+         "finetune_steps": 2, "probe_steps": 2}  # fmt: skip
 
 
 def _sizes(a: argparse.Namespace) -> dict:
@@ -101,8 +127,8 @@ def run_pretrain_job(config: dict, seed: int, ctx: dict) -> dict:
     }
 
 
-def run_finetune_job(config: dict, seed: int, ctx: dict) -> dict:
-    """One fine-tuning run + evaluation (worker process)."""
+def run_transfer_job(config: dict, seed: int, ctx: dict) -> dict:
+    """One fine-tuning / probing run with model selection and test evaluation (worker)."""
     from vislearn.tasks.seg.run import finetune_seg
 
     cfg = {**config["recipe"], "seed": seed, "out": ctx["run_dir"]}
@@ -113,8 +139,10 @@ def run_finetune_job(config: dict, seed: int, ctx: dict) -> dict:
     steps = cfg["trainer"]["max_steps"]
     return {
         "miou": 100 * scores["miou"],
+        "val_miou": 100 * scores["val_miou"],
+        "best_step": scores["best_step"],
+        "val_curve": scores["val_curve"],
         "pixel_acc": 100 * scores["pixel_acc"],
-        "mean_acc": 100 * scores["mean_acc"],
         "iou": {k: None if v is None else 100 * v for k, v in scores["iou"].items()},
         "train_seconds": module.train_seconds,
         "seconds_per_step": module.train_seconds / steps,
@@ -124,78 +152,109 @@ def run_finetune_job(config: dict, seed: int, ctx: dict) -> dict:
 
 def prepare_data(a: argparse.Namespace) -> None:
     """Render every data set once in this process (workers then read the cache)."""
-    from vislearn.core.config import load_config
     from vislearn.tasks.seg.data import build_segmentation_dataset
-    from vislearn.tasks.seg.run import SEG_DEFAULTS
 
-    cfg = load_config(
-        ROOT / "configs" / "seg_mdp" / "finetune.yaml",
-        defaults=SEG_DEFAULTS,
-        data={
-            "num_train": a.num_train,
-            "num_test": a.num_test,
-            "image_size": a.image_size,
-            "cache_dir": str(Path(a.cache) / "data"),
-        },
-    )
+    data = _recipe("finetune", 1, {**_sizes(a), "cache_dir": str(Path(a.cache) / "data")})["data"]
     for t in TARGETS:
         for split in ("train", "test"):
-            build_segmentation_dataset(f"synthetic:{t}", split, cfg["data"])
+            build_segmentation_dataset(f"synthetic:{t}", split, data)
 
 
-def pretrain_jobs(a: argparse.Namespace) -> list[Job]:
-    """Pretraining job table: (row, target, fraction) for each seed; at f = 1 the
-    multi-dataset rows run once for every target ("all")."""
-    table = []
-    for f in a.fractions:
-        for row in ("mdp", "naive_multi"):
-            table += [(row, t, f, list(TARGETS)) for t in (["all"] if f == 1.0 else a.targets)]
-        table += [("single_dataset", t, f, [t]) for t in a.targets]
+def _source(row: str, target: str) -> str:
+    """Which pretraining run a (row, target) uses: the target's f subset for a seen target,
+    the full seen sets ("all") -- or ``fine`` for single_dataset -- for the held-out one."""
+    if target != "heldout":
+        return target
+    return "fine_full" if row == "single_dataset" else "all"
+
+
+def pretrain_jobs(a: argparse.Namespace) -> dict[tuple, Job]:
+    """``{(row, source, seed): Job}`` for every pretraining a transfer row needs."""
+    rows = [(r, t) for t in a.targets for r in ROWS[1:]]
+    rows += [(r, t) for r in ABLATIONS for t in a.targets if t in ABLATION_TARGETS]
     res = {"data_cache": str(Path(a.cache) / "data")}
-    jobs = []
+    jobs: dict[tuple, Job] = {}
     for seed in a.seeds:
-        for row, t, f, pool in table:
-            data = {**_sizes(a), "datasets": [f"synthetic:{p}" for p in pool],
-                    "fractions": {t: f} if t != "all" else {}}  # fmt: skip
-            recipe = _recipe(f"pretrain_{RECIPE[row]}", a.pretrain_steps, data)
-            config = {"row": row, "target": t, "fraction": f, "recipe": recipe}
-            name = f"pretrain/{row}_{t}_{frac_tag(f)}"
-            jobs.append(Job(name, seed, config, "seg_mdp:run_pretrain_job", resources=res))
+        for row, t in rows:
+            source = _source(row, t)
+            if (row, source, seed) in jobs:
+                continue
+            if source == "fine_full":
+                data = {"datasets": ["synthetic:fine"], "fractions": {}}
+            elif source == "all":
+                data = {"datasets": [f"synthetic:{s}" for s in SEEN], "fractions": {}}
+            elif row == "single_dataset":
+                data = {"datasets": [f"synthetic:{t}"], "fractions": {t: a.fraction}}
+            else:
+                data = {"datasets": [f"synthetic:{s}" for s in SEEN], "fractions": {t: a.fraction}}
+            base = "mdp" if row in ABLATIONS else row
+            model = ABLATIONS.get(row, {})
+            recipe = _recipe(f"pretrain_{RECIPE[base]}", a.pretrain_steps,
+                             {**_sizes(a), **data}, model=model)  # fmt: skip
+            config = {"row": row, "source": source, "fraction": a.fraction, "recipe": recipe}
+            jobs[(row, source, seed)] = Job(
+                f"pretrain/{row}_{source}", seed, config, "seg_mdp:run_pretrain_job", resources=res
+            )
     return jobs
 
 
-def finetune_jobs(a: argparse.Namespace, pre: list[Job], cache: Path) -> list[Job]:
-    """Fine-tuning job table: every row x target x fraction x seed; a pretrained row's
-    config holds its pretraining job's key, its checkpoint path is a resource."""
-    by = {(j.config["row"], j.config["target"], j.config["fraction"], j.seed): j for j in pre}
-    jobs = []
-    for seed in a.seeds:
-        for t in a.targets:
-            for f in a.fractions:
-                data = {**_sizes(a), "target": f"synthetic:{t}", "fraction": f}
-                recipe = _recipe("finetune", a.finetune_steps, data)
-                for row in ROWS:
-                    config = {"row": row, "target": t, "fraction": f, "recipe": recipe}
-                    res = {"data_cache": str(cache / "data")}
-                    if row != "random_init":
-                        source = t if (row == "single_dataset" or f != 1.0) else "all"
-                        p = by[(row, source, f, seed)]
-                        config["init_key"] = p.key
-                        res["init"] = str(p.run_dir(cache / "pretrain") / "pretrained.safetensors")
-                    jobs.append(Job(row, seed, config, "seg_mdp:run_finetune_job", resources=res))
-    return jobs
+def transfer_job(a, row, target, protocol, seed, lr, pre, cache, fraction=None) -> Job:
+    """A transfer job: ``row``'s pretraining (none for random init) on ``target``."""
+    fraction = a.fraction if fraction is None else fraction
+    transfer, freeze = TRANSFER[protocol]
+    pretrained = row not in ("random_init", "oracle_full_labels")
+    steps = a.probe_steps if protocol == "linear_probe" else a.finetune_steps
+    data = {**_sizes(a), "target": f"synthetic:{target}", "fraction": fraction}
+    model = {"lr": lr, "freeze": freeze, "backbone_lr_mult": 0.1 if pretrained else 1.0}
+    if protocol == "linear_probe":
+        model["warmup_steps"] = 0
+    recipe = _recipe("finetune", steps, data, model=model, transfer=transfer)
+    config = {"row": row, "target": target, "fraction": fraction, "protocol": protocol,
+              "lr": lr, "recipe": recipe}  # fmt: skip
+    res = {"data_cache": str(cache / "data")}
+    if pretrained:
+        p = pre[(row, _source(row, target), seed)]
+        config["init_key"] = p.key
+        res["init"] = str(p.run_dir(cache / "pretrain") / "pretrained.safetensors")
+    return Job(row, seed, config, "seg_mdp:run_transfer_job", resources=res)
+
+
+def transfer_rows(a: argparse.Namespace) -> list[tuple[str, str, str]]:
+    """(row, target, protocol) of every transfer result."""
+    out = []
+    for t in a.targets:
+        names = [*ROWS, *(r for r in ABLATIONS if t in ABLATION_TARGETS)]
+        for protocol in PROTOCOLS:
+            for row in names:
+                if protocol == "backbone_only" and (row == "random_init" or row in ABLATIONS):
+                    continue  # random init: same as finetune; ablations: probe and finetune only
+                out.append((row, t, protocol))
+    return out
+
+
+def select(records: list[dict]) -> dict[tuple, float]:
+    """Chosen lr per (row, target, protocol): the best validation mIoU of seed 0's grid."""
+    best: dict[tuple, tuple[float, float]] = {}
+    for r in records:
+        c = r["config"]
+        k = (c["row"], c["target"], c["protocol"])
+        v = r["metrics"]["val_miou"]
+        if k not in best or v > best[k][0]:
+            best[k] = (v, c["lr"])
+    return {k: lr for k, (_, lr) in best.items()}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--targets", nargs="+", default=list(TARGETS), choices=TARGETS)
-    p.add_argument("--low-fraction", type=float, default=0.1)
+    p.add_argument("--fraction", type=float, default=0.1, help="labelled fraction of a target")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--pretrain-steps", type=int, default=1000)
     p.add_argument("--finetune-steps", type=int, default=600)
+    p.add_argument("--probe-steps", type=int, default=300)
     p.add_argument("--num-train", type=int, default=2000, help="train images per data set")
     p.add_argument("--num-test", type=int, default=500, help="test images per data set")
-    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--image-size", type=int, default=48)
     p.add_argument(
         "--jobs", type=int, default=2, help="concurrent runs (threads each = 1); 0: in-process"
     )
@@ -207,77 +266,150 @@ def main() -> None:
     if a.smoke:
         for k, v in SMOKE.items():
             setattr(a, k, v)
-    a.fractions = [1.0, a.low_fraction]
     cache = Path(a.cache)
     if not a.report_only:
         prepare_data(a)
-
     t0 = time.perf_counter()
     run = {"n_jobs": a.jobs, "report_only": a.report_only, "import_paths": [BENCH],
-           "show": ("miou", "seconds_per_step")}  # fmt: skip
-    jobs = pretrain_jobs(a)
-    pre = run_jobs(jobs, cache / "pretrain", **run)
-    done = {r["key"] for r in pre}
-    ft_jobs = [  # report-only on a partial cache: skip rows whose pretraining is missing
-        j
-        for j in finetune_jobs(a, jobs, cache)
-        if "init_key" not in j.config or j.config["init_key"] in done
-    ]
-    ft = run_jobs(ft_jobs, cache / "finetune", **run)
-    wall = time.perf_counter() - t0
-    write_results(pre, ft, a, wall)
+           "show": ("miou", "val_miou", "seconds_per_step")}  # fmt: skip
+    pre = pretrain_jobs(a)
+    pre_recs = run_jobs(list(pre.values()), cache / "pretrain", **run)
+    done = {r["key"] for r in pre_recs}
+
+    def ready(jobs: list[Job]) -> list[Job]:  # report-only on a partial cache
+        return [j for j in jobs if "init_key" not in j.config or j.config["init_key"] in done]
+
+    wanted = transfer_rows(a)
+    s0 = a.seeds[0]
+    grid = [transfer_job(a, r, t, pr, s0, lr, pre, cache) for r, t, pr in wanted
+            if pr in LR_GRID for lr in LR_GRID[pr]]  # fmt: skip
+    grid_recs = run_jobs(ready(grid), cache / "transfer", **run)
+    chosen = select(grid_recs)
+    rest = []
+    for r, t, pr in wanted:
+        lr = chosen.get((r, t, "finetune" if pr == "backbone_only" else pr))
+        if lr is None:
+            continue  # report-only before seed 0's grid finished
+        seeds = a.seeds if pr == "backbone_only" else a.seeds[1:]
+        rest += [transfer_job(a, r, t, pr, s, lr, pre, cache) for s in seeds]
+    oracle_lr = LR_GRID["finetune"][-1]
+    rest += [transfer_job(a, "oracle_full_labels", t, "finetune", s, oracle_lr, pre, cache, 1.0)
+             for t in a.targets for s in a.seeds]  # fmt: skip
+    rest_recs = run_jobs(ready(rest), cache / "transfer", **run)
+    results = [
+        r for r in grid_recs
+        if r["seed"] != s0 or chosen.get(_key(r)) == r["config"]["lr"]
+    ] + rest_recs  # fmt: skip
+    write_results(pre_recs, results, grid_recs, chosen, a, time.perf_counter() - t0)
 
 
-def write_results(pre: list[dict], ft: list[dict], a: argparse.Namespace, wall: float) -> None:
+def _key(rec: dict) -> tuple[str, str, str]:
+    c = rec["config"]
+    return (c["row"], c["target"], c["protocol"])
+
+
+def paired_rows(recs: list[dict]) -> list[dict]:
+    """MDP against every other row, and each ablation against MDP, per target and protocol
+    (paired by seed)."""
+    val: dict[tuple, dict[int, float]] = {}
+    for r in recs:
+        val.setdefault(_key(r), {})[r["seed"]] = r["metrics"]["miou"]
+    pairs = [("mdp", b) for b in ROWS if b != "mdp"] + [(x, "mdp") for x in ABLATIONS]
+    out = []
+    for t in dict.fromkeys(k[1] for k in val):
+        for protocol in PROTOCOLS:
+            for x, y in pairs:
+                a_, b_ = val.get((x, t, protocol)), val.get((y, t, protocol))
+                if not a_ or not b_ or not set(a_) & set(b_):
+                    continue
+                d = paired_diff(a_, b_)
+                out.append({"a": x, "b": y, "target": t, "protocol": protocol,
+                            "miou_diff": round(d["mean"], 2), "n": d["n"],
+                            "ci95": None if d["ci95"] is None else [round(v, 2) for v in d["ci95"]],
+                            "excludes_zero": d["ci95"] is not None
+                            and (d["ci95"][0] > 0 or d["ci95"][1] < 0)})  # fmt: skip
+    return out
+
+
+def write_results(pre, results, grid, chosen, a, wall) -> None:
     import torch
 
     from vislearn.core.config import load_config
     from vislearn.tasks.seg.run import SEG_DEFAULTS
 
-    ft_recs = [{**r, **{k: r["config"][k] for k in ("target", "fraction")}} for r in ft]
-    order = {(n, t, f): i for i, (t, f, n) in enumerate(
-        (t, f, n) for t in a.targets for f in a.fractions for n in ROWS)}  # fmt: skip
-    ft_recs.sort(key=lambda r: order.get((r["name"], r["target"], r["fraction"]), len(order)))
-    rows = aggregate(ft_recs, METRICS, baseline="random_init",
-                     group_keys=("name", "target", "fraction"))  # fmt: skip
+    recs = [{**r, **{k: r["config"][k] for k in ("target", "protocol", "fraction")}}
+            for r in results]  # fmt: skip
+    names = [*ROWS, *ABLATIONS, "oracle_full_labels"]
+    order = {(n, t, pr): i for i, (pr, t, n) in enumerate(
+        (pr, t, n) for pr in PROTOCOLS for t in a.targets for n in names)}  # fmt: skip
+    recs.sort(key=lambda r: order.get((r["name"], r["target"], r["protocol"]), len(order)))
+    rows = aggregate(recs, METRICS, baseline="single_dataset",
+                     group_keys=("name", "target", "protocol"))  # fmt: skip
     for row in rows:
-        gk = (row["name"], row["target"], row["fraction"])
-        first = next(r["metrics"] for r in ft_recs if (r["name"], r["target"], r["fraction"]) == gk)
-        row["iou"] = {k: None if v is None else round(v, 2) for k, v in first["iou"].items()}
-        for k in [k for k in row if k.startswith("seconds_per_step")]:
-            row["finetune_" + k] = row.pop(k)
+        gk = (row["name"], row["target"], row["protocol"])
+        first = next(r for r in recs if (r["name"], r["target"], r["protocol"]) == gk)
+        row["fraction"] = first["fraction"]
+        row["lr"] = first["config"]["lr"]
+        row["iou"] = {k: None if v is None else round(v, 2)
+                      for k, v in first["metrics"]["iou"].items()}  # fmt: skip
     step_time: dict[str, list[float]] = {}
     for r in pre:
-        key = f"pretrain/{r['config']['row']}"
-        step_time.setdefault(key, []).append(r["metrics"]["seconds_per_step"])
-    for r in ft:
-        step_time.setdefault("finetune", []).append(r["metrics"]["seconds_per_step"])
-    recipe = load_config(ROOT / "configs" / "seg_mdp" / "pretrain_mdp.yaml", defaults=SEG_DEFAULTS)
+        step_time.setdefault(f"pretrain/{r['config']['row']}", []).append(
+            r["metrics"]["seconds_per_step"]
+        )
+    for r in results:
+        step_time.setdefault(r["config"]["protocol"], []).append(r["metrics"]["seconds_per_step"])
+    selection = [{"name": c["row"], "target": c["target"], "protocol": c["protocol"],
+                  "lr": c["lr"], "val_miou": round(r["metrics"]["val_miou"], 2),
+                  "chosen": chosen.get(_key(r)) == c["lr"]}
+                 for r in grid for c in [r["config"]]]  # fmt: skip
+    mdp = load_config(ROOT / "configs" / "seg_mdp" / "pretrain_mdp.yaml", defaults=SEG_DEFAULTS)
+    ft = load_config(ROOT / "configs" / "seg_mdp" / "finetune.yaml", defaults=SEG_DEFAULTS)
     settings = {
-        "data": f"synthetic segmentation sets fine / coarse / partial "
-        f"(vislearn.data.synthetic.SEG_DATASETS), {a.image_size}x{a.image_size}, "
-        f"{a.num_train} train / {a.num_test} test images each",
+        "data": f"synthetic segmentation sets (vislearn.data.synthetic.SEG_DATASETS), "
+        f"{a.image_size}x{a.image_size}, {a.num_train} train / {a.num_test} test images each; "
+        "seen: fine / coarse / partial; held out: heldout",
         "targets": a.targets,
-        "fractions": a.fractions,
-        "protocol": "pretraining sees only the target's labelled fraction (same seeded "
-        "subset as fine-tuning); the other sets in full; single_dataset = the target alone",
+        "fraction": a.fraction,
+        "protocols": {
+            "linear_probe": "backbone + decoder transferred and frozen (BN statistics too), "
+            f"new 1x1 classifier, {a.probe_steps} steps",
+            "finetune": "backbone + decoder transferred, all trained, backbone lr x0.1 (x1 for "
+            f"random init), {ft['model']['warmup_steps']} warm-up steps, {a.finetune_steps} "
+            "steps",
+            "backbone_only": "backbone transferred, new decoder and classifier, as finetune",
+        },
+        "model_selection": f"{ft['data']['val_fraction']:.0%} of the target's labelled images "
+        f"held out; validation every {ft['trainer']['val_every_n_epochs']} x "
+        f"{ft['data']['steps_per_epoch']} steps and at the end; test mIoU of the best validated "
+        f"weights; lr grid {LR_GRID} chosen per (row, target, protocol) on seed "
+        f"{a.seeds[0]}'s validation mIoU (backbone_only: finetune's choice), reused for the "
+        "other seeds",
+        "pretraining": "single_dataset: the target alone (heldout: all of fine); naive_multi / "
+        "mdp / ablations: the three seen sets; a seen target contributes only its seeded "
+        "labelled fraction, the others all their labels",
         "pretrain_steps": a.pretrain_steps,
         "finetune_steps": a.finetune_steps,
-        "batch_size": recipe["data"]["batch_size"],
+        "probe_steps": a.probe_steps,
+        "batch_size": mdp["data"]["batch_size"],
         "network": "resnet_tiny (stem small_ds, width 16) + DeepLabv3 head (ASPP rates 1/2/3, "
         "64 channels), output stride 4",
-        "optimizer": "pretraining: SGD momentum 0.9, lr 0.02, wd 1e-4, poly 0.9; fine-tuning: "
-        "AdamW lr 2e-3, wd 1e-4, poly 0.9",
-        "mdp": {k: v for k, v in recipe["model"].items() if k not in ("backbone_kwargs",)},
-        "finetune": "configs/seg_mdp/finetune.yaml: backbone + decoder transferred, new "
-        "classifier, all layers at one lr",
+        "optimizer": f"pretraining: SGD momentum 0.9, lr {mdp['model']['lr']}, wd 1e-4, poly "
+        "0.9; transfer: AdamW, wd 1e-4, poly 0.9",
+        "mdp": {k: v for k, v in mdp["model"].items() if k not in ("backbone_kwargs",)},
+        "ablations": ABLATIONS,
+        "ablation_targets": list(ABLATION_TARGETS),
+        "oracle_full_labels": f"random init fine-tuned on all the target's labels (lr "
+        f"{LR_GRID['finetune'][-1]}), same steps",
         "metric": "miou: mean IoU (%) over classes present in truth or prediction, ignore "
         "index 255 excluded, on the target's test split",
+        "lr_selection": selection,
+        "paired_differences": paired_rows(results),
         "seconds_per_step": {k: round(statistics.mean(v), 3) for k, v in step_time.items()},
         "wall_seconds_this_invocation": round(wall, 1),
         "seeds": a.seeds,
         "intervals": "mean over seeds; *_ci95: Student-t 95 % interval (n - 1 dof); *_diff: "
-        "paired (same seed) difference against random_init at the same target and fraction",
+        "paired (same seed) difference against single_dataset at the same target and protocol",
         "hardware": f"{platform.processor() or platform.machine()}, 2 CPU cores, torch "
         f"{torch.__version__}, no GPU; {a.jobs} runs at a time",
         "smoke": bool(a.smoke),
@@ -285,7 +417,7 @@ def write_results(pre: list[dict], ft: list[dict], a: argparse.Namespace, wall: 
     write_json_results(a.out, "seg_mdp", settings, rows)
     print(f"wrote {a.out}")
     for r in rows:
-        print(json.dumps({k: r[k] for k in ("name", "target", "fraction", "miou")}))
+        print(json.dumps({k: r.get(k) for k in ("name", "target", "protocol", "miou")}))
     print("seconds per step:", json.dumps(settings["seconds_per_step"]))
 
 

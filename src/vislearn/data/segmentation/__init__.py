@@ -35,6 +35,7 @@ from vislearn.data.segmentation.datasets import (
     SegmentationDataset,
     SegmentationSubset,
     fraction_subset,
+    validation_split,
 )
 from vislearn.data.segmentation.folder import SegmentationFolder, write_segmentation_folder
 from vislearn.data.segmentation.labels import (
@@ -58,5 +59,6 @@ __all__ = [
     "SegmentationSubset",
     "downsample_labels",
     "fraction_subset",
+    "validation_split",
     "write_segmentation_folder",
 ]

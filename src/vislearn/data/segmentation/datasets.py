@@ -20,6 +20,7 @@ __all__ = [
     "SegmentationDataset",
     "SegmentationSubset",
     "fraction_subset",
+    "validation_split",
 ]
 
 
@@ -111,6 +112,22 @@ def fraction_subset(
     keep = max(1, int(round(fraction * n)))
     order = np.random.default_rng(seed).permutation(n)[:keep]
     return SegmentationSubset(dataset, np.sort(order).tolist())
+
+
+def validation_split(
+    dataset: SegmentationDataset, fraction: float, seed: int = 0
+) -> tuple[SegmentationDataset, SegmentationDataset]:
+    """``(train, val)``: a seeded ``fraction`` of ``dataset``'s images held out for model
+    selection (at least one image each side), the rest for training."""
+    n = len(dataset)
+    if not 0.0 < fraction < 1.0:
+        raise VislearnError(f"validation fraction must be in (0, 1), got {fraction}")
+    if n < 2:
+        raise VislearnError(f"cannot carve a validation split from {n} image(s)")
+    k = min(n - 1, max(1, int(round(fraction * n))))
+    order = np.random.default_rng([seed, 7]).permutation(n)
+    val, train = np.sort(order[:k]).tolist(), np.sort(order[k:]).tolist()
+    return SegmentationSubset(dataset, train), SegmentationSubset(dataset, val)
 
 
 class MultiDatasetSegmentation(Dataset):

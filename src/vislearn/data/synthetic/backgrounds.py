@@ -20,6 +20,7 @@ from vislearn.data.synthetic.common import check_channels, check_positive_int, s
 __all__ = [
     "DEFAULT_PHOTOS",
     "DEFAULT_PHOTO_DIR",
+    "HELDOUT_PHOTOS",
     "generated_background",
     "list_background_photos",
     "load_backgrounds",
@@ -55,6 +56,19 @@ DEFAULT_PHOTOS: tuple[str, ...] = (
     "licenseplate_motion.jpg",
     "stuff.jpg",
     "ela_original.jpg",
+)
+
+#: Further photos of that folder, none of them in :data:`DEFAULT_PHOTOS`: the scenes of the
+#: held-out segmentation set (``SEG_DATASETS["heldout"]``), which no pretraining sees.
+HELDOUT_PHOTOS: tuple[str, ...] = (
+    "Blender_Suzanne1.jpg",
+    "basketball1.png",
+    "chicky_512.png",
+    "box_in_scene.png",
+    "blox.jpg",
+    "pic3.png",
+    "aero3.jpg",
+    "graf3.png",
 )
 
 

@@ -21,6 +21,9 @@ SEG_DEFAULTS: dict[str, Any] = {
         "target": "synthetic:fine",
         "fraction": 1.0,
         "fraction_seed": 0,
+        # fine-tuning: share of the labelled images held out for model selection (0: none;
+        # > 0: validate every trainer.val_every_n_epochs, test the best validated weights)
+        "val_fraction": 0.0,
         "image_size": 64,
         # synthetic sets (vislearn.data.synthetic.segmentation_scenes)
         "num_train": 2000,

@@ -19,7 +19,10 @@ argument of :class:`SegPretrainModule` (defaults in brackets):
   use the prototypes as they were before its own update, and no gradient reaches them;
 * loss: pixel-to-prototype InfoNCE over all classes of all data sets
   (``temperature`` [0.1], ``contrast_over`` [all; "own_dataset" restricts the denominator to
-  the pixel's data set as an ablation of the "interactive" contrast), at the feature
+  the pixel's data set as an ablation of the "interactive" contrast; "background_own" does so
+  for background pixels only (local class 0 of each set): a set's background may hold objects
+  another set labels, which the full contrast would push away from their own prototypes), at
+  the feature
   resolution with labels reduced by block majority (``label_downsample`` [majority] with
   ``label_purity`` [0.5]: mixed boundary cells are ignored) or at the input resolution with
   upsampled embeddings (``loss_resolution`` [feature]);
@@ -85,9 +88,20 @@ from vislearn.models.segmentation import (
 )
 from vislearn.ops.optim import build_optimizer, param_groups
 
-__all__ = ["PRETRAIN_METHODS", "SegFinetuneModule", "SegPretrainModule", "export_safetensors"]
+__all__ = [
+    "CONTRAST_OVER",
+    "FREEZE_CHOICES",
+    "PRETRAIN_METHODS",
+    "SegFinetuneModule",
+    "SegPretrainModule",
+    "export_safetensors",
+]
 
 PRETRAIN_METHODS = ("mdp", "naive_multi", "single")
+#: denominators of MDP's pixel-to-prototype contrast (see the module docstring)
+CONTRAST_OVER = ("all", "own_dataset", "background_own")
+#: what fine-tuning keeps frozen (``SegFinetuneModule(freeze=...)``)
+FREEZE_CHOICES = ("none", "backbone", "backbone+decoder")
 
 
 def export_safetensors(
@@ -212,7 +226,7 @@ class SegPretrainModule(_SegModule):
         self.save_hyperparameters()
         _check_choice("method", method, PRETRAIN_METHODS)
         _check_choice("naive_mode", naive_mode, ("separate_heads", "merged"))
-        _check_choice("contrast_over", contrast_over, ("all", "own_dataset"))
+        _check_choice("contrast_over", contrast_over, CONTRAST_OVER)
         _check_choice("loss_resolution", loss_resolution, ("feature", "input"))
         _check_choice("pixel_mix", pixel_mix, ("embedding", "input", "none"))
         _check_choice("sparse_candidates", sparse_candidates, ("other_datasets", "all"))
@@ -234,6 +248,10 @@ class SegPretrainModule(_SegModule):
             torch.tensor([d for d, n in enumerate(counts) for _ in range(n)]),
             persistent=False,
         )
+        # global ids of each set's class 0 ("background" in the synthetic and VOC sets)
+        is_background = torch.zeros(self.total_classes, dtype=torch.bool)
+        is_background[torch.tensor(self.offsets)] = True
+        self.register_buffer("is_background", is_background, persistent=False)
         if method == "mdp":
             heads: list[int] = []
         elif method == "naive_multi" and naive_mode == "separate_heads":
@@ -319,8 +337,11 @@ class SegPretrainModule(_SegModule):
         protos = self.bank.prototypes.clone()
         own = self._class_dataset_of(y)
         class_mask = None
-        if h.contrast_over == "own_dataset":
+        if h.contrast_over != "all":
             class_mask = self.class_dataset[None, :] == own[:, None]
+            if h.contrast_over == "background_own":  # restricted for background pixels only
+                y_bg = self.is_background[y.clamp(0, self.total_classes - 1)] & (y != ign)
+                class_mask = class_mask | ~y_bg[:, None]
         l_pp = pixel_prototype_contrastive(v, protos, y, tau, ign, class_mask)
         loss = l_pp
         logs["l_pp"] = l_pp.detach()
@@ -396,7 +417,15 @@ class SegFinetuneModule(_SegModule):
     ``val/pixel_acc`` in percent; :attr:`scores` keeps the last full result.
 
     ``backbone_lr_mult`` scales the backbone's learning rate (1.0: one rate for all, the
-    usual MMSeg fine-tuning; < 1 keeps pretrained features closer).
+    usual MMSeg fine-tuning; < 1 keeps pretrained features closer). ``freeze`` keeps the
+    backbone (``"backbone"``) or backbone and decoder (``"backbone+decoder"``: a per-pixel
+    linear probe of the pretrained features) fixed: no gradients, batch-norm statistics
+    frozen (eval mode), only the rest in the optimiser.
+
+    With ``track_best=True`` every validation that improves ``val/miou`` keeps a copy of the
+    network's weights (:attr:`best`: ``state``, ``step``, ``miou``; saved in checkpoints) and
+    :attr:`val_curve` lists ``(step, miou)``; :meth:`restore_best` loads the best weights
+    (model selection on a validation split, never on the test set).
     """
 
     def __init__(
@@ -419,6 +448,8 @@ class SegFinetuneModule(_SegModule):
         poly_power: float = 0.9,
         warmup_steps: int = 0,
         backbone_lr_mult: float = 1.0,
+        freeze: str = "none",
+        track_best: bool = False,
         augment_scale: Sequence[float] = (0.75, 1.5),
         hflip_p: float = 0.5,
         seed: int = 0,
@@ -427,10 +458,30 @@ class SegFinetuneModule(_SegModule):
         self.save_hyperparameters()
         if class_names is not None and len(class_names) != num_classes:
             raise VislearnError(f"{len(class_names)} class names for {num_classes} classes")
+        _check_choice("freeze", freeze, FREEZE_CHOICES)
+        if lr <= 0 or backbone_lr_mult < 0:
+            raise VislearnError(
+                f"lr must be > 0 and backbone_lr_mult >= 0, got {lr}, {backbone_lr_mult}"
+            )
         self.net = SegmentationNet(int(num_classes), **self._net_kwargs())
+        for part in self.frozen_parts():
+            part.requires_grad_(False)
         self._init_common()
         self._conf: Tensor | None = None
         self.scores: dict[str, Any] = {}
+        self.best: dict[str, Any] | None = None
+        self.val_curve: list[tuple[int, float]] = []
+
+    def frozen_parts(self) -> list[torch.nn.Module]:
+        """The sub-networks ``freeze`` keeps fixed."""
+        names = {"none": (), "backbone": ("backbone",), "backbone+decoder": ("backbone", "decoder")}
+        return [getattr(self.net, n) for n in names[self.hparams.freeze]]
+
+    def train(self, mode: bool = True) -> SegFinetuneModule:
+        super().train(mode)
+        for part in self.frozen_parts():  # frozen batch-norm statistics
+            part.eval()
+        return self
 
     def forward(self, images: Tensor) -> Tensor:
         """Logits ``[B, K, H, W]`` of uint8 (or normalised float) images."""
@@ -470,6 +521,13 @@ class SegFinetuneModule(_SegModule):
             "confusion": conf.tolist(),
         }
         miou = self.scores["miou"]
+        if self.hparams.track_best and not self.trainer.sanity_checking:
+            value = 0.0 if math.isnan(miou) else float(miou)
+            step = int(self.global_step)
+            self.val_curve.append((step, 100.0 * value))
+            if self.best is None or value > self.best["miou"]:
+                state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
+                self.best = {"state": state, "step": step, "miou": value}
         self.log_dict(
             {
                 "val/miou": 100.0 * (0.0 if math.isnan(miou) else miou),
@@ -478,6 +536,23 @@ class SegFinetuneModule(_SegModule):
             prog_bar=True,
             sync_dist=False,  # already summed over ranks
         )
+
+    def restore_best(self) -> bool:
+        """Load the weights of the best validation (``track_best``); False if there was none."""
+        if self.best is None:
+            return False
+        self.net.load_state_dict(self.best["state"])
+        return True
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["vislearn_best"] = {"best": self.best, "val_curve": self.val_curve}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        saved = checkpoint.get("vislearn_best") or {}
+        self.best = saved.get("best")
+        self.val_curve = [tuple(x) for x in saved.get("val_curve", [])]
 
     def export(self, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
         """The whole network as ``.safetensors`` with what ``vislearn seg eval/predict`` need

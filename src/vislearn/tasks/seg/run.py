@@ -33,6 +33,7 @@ from vislearn.data.segmentation import (
     MultiDatasetSegmentation,
     SegmentationDataset,
     fraction_subset,
+    validation_split,
 )
 from vislearn.engine.run import fit, last_checkpoint, quiet_lightning
 from vislearn.tasks.seg.config import SEG_DEFAULTS
@@ -174,14 +175,22 @@ def finetune_seg(cfg: dict, resume: bool = True) -> tuple[SegFinetuneModule, Pat
     ``cfg["init"]`` (or from scratch when ``None``) and evaluate on its test split.
 
     The network's architecture defaults to the one stored in ``init`` (a
-    ``pretrained.safetensors``); ``model.*`` keys override it. Returns the module, the run
-    folder and the scores (``miou``, ``pixel_acc`` ... as fractions, plus per-class IoU).
+    ``pretrained.safetensors``); ``model.*`` keys override it (``model.freeze`` =
+    ``backbone+decoder`` makes it a per-pixel linear probe). With ``data.val_fraction`` > 0 a
+    seeded share of the labelled images is held out, validated every
+    ``trainer.val_every_n_epochs`` (and at the end), and the test scores are those of the best
+    validated weights. Returns the module, the run folder and the scores (``miou``,
+    ``pixel_acc`` ... as fractions, plus per-class IoU; ``val_miou`` and ``best_step`` with a
+    validation split).
     """
     quiet_lightning()
     d = cfg["data"]
     init = cfg.get("init")
     if init and not Path(init).expanduser().is_file():
         raise VislearnError(f"pretrained weights not found: {init}")
+    val_fraction = float(d.get("val_fraction") or 0.0)
+    if not 0.0 <= val_fraction < 1.0:
+        raise VislearnError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
     target = str(d["target"])
     train = fraction_subset(
@@ -190,6 +199,9 @@ def finetune_seg(cfg: dict, resume: bool = True) -> tuple[SegFinetuneModule, Pat
     test = build_segmentation_dataset(target, "test", d)
     if test.label_space.classes != train.label_space.classes:
         raise VislearnError(f"{target}: train and test splits have different classes")
+    val = None
+    if val_fraction > 0:
+        train, val = validation_split(train, val_fraction, d["fraction_seed"])
     module = _build(
         SegFinetuneModule,
         num_classes=train.num_classes,
@@ -197,7 +209,7 @@ def finetune_seg(cfg: dict, resume: bool = True) -> tuple[SegFinetuneModule, Pat
         ignore_index=train.ignore_index,
         in_chans=int(train[0][0].shape[0]),
         seed=cfg["seed"],
-        **{**_arch_from(init), **cfg["model"]},
+        **{**_arch_from(init), "track_best": val is not None, **cfg["model"]},
     )
     out = Path(cfg["out"] or f"runs/seg_finetune_{spec_name(target)}")
     resuming = resume and last_checkpoint(out).is_file()
@@ -205,14 +217,29 @@ def finetune_seg(cfg: dict, resume: bool = True) -> tuple[SegFinetuneModule, Pat
     if init and not resuming:
         loaded = module.load_pretrained(init, cfg.get("transfer") or "backbone+decoder")
     dm = SegDataModule(
-        train, test, d["batch_size"], d["num_workers"], cfg["seed"], d["steps_per_epoch"]
-    )
+        train, val if val is not None else test, d["batch_size"], d["num_workers"], cfg["seed"],
+        d["steps_per_epoch"],
+    )  # fmt: skip
     run_keys = (*SEG_RUN_KEYS, "data.target", "init")
     run = fit(module, dm, out, _trainer_kwargs(cfg), config=cfg, resume=resuming, run_keys=run_keys)
     module.train_seconds = run.seconds
     trainer = run.trainer
-    trainer.validate(module, datamodule=dm, verbose=False)
-    scores = dict(module.scores)
+    selection: dict[str, Any] = {}
+    if val is None:
+        trainer.validate(module, datamodule=dm, verbose=False)
+        scores = dict(module.scores)
+    else:
+        if not module.val_curve or module.val_curve[-1][0] != trainer.global_step:
+            trainer.validate(module, datamodule=dm, verbose=False)  # the final weights too
+        module.restore_best()
+        selection = {
+            "val_images": len(val),
+            "val_miou": module.best["miou"] if module.best else None,
+            "best_step": module.best["step"] if module.best else None,
+            "val_curve": module.val_curve,
+        }
+        scores = _test_scores(module, test, cfg)
+    module.scores = scores
     if trainer.is_global_zero:
         module.export(out / "model.safetensors", {"image_size": d["image_size"]})
         summary = {k: v for k, v in scores.items() if k != "confusion"}
@@ -227,11 +254,23 @@ def finetune_seg(cfg: dict, resume: bool = True) -> tuple[SegFinetuneModule, Pat
                 "transferred": "resumed from last.ckpt" if resuming else loaded,
                 "steps": int(trainer.global_step),
                 "train_seconds": module.train_seconds,
+                **selection,
                 **summary,
                 "confusion": scores.get("confusion"),
             },
         )
-    return module, out, scores
+    return module, out, {**scores, **selection}
+
+
+def _test_scores(module: SegFinetuneModule, test: SegmentationDataset, cfg: dict) -> dict:
+    """Scores of ``module``'s current weights on ``test`` (one process, its device)."""
+    from vislearn.eval.segmentation import evaluate_segmentation
+
+    h = module.hparams
+    return evaluate_segmentation(
+        module, test, h.num_classes, h.ignore_index, cfg["eval"]["batch_size"], module.device,
+        h.class_names,
+    )  # fmt: skip
 
 
 def load_seg_model(path: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any]]:
