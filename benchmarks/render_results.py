@@ -80,9 +80,10 @@ COLUMNS = {
 
 
 # benchmarks whose rows are one (name, setting) pair each: one table row per name, one column
-# per setting -- (value key, setting keys, column title format)
+# per setting, one table per value of the group key (None: one table) -- (value key, setting
+# keys, column title format, group key)
 PIVOTS = {
-    "seg_mdp": ("miou", ("target", "fraction"), "{target} {fraction:.0%}"),
+    "seg_mdp": ("miou", ("target",), "{target}", "protocol"),
 }
 
 
@@ -104,7 +105,19 @@ def _cell(row: dict, key: str, per_seed: str | None) -> str:
 
 
 def render_pivot(name: str, rows: list[dict]) -> str:
-    value, keys, title = PIVOTS[name]
+    value, keys, title, group = PIVOTS[name]
+    if group is not None:
+        parts = {}
+        for r in rows:
+            parts.setdefault(r[group], []).append(r)
+        return "\n\n".join(
+            f"**{group} = `{g}`**\n\n" + _pivot_table(part, value, keys, title)
+            for g, part in parts.items()
+        )
+    return _pivot_table(rows, value, keys, title)
+
+
+def _pivot_table(rows: list[dict], value: str, keys: tuple, title: str) -> str:
     settings = list(dict.fromkeys(tuple(r[k] for k in keys) for r in rows))
     cells = {(r["name"], tuple(r[k] for k in keys)): r for r in rows}
     heads = [title.format(**dict(zip(keys, s, strict=True))) for s in settings]

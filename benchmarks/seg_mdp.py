@@ -15,7 +15,7 @@ Pretraining (one run per seed, cached by recipe hash), at the target's labelled 
   of ``fine`` (the one-data-set control: pretraining cannot see the held-out set);
 * ``naive_multi``: all three seen sets, one classifier head per set;
 * ``mdp``: all three seen sets with the MDP loss (configs/seg_mdp/pretrain_mdp.yaml);
-* ablations of ``mdp`` (targets ``partial`` and ``heldout``): ``mdp_own_dataset`` (contrast
+* ablations of ``mdp`` (target ``heldout``): ``mdp_own_dataset`` (contrast
   over the pixel's own set only), ``mdp_no_sparse`` (``sparse_weight`` 0) and
   ``mdp_background_own`` (background pixels contrast against their own set's classes only).
 
@@ -75,7 +75,7 @@ ABLATIONS = {
     "mdp_no_sparse": {"sparse_weight": 0.0},
     "mdp_background_own": {"contrast_over": "background_own"},
 }
-ABLATION_TARGETS = ("partial", "heldout")
+ABLATION_TARGETS = ("heldout",)
 PROTOCOLS = ("linear_probe", "finetune", "backbone_only")
 #: learning-rate grid of each protocol (AdamW); backbone_only reuses finetune's choice
 LR_GRID = {"linear_probe": (3e-3, 1e-2, 3e-2), "finetune": (1e-3, 3e-3)}

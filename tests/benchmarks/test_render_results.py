@@ -16,14 +16,24 @@ def _module():
 def test_pivot_table_one_row_per_name_one_column_per_setting():
     r = _module()
     rows = [
-        {"name": "a", "target": "fine", "fraction": 1.0, "miou": 50.0},
-        {"name": "a", "target": "fine", "fraction": 0.1, "miou": 20.123},
-        {"name": "b", "target": "fine", "fraction": 1.0, "miou": 55.5},
+        {"name": "a", "target": "fine", "protocol": "probe", "miou": 50.0},
+        {"name": "a", "target": "coarse", "protocol": "probe", "miou": 20.123},
+        {"name": "b", "target": "fine", "protocol": "probe", "miou": 55.5},
+        {
+            "name": "a",
+            "target": "fine",
+            "protocol": "tune",
+            "miou": 60.0,
+            "miou_ci95": [59.0, 61.0],
+        },
     ]
     lines = r.render_pivot("seg_mdp", rows).splitlines()
-    assert lines[0] == "| name | fine 100% | fine 10% |"
-    assert lines[2] == "| `a` | 50.0 | 20.1 |"
-    assert lines[3] == "| `b` | 55.5 | – |"  # a missing cell is a dash, not a shifted column
+    assert lines[0] == "**protocol = `probe`**"
+    assert lines[2] == "| name | fine | coarse |"
+    assert lines[4] == "| `a` | 50.0 | 20.1 |"
+    assert lines[5] == "| `b` | 55.5 | – |"  # a missing cell is a dash, not a shifted column
+    assert lines[7] == "**protocol = `tune`**"
+    assert lines[9:] == ["| name | fine |", "|---|---:|", "| `a` | 60.0 [59.0, 61.0] |"]
 
 
 def test_nested_keys_and_missing_values():

@@ -542,3 +542,158 @@ def test_resume_into_a_folder_of_another_segmentation_run_is_one_line(tmp_path):
     with pytest.raises(VislearnError, match="holds another run: model.backbone_kwargs"):
         pretrain_seg(load_config(overrides=[*base, wide], defaults=SEG_DEFAULTS))
     assert (tmp_path / "run" / "config.yaml").read_text() == before
+
+
+# ------------------------------------------------------- held-out set, protocols, ablations
+
+
+def test_heldout_taxonomy_is_new_and_no_default_pretraining_sees_it():
+    from vislearn.data.synthetic.backgrounds import DEFAULT_PHOTOS, HELDOUT_PHOTOS
+    from vislearn.data.synthetic.scenes import SEG_DATASETS
+    from vislearn.tasks.seg.config import SEG_DEFAULTS
+
+    classes, mapping = SEG_TAXONOMIES["heldout"]
+    groups = {c: sorted(i for i, m in enumerate(mapping) if m == c) for c in set(mapping)}
+    for seen in ("fine", "coarse", "partial"):  # its grouping of the 10 items is its own
+        other = SEG_TAXONOMIES[seen][1]
+        seen_groups = {c: sorted(i for i, m in enumerate(other) if m == c) for c in set(other)}
+        assert sorted(groups.values()) != sorted(seen_groups.values())
+    assert len(classes) == 8 and set(mapping) == set(range(1, 8))  # every item labelled
+    assert not set(HELDOUT_PHOTOS) & set(DEFAULT_PHOTOS)
+    assert SEG_DATASETS["heldout"]["background_names"] == HELDOUT_PHOTOS
+    assert "synthetic:heldout" not in SEG_DEFAULTS["data"]["datasets"]
+    s = segmentation_scenes(40, "heldout", size=32, backgrounds=_bg(2, 32), num_objects=(3, 5),
+                            sprite_scale=(0.5, 0.7))  # fmt: skip
+    lut = torch.tensor((0, *mapping))
+    inner = s.masks != IGN
+    want = lut[torch.cat([torch.zeros(40, 1, dtype=torch.long), s.item_labels.clamp_min(0) + 1], 1)
+               .gather(1, s.instances.long().flatten(1)).view_as(s.masks)]  # fmt: skip
+    assert torch.equal(s.masks[inner].long(), want[inner])
+    fg = (s.masks[inner] > 0).float().mean()
+    assert fg > 0.15  # items are not vanishingly rare
+
+
+def test_validation_split_is_seeded_disjoint_and_checked():
+    from vislearn.data.segmentation.datasets import validation_split
+
+    space = LabelSpace("toy", ("background", "a"))
+    ds = ArraySegmentationDataset(
+        torch.zeros(10, 3, 4, 4, dtype=torch.uint8), torch.zeros(10, 4, 4, dtype=torch.uint8),
+        space, "toy",
+    )  # fmt: skip
+    train, val = validation_split(ds, 0.2, seed=3)
+    again_train, again_val = validation_split(ds, 0.2, seed=3)
+    assert len(val) == 2 and len(train) == 8
+    assert not set(train.indices) & set(val.indices)
+    assert sorted(train.indices + val.indices) == list(range(10))
+    assert val.indices == again_val.indices and train.indices == again_train.indices
+    assert validation_split(ds, 0.01, 0)[1].indices  # at least one image each side
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(VislearnError, match="validation fraction"):
+            validation_split(ds, bad)
+
+
+def test_contrast_masks_own_dataset_and_background_own():
+    from vislearn.tasks.seg.modules import SegPretrainModule
+
+    kw = {"num_classes": [3, 2], "backbone_kwargs": {"stem": "small_ds", "width": 8},
+          "head_channels": 8}  # fmt: skip
+    # global ids: set 0 = {0 (bg), 1, 2}, set 1 = {3 (bg), 4}
+    y = torch.tensor([0, 1, 3, 4, IGN])
+    assert SegPretrainModule(contrast_over="all", **kw).contrast_mask(y) is None
+    own = SegPretrainModule(contrast_over="own_dataset", **kw).contrast_mask(y)
+    set0, set1 = [1, 1, 1, 0, 0], [0, 0, 0, 1, 1]
+    assert own.int().tolist()[:4] == [set0, set0, set1, set1]
+    bg = SegPretrainModule(contrast_over="background_own", **kw).contrast_mask(y)
+    # background pixels (0, 3) against their own set; object and ignored pixels against all
+    assert bg.int().tolist() == [set0, [1] * 5, set1, [1] * 5, [1] * 5]
+    with pytest.raises(VislearnError, match="contrast_over"):
+        SegPretrainModule(contrast_over="nope", **kw)
+
+
+def test_background_own_contrast_equals_numpy_reference():
+    """The loss with the background_own mask = a NumPy InfoNCE whose background rows sum
+    only over their own set's prototypes."""
+    from vislearn.tasks.seg.modules import SegPretrainModule
+
+    arch = {"backbone_kwargs": {"stem": "small_ds", "width": 8}, "head_channels": 8}
+    m = SegPretrainModule(num_classes=[3, 2], contrast_over="background_own", **arch)
+    v, protos = _emb(6, 5)
+    y = torch.tensor([0, 1, 2, 3, 4, 3])
+    got = pixel_prototype_contrastive(v, protos, y, 0.1, IGN, m.contrast_mask(y))
+    logits = (v.numpy() @ protos.numpy().T) / 0.1
+    own = {0: [0, 1, 2], 3: [3, 4]}
+    losses = []
+    for i, c in enumerate(y.tolist()):
+        cols = own.get(c, list(range(5)))
+        row = logits[i, cols]
+        losses.append(-(logits[i, c] - np.log(np.exp(row - row.max()).sum()) - row.max()))
+    assert got.item() == pytest.approx(float(np.mean(losses)), rel=1e-5)
+
+
+def test_freeze_keeps_backbone_and_decoder_fixed():
+    from vislearn.tasks.seg.modules import SegFinetuneModule
+
+    arch = {"backbone_kwargs": {"stem": "small_ds", "width": 8}, "head_channels": 8}
+    m = SegFinetuneModule(
+        num_classes=3, freeze="backbone+decoder", lr=0.05, optimizer="adamw", **arch
+    )
+    m.train()
+    assert not m.net.backbone.training and not m.net.decoder.training
+    trainable = {n for n, p in m.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("net.classifiers") for n in trainable)
+    before = {k: v.clone() for k, v in m.net.state_dict().items()}
+    opt = m.configure_optimizers()["optimizer"]
+    assert {id(p) for g in opt.param_groups for p in g["params"]} == {
+        id(p) for p in m.parameters() if p.requires_grad
+    }
+    x = torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8)
+    y = torch.randint(0, 3, (2, 32, 32))
+    loss = F.cross_entropy(m(x), y)
+    loss.backward()
+    opt.step()
+    after = m.net.state_dict()
+    for k, v in before.items():  # weights and batch-norm statistics unchanged
+        same = torch.equal(after[k], v)
+        assert same if not k.startswith("classifiers") else True, k
+    assert any(not torch.equal(after[k], v) for k, v in before.items() if k.startswith("classif"))
+    with pytest.raises(VislearnError, match="freeze"):
+        SegFinetuneModule(num_classes=3, freeze="all")
+
+
+def test_finetune_with_validation_split_tests_the_best_weights(tmp_path):
+    import json
+
+    from vislearn.core.config import load_config
+    from vislearn.tasks.seg.config import SEG_DEFAULTS
+    from vislearn.tasks.seg.run import evaluate_seg, finetune_seg
+
+    (tmp_path / "none").mkdir()
+    cfg = load_config(overrides=[
+        f"out={tmp_path / 'ft'}", "data.image_size=32", "data.num_train=20", "data.num_test=6",
+        f"data.cache_dir={tmp_path / 'cache'}", f"data.background_dir={tmp_path / 'none'}",
+        "data.batch_size=4", "data.steps_per_epoch=2", "data.val_fraction=0.25",
+        "data.target=synthetic:heldout", "trainer.max_steps=6", "trainer.val_every_n_epochs=1",
+        "trainer.accelerator=cpu", "trainer.devices=1", "trainer.progress=false",
+        "model.head_channels=8", "model.backbone_kwargs={stem: small_ds, width: 8}",
+        "model.optimizer=adamw", "model.lr=0.01",
+    ], defaults=SEG_DEFAULTS)  # fmt: skip
+    module, out, scores = finetune_seg(cfg)
+    curve = scores["val_curve"]
+    assert [s for s, _ in curve] == [2, 4, 6]
+    best = max(curve, key=lambda c: c[1])
+    assert scores["best_step"] == best[0]
+    assert scores["val_miou"] * 100 == pytest.approx(best[1])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train_images"] == 15 and metrics["val_images"] == 5
+    # the exported model is the best validated one, and its test scores are the reported ones
+    again = evaluate_seg(out / "model.safetensors", cfg)
+    assert again["miou"] == pytest.approx(scores["miou"])
+    assert torch.equal(
+        module.net.classifiers[0].weight, module.best["state"]["classifiers.0.weight"]
+    )
+    # the best weights travel with the checkpoint
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert ckpt["vislearn_best"]["best"]["step"] == scores["best_step"]
+    with pytest.raises(VislearnError, match="val_fraction"):
+        finetune_seg({**cfg, "data": {**cfg["data"], "val_fraction": 1.0}})

@@ -284,6 +284,20 @@ class SegPretrainModule(_SegModule):
     def _class_dataset_of(self, y: Tensor) -> Tensor:
         return self.class_dataset[y.clamp(0, self.total_classes - 1)]
 
+    def contrast_mask(self, y: Tensor) -> Tensor | None:
+        """Which prototypes enter each pixel's InfoNCE denominator, bool ``[P, total_classes]``
+        (``None``: all of them), by ``contrast_over``: ``own_dataset`` keeps the classes of the
+        pixel's data set, ``background_own`` does so for background pixels only."""
+        over = self.hparams.contrast_over
+        if over == "all":
+            return None
+        y_safe = y.clamp(0, self.total_classes - 1)
+        mask = self.class_dataset[None, :] == self.class_dataset[y_safe][:, None]
+        if over == "background_own":
+            is_bg = self.is_background[y_safe] & (y != self.hparams.ignore_index)
+            mask = mask | ~is_bg[:, None]
+        return mask
+
     # ---- steps -----------------------------------------------------------------------------
     def training_step(self, batch: Sequence[Tensor], batch_idx: int) -> Tensor:
         images, labels, ds = batch
@@ -336,13 +350,7 @@ class SegPretrainModule(_SegModule):
         # a copy: the update below must not touch tensors saved for the backward pass
         protos = self.bank.prototypes.clone()
         own = self._class_dataset_of(y)
-        class_mask = None
-        if h.contrast_over != "all":
-            class_mask = self.class_dataset[None, :] == own[:, None]
-            if h.contrast_over == "background_own":  # restricted for background pixels only
-                y_bg = self.is_background[y.clamp(0, self.total_classes - 1)] & (y != ign)
-                class_mask = class_mask | ~y_bg[:, None]
-        l_pp = pixel_prototype_contrastive(v, protos, y, tau, ign, class_mask)
+        l_pp = pixel_prototype_contrastive(v, protos, y, tau, ign, self.contrast_mask(y))
         loss = l_pp
         logs["l_pp"] = l_pp.detach()
         if h.sparse_weight > 0:
