@@ -5,7 +5,8 @@ Same protocol as ``fmnist_ssl.py`` (whose job function ``fmnist_ssl:run_job`` an
 shares: the MoCo v2 jobs have the same resolved config, hence the same key, so its runs are
 reused): full Fashion-MNIST, the recipes in ``configs/fmnist_ssl/``, 4 epochs, then the
 offline kNN and linear evaluation. ``moco_v2_asym`` is the one-directional MoCo v2 that CsMl
-(all switches off) and KSCL (K = 1) reduce to, i.e. the direct control for both.
+(all switches off) reduces to exactly, i.e. its direct control; it is KSCL's closest control
+only (KSCL at K = 1 scores |q·k|, not q·k).
 
     python benchmarks/fmnist_csml_kscl.py --seeds 0 1 2 --ablation-seeds 0 1 2 --jobs 2
     python benchmarks/fmnist_csml_kscl.py --speed      # interleaved cost per step, then

@@ -3,12 +3,15 @@ and both methods end to end (tiny settings, seconds on 2 CPU cores).
 
 References: the released CsMl loss transcribed in float64 NumPy (Xu et al., arXiv:2012.02733;
 release github.com/haohang96/CSML), the KSCL score as the projection length onto the span of
-the top-L eigenvectors of the keys' Gram matrix (``numpy.linalg.eigh``) and as a least-squares
-projection, brute-force nearest neighbours in NumPy, and pixel counting for CutMix.
+the top-L eigenvectors of the keys' Gram matrix (``numpy.linalg.eigh``), as a least-squares
+projection and, for every weighting, through the SVD of the key matrix (``numpy.linalg.svd``),
+the K = 1 score in closed form, symmetric KSCL as the one-directional loss computed twice with
+swapped views, brute-force nearest neighbours in NumPy, and pixel counting for CutMix.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -21,6 +24,7 @@ from torch import nn
 
 from ddp_utils import run_ranks
 from vislearn.core.config import load_config
+from vislearn.core.errors import VislearnError
 from vislearn.data import ArrayImageDataset
 from vislearn.data.augment import Normalize
 from vislearn.data.mixing import beta_sample, cutmix, cutmix_box
@@ -284,37 +288,130 @@ def test_k1_logits_are_absolute_moco_logits():
     torch.testing.assert_close(logits, moco.abs(), rtol=1e-5, atol=1e-6)
 
 
-def test_subspace_metric_backward_matches_eigh_autograd_and_gradcheck():
+MODES = [("projection", "floor"), ("projection", "ridge"), ("eigenvalue", "floor")]
+
+
+@pytest.mark.parametrize("weighting,eps_mode", MODES)
+def test_k1_score_is_absolute_cosine_not_moco_logit(weighting, eps_mode):
+    """K = L = 1, closed form: q = (cos θ, sin θ, 0), k = (-1, 0, 0) score |cos θ|, where
+    MoCo's logit is q·k = -cos θ (the ridge mode divides by sqrt(1 + ε))."""
+    theta = torch.tensor([0.0, 0.3, 1.2, math.pi / 2, 2.0, math.pi], dtype=torch.float64)
+    q = torch.stack([theta.cos(), theta.sin(), torch.zeros_like(theta)], dim=1)
+    keys = torch.tensor([-1.0, 0.0, 0.0], dtype=torch.float64).expand(len(theta), 1, 3)
+    eps = 1e-3
+    got = subspace_score(q, keys, 1, eps, weighting=weighting, eps_mode=eps_mode)
+    expected = theta.cos().abs() / (math.sqrt(1 + eps) if eps_mode == "ridge" else 1.0)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-6)  # 1e-6: sqrt(1e-12) floor
+    moco = (q * keys[:, 0]).sum(1)  # -cos θ
+    assert moco[1] < 0 < got[1] and moco[-1] > 0  # the sign is lost where q·k < 0
+    if eps_mode == "floor":
+        torch.testing.assert_close(got, moco.abs(), rtol=1e-12, atol=1e-6)
+
+
+def ref_score_svd(q, keys, rank, eps, weighting, eps_mode) -> float:
+    """Weighted projection length through the SVD of the key matrix: the right singular
+    vectors b_l are the principal directions, λ_l = σ_l², s² = Σ_{l≤L} w_l (b_l·q)² with
+    w_l = min(1, λ_l/ε) | λ_l/(λ_l+ε) (projection, floor | ridge) or λ_l/max(λ_1, ε)."""
+    kn, qn = _unit_np(keys), _unit_np(q)
+    _, sigma, vt = np.linalg.svd(kn, full_matrices=False)  # descending σ
+    lam = sigma**2
+    if weighting == "eigenvalue":
+        w = lam / (max(lam[0], eps) if eps_mode == "floor" else lam[0] + eps)
+    elif eps_mode == "floor":
+        w = np.minimum(1.0, lam / eps)
+    else:
+        w = lam / (lam + eps)
+    return math.sqrt(float(np.sum(w[:rank] * (vt[:rank] @ qn) ** 2)))
+
+
+@pytest.mark.parametrize("weighting,eps_mode", MODES + [("eigenvalue", "ridge")])
+@pytest.mark.parametrize("num_keys,rank", [(3, 3), (4, 2), (5, 1), (3, 1)])
+def test_rank_and_weighting_match_numpy_svd(num_keys, rank, weighting, eps_mode):
+    g = torch.Generator().manual_seed(20 + num_keys * 10 + rank)
+    q = torch.randn(6, 12, generator=g, dtype=torch.float64)
+    keys = torch.randn(6, num_keys, 12, generator=g, dtype=torch.float64)
+    keys[0, -1] = keys[0, 0] + 0.02 * keys[0, -1]  # one near-degenerate key set
+    kw = dict(weighting=weighting, eps_mode=eps_mode)
+    got = subspace_score(q, keys, rank, 1e-3, **kw)
+    for i in range(6):
+        ref = ref_score_svd(q[i].numpy(), keys[i].numpy(), rank, 1e-3, weighting, eps_mode)
+        assert float(got[i]) == pytest.approx(ref, rel=1e-9)
+    basis = subspace_basis(keys, rank, 1e-3, **kw)
+    assert basis.shape == (6, rank, 12) and (basis.norm(dim=-1) <= 1 + 1e-9).all()
+    via_basis = (basis @ F.normalize(q, dim=1).unsqueeze(-1)).squeeze(-1).norm(dim=1)
+    torch.testing.assert_close(via_basis, got)
+    squared = subspace_score(q, keys, rank, 1e-3, squared=True, **kw)
+    torch.testing.assert_close(squared, got**2)
+
+
+def test_near_degenerate_direction_weight_per_mode():
+    """Two keys at cosine ρ = 0.99 (λ = 1 ± ρ): a query along their difference direction
+    scores 1 with the default floor (full weight, λ_2 = 0.01 ≥ ε), sqrt(λ_2/(λ_2 + ε)) with
+    the ridge and sqrt(λ_2/λ_1) with the eigenvalue weighting."""
+    rho = 0.99
+    a = math.acos(rho) / 2
+    f64 = dict(dtype=torch.float64)
+    keys = torch.tensor([[[math.cos(a), math.sin(a)], [math.cos(a), -math.sin(a)]]], **f64)
+    q = torch.tensor([[0.0, 1.0]], **f64)
+    expected = {
+        ("projection", "floor"): 1.0,
+        ("projection", "ridge"): math.sqrt((1 - rho) / (1 - rho + 1e-3)),
+        ("eigenvalue", "floor"): math.sqrt((1 - rho) / (1 + rho)),
+    }
+    for (weighting, eps_mode), value in expected.items():
+        got = subspace_score(q, keys, 2, 1e-3, weighting=weighting, eps_mode=eps_mode)
+        assert float(got) == pytest.approx(value, rel=1e-9), (weighting, eps_mode)
+
+
+def test_subspace_options_are_checked():
+    keys = torch.randn(2, 3, 4)
+    with pytest.raises(ValueError, match="weighting"):
+        subspace_basis(keys, weighting="energy")
+    with pytest.raises(ValueError, match="eps_mode"):
+        subspace_score(keys[:, 0], keys, eps_mode="clip")
+    with pytest.raises(VislearnError, match="weighting"):
+        build_method("kscl", **TINY, weighting="energy")
+
+
+@pytest.mark.parametrize("weighting,eps_mode", MODES + [("eigenvalue", "ridge")])
+def test_subspace_metric_backward_matches_eigh_autograd_and_gradcheck(weighting, eps_mode):
     g = torch.Generator().manual_seed(8)
     x = torch.randn(3, 4, 6, generator=g, dtype=torch.float64, requires_grad=True)
     c = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    eps = 1e-3
 
     def ours(x):
-        m = subspace_metric(x @ x.transpose(1, 2), 2, 1e-3)
+        m = subspace_metric(x @ x.transpose(1, 2), 2, eps, weighting, eps_mode)
         return (c.unsqueeze(1) @ m @ c.unsqueeze(-1)).sum()
+
+    def reg(lam):
+        return lam.clamp_min(eps) if eps_mode == "floor" else lam + eps
 
     def plain(x):  # well separated eigenvalues: torch's eigh backward is exact here
         lam, u = torch.linalg.eigh(x @ x.transpose(1, 2))
         u2, l2 = u[..., 2:], lam[..., 2:]
-        m = (u2 / l2.unsqueeze(-2)) @ u2.transpose(1, 2)
+        h = 1 / reg(l2) if weighting == "projection" else 1 / reg(l2[..., -1:]).expand_as(l2)
+        m = (u2 * h.unsqueeze(-2)) @ u2.transpose(1, 2)
         return (c.unsqueeze(1) @ m @ c.unsqueeze(-1)).sum()
 
+    torch.testing.assert_close(ours(x), plain(x))
     (g1,) = torch.autograd.grad(ours(x), x)
     (g2,) = torch.autograd.grad(plain(x), x)
     torch.testing.assert_close(g1, g2, rtol=1e-8, atol=1e-10)
     assert torch.autograd.gradcheck(ours, (x,))
-    # full rank L = K is G⁻¹
-    gram = (x @ x.transpose(1, 2)).detach()
-    torch.testing.assert_close(subspace_metric(gram, 4, 1e-6), torch.linalg.inv(gram))
+    if (weighting, eps_mode) == ("projection", "floor"):  # full rank L = K is G⁻¹
+        gram = (x @ x.transpose(1, 2)).detach()
+        torch.testing.assert_close(subspace_metric(gram, 4, 1e-6), torch.linalg.inv(gram))
 
 
+@pytest.mark.parametrize("weighting,eps_mode", MODES)
 @pytest.mark.parametrize("num_keys,rank", [(3, 1), (3, 2), (3, 3), (2, 2)])
-def test_identical_keys_give_finite_scores_and_gradients(num_keys, rank):
+def test_identical_keys_give_finite_scores_and_gradients(num_keys, rank, weighting, eps_mode):
     g = torch.Generator().manual_seed(9)
     q = torch.randn(4, 8, generator=g, requires_grad=True)
     base = torch.randn(4, 1, 8, generator=g)
     keys = base.repeat(1, num_keys, 1).requires_grad_(True)
-    s = subspace_score(q, keys, rank, 1e-3)
+    s = subspace_score(q, keys, rank, 1e-3, weighting=weighting, eps_mode=eps_mode)
     # the span of identical keys is the key itself: s = |q·k|
     ref = (F.normalize(q, dim=1) * F.normalize(base[:, 0], dim=1)).sum(1).abs()
     torch.testing.assert_close(s, ref, rtol=1e-3, atol=1e-3)
@@ -353,8 +450,53 @@ def test_kscl_identical_views_no_nan(encoder, rank):
     assert torch.isfinite(model.queue.bases).all()
 
 
+# ---- KSCL method: symmetric loss ---------------------------------------------------------
+@pytest.mark.parametrize("encoder", ["momentum", "online"])
+def test_symmetric_kscl_is_the_mean_of_both_one_directional_losses(encoder):
+    """Reference: the one-directional module on views (0, 1, 2, 3) and on (1, 0, 2, 3), each
+    from the same state, averaged -- loss and parameter gradients; the symmetric step enqueues
+    exactly what the first one-directional step does (one entry per instance)."""
+    kw = dict(**TINY, num_keys=3, subspace_encoder=encoder)
+    torch.manual_seed(0)
+    sym = build_method("kscl", **kw, symmetric=True).double().eval()
+    asym = build_method("kscl", **kw).double().eval()
+    asym.load_state_dict(sym.state_dict())
+    asym_swapped = copy.deepcopy(asym)
+    g = torch.Generator().manual_seed(11)
+    views = [torch.randn(5, 1, 28, 28, generator=g, dtype=torch.float64) for _ in range(4)]
+    labels = torch.full((5,), -1)
+    swapped = [views[1], views[0], *views[2:]]
+    out = sym.ssl_step(views, labels)
+    a, b = asym.ssl_step(views, labels), asym_swapped.ssl_step(swapped, labels)
+    ref = (a["loss"] + b["loss"]) / 2
+    assert out["loss"].item() == pytest.approx(ref.item(), rel=1e-12)
+    assert out["loss"].item() != pytest.approx(a["loss"].item(), rel=1e-6)  # not one direction
+    out["loss"].backward()
+    ref.backward()
+    named = dict(asym.named_parameters())
+    checked = 0
+    for name, p in sym.named_parameters():
+        ga, gb = named[name].grad, dict(asym_swapped.named_parameters())[name].grad
+        if p.grad is None:
+            assert ga is None and gb is None, name
+            continue
+        torch.testing.assert_close(p.grad, ga + gb, rtol=1e-9, atol=1e-12)  # ref has the 1/2
+        checked += 1
+    assert checked > 0
+    torch.testing.assert_close(sym.queue.bases, asym.queue.bases, rtol=1e-12, atol=1e-12)
+    assert int(sym.queue.rows.ptr) == int(asym.queue.rows.ptr) == 5 * 3
+
+
 # ---- registration and recipes ------------------------------------------------------------
-RECIPES = ["csml", "csml_no_multilevel", "csml_no_mix", "kscl_k2", "kscl_k3", "kscl_k4"]
+RECIPES = [
+    "csml",
+    "csml_no_multilevel",
+    "csml_no_mix",
+    "kscl_k2",
+    "kscl_k3",
+    "kscl_k4",
+    "kscl_k2_sym",
+]
 
 
 def test_methods_are_registered_and_recipes_build():
@@ -368,6 +510,9 @@ def test_methods_are_registered_and_recipes_build():
     assert load_config("configs/fmnist_ssl/csml_no_mix.yaml")["model"]["use_mix"] is False
     k4 = load_config("configs/fmnist_ssl/kscl_k4.yaml")
     assert k4["model"]["num_keys"] == 4
+    k2_sym = load_config("configs/fmnist_ssl/kscl_k2_sym.yaml")["model"]
+    k2 = load_config("configs/fmnist_ssl/kscl_k2.yaml")["model"]
+    assert k2_sym == {**k2, "symmetric": True}  # only the loss direction differs
 
 
 # ---- end to end -----------------------------------------------------------------------------
@@ -442,3 +587,15 @@ def test_kscl_trains_end_to_end(tmp_path):
     assert math.isfinite(float(trainer.callback_metrics["train/loss"]))
     assert len(model.augment.views) == 4
     assert model.queue.bases.shape == (64, 2, 16)
+
+
+def test_kscl_symmetric_recipe_trains_two_steps(tmp_path):
+    """The kscl_k2_sym recipe's model section at tiny sizes, 2 training steps."""
+    cfg = load_config("configs/fmnist_ssl/kscl_k2_sym.yaml")["model"]
+    model, trainer = fit("kscl", tmp_path, 2, **{**cfg, **TINY, "proj_dim": 16, "queue_size": 100})
+    assert model.hparams.symmetric and model.hparams.num_keys == 2
+    assert trainer.global_step == 2
+    assert math.isfinite(float(trainer.callback_metrics["train/loss"]))
+    assert len(model.augment.views) == 3
+    assert model.queue.bases.shape == (100, 2, 16)
+    assert int(model.queue.rows.ptr) == 2 * 32 * 2  # one entry (2 rows) per image per step
