@@ -697,3 +697,22 @@ def test_finetune_with_validation_split_tests_the_best_weights(tmp_path):
     assert ckpt["vislearn_best"]["best"]["step"] == scores["best_step"]
     with pytest.raises(VislearnError, match="val_fraction"):
         finetune_seg({**cfg, "data": {**cfg["data"], "val_fraction": 1.0}})
+
+
+def test_seg_cli_flags_for_probe_and_validation_are_checked_before_writing(tmp_path):
+    from vislearn.tasks.seg.cli import add_seg_parser, check_seg_config, seg_config
+
+    parser = argparse.ArgumentParser(prog="vislearn")
+    add_seg_parser(parser.add_subparsers(dest="command"))
+    out = tmp_path / "ft"
+    a = parser.parse_args(["seg", "finetune", "--freeze", "backbone+decoder", "--val-fraction",
+                           "0.25", "--out", str(out)])  # fmt: skip
+    cfg = check_seg_config(seg_config(a), "finetune")
+    assert cfg["model"]["freeze"] == "backbone+decoder" and cfg["data"]["val_fraction"] == 0.25
+    bad = parser.parse_args(["seg", "finetune", "--val-fraction", "1", "--out", str(out)])
+    with pytest.raises(VislearnError, match="val_fraction"):
+        check_seg_config(seg_config(bad), "finetune")
+    bad = parser.parse_args(["seg", "pretrain", "--out", str(out), "model.contrast_over=mine"])
+    with pytest.raises(VislearnError, match="contrast_over"):
+        check_seg_config(seg_config(bad), "pretrain")
+    assert not out.exists()

@@ -105,8 +105,20 @@ def add_seg_parser(sub: Any) -> None:
         choices=["backbone", "backbone+decoder"],
         help="what to take from --init (default backbone+decoder)",
     )
+    ft.add_argument(
+        "--freeze",
+        choices=["none", "backbone", "backbone+decoder"],
+        help="keep these fixed (batch-norm statistics too); backbone+decoder = a per-pixel "
+        "linear probe of the pretrained features (default none)",
+    )
     ft.add_argument("--target", help="data set spec (default synthetic:fine)")
     ft.add_argument("--fraction", type=float, help="labelled fraction of the target train split")
+    ft.add_argument(
+        "--val-fraction",
+        type=float,
+        help="share of the labelled images held out for model selection: validated every "
+        "trainer.val_every_n_epochs, the test scores are the best validated weights' (default 0)",
+    )
     _common(ft)
     _training(ft)
 
@@ -170,6 +182,8 @@ SEG_FLAGS: dict[str, str] = {
     "method": "method",
     "init": "init",
     "transfer": "transfer",
+    "freeze": "model.freeze",
+    "val_fraction": "data.val_fraction",
     "seed": "seed",
 }
 
@@ -239,6 +253,8 @@ def check_seg_config(cfg: dict, cmd: str) -> dict:
         model_class = SegPretrainModule if cmd == "pretrain" else SegFinetuneModule
     validate_config(cfg, SEG_DEFAULTS, model_class)
     d = cfg["data"]
+    if cmd in ("pretrain", "finetune"):
+        _check_choices(cfg, cmd)
     specs = list(d["datasets"] or []) if cmd in ("pretrain", "make-data") else []
     if cmd == "finetune" and d["target"]:
         specs.append(d["target"])
@@ -250,6 +266,24 @@ def check_seg_config(cfg: dict, cmd: str) -> dict:
         default = f"runs/seg_finetune_{spec_name(str(d['target']))}"
         check_run_settings(cfg["trainer"], cfg["out"] or default)
     return cfg
+
+
+def _check_choices(cfg: dict, cmd: str) -> None:
+    """The string options and the validation share, before anything is built or written."""
+    from vislearn.core.errors import VislearnError
+    from vislearn.tasks.seg.modules import CONTRAST_OVER, FREEZE_CHOICES
+
+    model = cfg.get("model") or {}
+    name, choices = (
+        ("freeze", FREEZE_CHOICES) if cmd == "finetune" else ("contrast_over", CONTRAST_OVER)
+    )
+    if name in model and model[name] not in choices:
+        raise VislearnError(
+            f"model.{name} must be one of {', '.join(choices)}, got {model[name]!r}"
+        )
+    share = cfg["data"].get("val_fraction") or 0.0
+    if cmd == "finetune" and not 0.0 <= float(share) < 1.0:
+        raise VislearnError(f"data.val_fraction must be in [0, 1), got {share}")
 
 
 def run_seg(a: argparse.Namespace) -> None:
