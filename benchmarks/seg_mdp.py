@@ -331,6 +331,35 @@ def paired_rows(recs: list[dict]) -> list[dict]:
     return out
 
 
+def trivial_and_oracle_miou(a: argparse.Namespace, stride: int = 4) -> dict[str, dict]:
+    """Per target, on its test split (mIoU %): ``all_background`` -- background predicted
+    everywhere, the trivial floor -- and ``label_map_at_stride`` -- the ground truth reduced to
+    the network's output stride (each ``stride`` x ``stride`` block takes its most frequent
+    labelled class) and upsampled, the ceiling a perfect classifier of the features reaches."""
+    import torch
+    import torch.nn.functional as F
+
+    from vislearn.eval.segmentation import confusion_matrix, segmentation_scores
+    from vislearn.tasks.seg.data import build_segmentation_dataset
+
+    data = _recipe("finetune", 1, {**_sizes(a), "cache_dir": str(Path(a.cache) / "data")})["data"]
+    out = {}
+    for t in a.targets:
+        ds = build_segmentation_dataset(f"synthetic:{t}", "test", data)
+        masks = torch.stack([ds[i][1] for i in range(len(ds))]).long()
+        k, ign = ds.num_classes, ds.ignore_index
+        onehot = F.one_hot(masks.clamp(max=k), k + 1)[..., :k].permute(0, 3, 1, 2).float()
+        block = F.avg_pool2d(onehot, stride).argmax(1)  # ignore pixels carry no vote
+        coarse = block.repeat_interleave(stride, 1).repeat_interleave(stride, 2)
+        scores = {}
+        for name, pred in (("all_background", torch.zeros_like(masks)),
+                           ("label_map_at_stride", coarse)):  # fmt: skip
+            conf = confusion_matrix(pred, masks, k, ign)
+            scores[name] = round(100 * segmentation_scores(conf)["miou"], 2)
+        out[t] = scores
+    return out
+
+
 def write_results(pre, results, grid, chosen, a, wall) -> None:
     import torch
 
@@ -403,6 +432,7 @@ def write_results(pre, results, grid, chosen, a, wall) -> None:
         f"{LR_GRID['finetune'][-1]}), same steps",
         "metric": "miou: mean IoU (%) over classes present in truth or prediction, ignore "
         "index 255 excluded, on the target's test split",
+        "floor_and_ceiling_miou": trivial_and_oracle_miou(a),
         "lr_selection": selection,
         "paired_differences": paired_rows(results),
         "seconds_per_step": {k: round(statistics.mean(v), 3) for k, v in step_time.items()},
