@@ -140,9 +140,12 @@ def render_rows(rows: list[dict], columns: list[tuple[str, str, str | None]]) ->
     cols = []
     for title, key, per_seed in columns:
         cols.append((title, lambda r, k=key, s=per_seed: _cell(r, k, s)))
-        base = next((r[f"{key}_diff"]["baseline"] for r in rows if r.get(f"{key}_diff")), None)
-        if base is not None:
-            cols.append((f"Δ vs `{base}`", lambda r, k=key: format_diff(r, k)))
+        bases = list(
+            dict.fromkeys(r[f"{key}_diff"]["baseline"] for r in rows if r.get(f"{key}_diff"))
+        )
+        if bases:  # several baselines (e.g. one per label fraction): each row against its own
+            title = "Δ vs " + " / ".join(f"`{b}`" for b in bases)
+            cols.append((title, lambda r, k=key: format_diff(r, k)))
     lines = ["| name | " + " | ".join(c[0] for c in cols) + " |", "|---|" + "---:|" * len(cols)]
     for row in rows:
         lines.append(f"| `{row['name']}` | " + " | ".join(c[1](row) for c in cols) + " |")

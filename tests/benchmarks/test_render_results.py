@@ -61,3 +61,13 @@ def test_intervals_and_paired_diff_columns():
     assert lines[2] == "| `base` | 70.0 [69.0, 71.0] | – |"
     assert lines[3] == "| `ours` | 72.0 [71.0, 73.0] | **+2.00 [+1.00, +3.00]** ▲ |"
     assert lines[4] == "| `old` | 71.0 (70.0 / 72.0) | – |"  # no interval: the old format
+
+
+def test_paired_diff_column_names_every_baseline():
+    r = _module()
+    rows = [
+        {"name": "a_1", "acc": 1.0, "acc_diff": {"baseline": "base_1", "mean": 1.0, "ci95": None}},
+        {"name": "a_2", "acc": 2.0, "acc_diff": {"baseline": "base_2", "mean": 2.0, "ci95": None}},
+    ]
+    lines = r.render_rows(rows, [("top-1 %", "acc", None)]).splitlines()
+    assert lines[0] == "| name | top-1 % | Δ vs `base_1` / `base_2` |"

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from vislearn.core.errors import VislearnError
 from vislearn.data.datasets import get_dataset
 from vislearn.data.resume import SeededDistributedSampler, TrainLoader
-from vislearn.data.semi import PartiallyLabelledDataset, SemiSupervisedSampler
+from vislearn.data.semi import LabelledSubset, PartiallyLabelledDataset, SemiSupervisedSampler
 from vislearn.data.subsets import split_labelled_unlabelled
 
 
@@ -37,6 +37,13 @@ class ImageDataModule(L.LightningDataModule):
     ``len(train) // batch_size``. The online kNN bank keeps the true labels: it only monitors.
     ``label_fraction=None`` (default) keeps all labels; ``labelled_batch_size`` without a
     ``label_fraction`` is an error.
+
+    **Held-out images** (``exclude``, not a config field): indices of the training split that
+    are never served for training, e.g. a validation split carved from it for model selection
+    (``benchmarks/fmnist_semi.py``). With a label fraction they must lie outside the labelled
+    subset and are dropped from the unlabelled stream; without one the training set is the rest
+    (:class:`~vislearn.data.semi.LabelledSubset`). The epoch length counts the served images
+    only. The online kNN bank may still draw them: it only monitors.
     """
 
     def __init__(
@@ -53,6 +60,7 @@ class ImageDataModule(L.LightningDataModule):
         label_fraction: float | None = None,
         labelled_batch_size: int | None = None,
         label_seed: int = 0,
+        exclude: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         self.dataset, self.batch_size, self.num_workers = dataset, batch_size, num_workers
@@ -70,10 +78,19 @@ class ImageDataModule(L.LightningDataModule):
             labelled, self.unlabelled_idx = split_labelled_unlabelled(
                 labels, fraction=label_fraction, seed=label_seed
             )
+            if exclude is not None:
+                held_out = self._held_out(exclude, len(labels))
+                if np.isin(labelled, held_out).any():
+                    raise VislearnError("held-out (exclude) images overlap the labelled subset")
+                self.unlabelled_idx = np.setdiff1d(self.unlabelled_idx, held_out)
             self.train_set = PartiallyLabelledDataset(self.train_set, labelled)
             if labelled_batch_size is None:
                 self.labelled_batch_size = batch_size // 4
             self._semi_sampler(1, 0)  # bad batch composition: an error now, not at fit time
+        elif exclude is not None:
+            held_out = self._held_out(exclude, len(self.train_set))
+            keep = np.setdiff1d(np.arange(len(self.train_set)), held_out)
+            self.train_set = LabelledSubset(self.train_set, keep)
         if len(self.train_set) < batch_size:
             raise VislearnError(
                 f"dataset {dataset!r} has {len(self.train_set)} training images, fewer than "
@@ -88,6 +105,13 @@ class ImageDataModule(L.LightningDataModule):
         first = self.train_set[0][0]
         self.channels, self.image_size = int(first.shape[0]), int(first.shape[-1])
         self.num_classes = int(getattr(self.train_set, "num_classes", 0) or 0)
+
+    @staticmethod
+    def _held_out(exclude: np.ndarray, n: int) -> np.ndarray:
+        held_out = np.unique(np.asarray(exclude, dtype=np.int64))
+        if held_out.size and (held_out[0] < 0 or held_out[-1] >= n):
+            raise VislearnError(f"held-out (exclude) indices must be in [0, {n})")
+        return held_out
 
     def _world_rank(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -131,7 +155,7 @@ class ImageDataModule(L.LightningDataModule):
             self.unlabelled_idx,
             self.batch_size,
             self.labelled_batch_size,
-            len(self.train_set) // (self.batch_size * world),
+            (len(self.train_set.labelled) + len(self.unlabelled_idx)) // (self.batch_size * world),
             self.seed,
             rank,
             world,

@@ -12,6 +12,10 @@ epoch part-way (:class:`~vislearn.data.resume.ResumableSampler`).
 
 An epoch has ``len(dataset) // (batch_size * world)`` batches per rank, the length of the plain
 loader, so runs with and without a label fraction are step-for-step comparable.
+
+:class:`LabelledSubset` is a :class:`~torch.utils.data.Subset` that keeps the labels and the
+data set attributes: the training set of a run that holds images out (a validation split
+carved from the training split, ``ImageDataModule(exclude=...)``).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from torch.utils.data import Dataset, Sampler
 from vislearn.core.errors import VislearnError
 from vislearn.data.resume import ResumableSampler
 
-__all__ = ["PartiallyLabelledDataset", "SemiSupervisedSampler"]
+__all__ = ["LabelledSubset", "PartiallyLabelledDataset", "SemiSupervisedSampler"]
 
 
 class PartiallyLabelledDataset(Dataset):
@@ -52,6 +56,25 @@ class PartiallyLabelledDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Any, int]:
         image, _ = self.base[index]
         return image, int(self.labels[index])
+
+
+class LabelledSubset(Dataset):
+    """The samples ``indices`` of ``base``, with ``labels`` (``base.labels[indices]``, when
+    ``base`` has labels), ``num_classes``, ``classes``, ``channels`` and ``image_size``."""
+
+    def __init__(self, base: Dataset, indices: np.ndarray) -> None:
+        self.base = base
+        self.indices = np.asarray(indices, dtype=np.int64)
+        base_labels = getattr(base, "labels", None)
+        self.labels = None if base_labels is None else np.asarray(base_labels)[self.indices]
+        for attr in ("num_classes", "classes", "channels", "image_size"):
+            setattr(self, attr, getattr(base, attr, None))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        return self.base[int(self.indices[index])]
 
 
 def _stream(indices: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:

@@ -254,6 +254,30 @@ def test_semi_datamodule_hides_labels_and_fixes_the_batch_composition():
     assert first != list(loader.sampler)
 
 
+def test_datamodule_holds_excluded_images_out_of_training():
+    """``exclude`` (a validation split carved from the training split) leaves the unlabelled
+    stream, or the whole training set without a label fraction; the epoch counts the rest."""
+    dm = ImageDataModule(batch_size=32, knn_bank_size=100, label_fraction=0.1)
+    held = np.setdiff1d(np.arange(5000), dm.train_set.labelled)[::10][:300]
+    semi = ImageDataModule(
+        batch_size=32, knn_bank_size=100, label_fraction=0.1, labelled_batch_size=8, exclude=held
+    )
+    assert np.array_equal(semi.train_set.labelled, dm.train_set.labelled)  # labels unchanged
+    loader = semi.train_dataloader()
+    assert len(loader) == (5000 - 300) // 32
+    assert not set(loader.sampler) & set(held.tolist())
+    plain = ImageDataModule(batch_size=32, knn_bank_size=100, exclude=held)
+    assert len(plain.train_set) == 4700 and plain.num_classes == 10
+    kept = plain.train_set.indices
+    assert not np.isin(kept, held).any()
+    assert np.array_equal(plain.train_set.labels, plain.bank_source.labels[kept])
+    assert plain.train_set[0][1] == int(plain.bank_source.labels[kept[0]])
+    with pytest.raises(VislearnError, match="overlap the labelled subset"):
+        ImageDataModule(batch_size=32, label_fraction=0.1, exclude=dm.train_set.labelled[:3])
+    with pytest.raises(VislearnError, match="must be in"):
+        ImageDataModule(batch_size=32, exclude=np.array([5000]))
+
+
 def test_semi_sampler_ranks_split_the_single_process_stream():
     lab, unl = np.arange(0, 10), np.arange(10, 100)
     one = list(SemiSupervisedSampler(lab, unl, 4, 1, num_batches=6, seed=3))
@@ -281,9 +305,13 @@ def test_label_fraction_settings_are_strict(data, match):
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.stem)
 def test_semi_recipes_build(recipe):
-    """Every benchmark recipe resolves and builds its method (data: the embedded subset)."""
+    """Every benchmark recipe resolves and builds its method (data: the embedded subset):
+    2,000 steps and 64 labelled images per step for every row."""
     cfg = load_config(recipe, ["data.dataset=fmnist-mini"])
-    assert cfg["data"]["label_fraction"] in (0.01, 0.1) and cfg["trainer"]["max_epochs"] == 4
+    t, d = cfg["trainer"], cfg["data"]
+    assert d["label_fraction"] in (0.01, 0.1) and t["max_epochs"] * t["limit_train_batches"] == 2000
+    assert d["labelled_batch_size"] == 64
+    assert d["batch_size"] == (64 if cfg["method"] == "supervised" else 256)
     dm = build_datamodule(cfg)
     model = build_from_config(cfg, dm)
     assert model.hparams.backbone_kwargs == {"stem": "small_ds", "width": 16}

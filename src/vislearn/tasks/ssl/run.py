@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch import nn
 
@@ -43,9 +44,10 @@ def is_video_method(name: str) -> bool:
     return get_method(name).modality == "video"
 
 
-def build_datamodule(cfg: dict) -> ImageDataModule:
+def build_datamodule(cfg: dict, exclude: np.ndarray | None = None) -> ImageDataModule:
     """The data module of ``cfg``: clips (:class:`VideoDataModule`) for a video method,
-    images otherwise; a mismatch between method and data is an error."""
+    images otherwise; a mismatch between method and data is an error. ``exclude``: training
+    indices held out of training (images only; :class:`ImageDataModule`)."""
     d = cfg["data"]
     method = cfg.get("method")
     dataset = str(d["dataset"]).strip().lower()
@@ -55,6 +57,8 @@ def build_datamodule(cfg: dict) -> ImageDataModule:
                 f"{method} is a video method; use --data {SYNTHETIC_MOTION} or a folder of "
                 f"videos, not the image data set {d['dataset']!r}"
             )
+        if exclude is not None:
+            raise VislearnError("held-out training indices (exclude) apply to image data only")
         return build_video_datamodule(cfg, get_method(method).clips_per_video)
     if dataset == SYNTHETIC_MOTION:
         video = [m for m in list_methods() if is_video_method(m)]
@@ -67,6 +71,7 @@ def build_datamodule(cfg: dict) -> ImageDataModule:
         label_fraction=d["label_fraction"],
         labelled_batch_size=d["labelled_batch_size"],
         label_seed=d["label_seed"],
+        exclude=exclude,
     )
 
 
