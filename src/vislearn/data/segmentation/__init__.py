@@ -35,6 +35,7 @@ from vislearn.data.segmentation.datasets import (
     SegmentationDataset,
     SegmentationSubset,
     fraction_subset,
+    validation_from_rest,
     validation_split,
 )
 from vislearn.data.segmentation.folder import SegmentationFolder, write_segmentation_folder
@@ -59,6 +60,7 @@ __all__ = [
     "SegmentationSubset",
     "downsample_labels",
     "fraction_subset",
+    "validation_from_rest",
     "validation_split",
     "write_segmentation_folder",
 ]

@@ -20,6 +20,7 @@ __all__ = [
     "SegmentationDataset",
     "SegmentationSubset",
     "fraction_subset",
+    "validation_from_rest",
     "validation_split",
 ]
 
@@ -128,6 +129,27 @@ def validation_split(
     order = np.random.default_rng([seed, 7]).permutation(n)
     val, train = np.sort(order[:k]).tolist(), np.sort(order[k:]).tolist()
     return SegmentationSubset(dataset, train), SegmentationSubset(dataset, val)
+
+
+def validation_from_rest(
+    dataset: SegmentationDataset, labelled: SegmentationDataset, fraction: float, seed: int = 0
+) -> SegmentationDataset:
+    """A validation set of ``round(fraction * len(labelled))`` (at least one) seeded images of
+    ``dataset`` outside the ``labelled`` subset (:func:`fraction_subset` of it): model
+    selection on images that neither training nor a pretraining restricted to the same subset
+    has seen, while every labelled image trains."""
+    if not 0.0 < fraction < 1.0:
+        raise VislearnError(f"validation fraction must be in (0, 1), got {fraction}")
+    used = set(getattr(labelled, "indices", range(len(dataset))))
+    rest = [i for i in range(len(dataset)) if i not in used]
+    if not rest:
+        raise VislearnError(
+            "no images outside the labelled subset to validate on (data.fraction is 1): use "
+            "data.val_from=labelled"
+        )
+    k = min(len(rest), max(1, int(round(fraction * len(labelled)))))
+    pick = np.random.default_rng([seed, 11]).permutation(len(rest))[:k]
+    return SegmentationSubset(dataset, sorted(rest[i] for i in pick))
 
 
 class MultiDatasetSegmentation(Dataset):

@@ -284,6 +284,10 @@ def _check_choices(cfg: dict, cmd: str) -> None:
     share = cfg["data"].get("val_fraction") or 0.0
     if cmd == "finetune" and not 0.0 <= float(share) < 1.0:
         raise VislearnError(f"data.val_fraction must be in [0, 1), got {share}")
+    if cmd == "finetune" and cfg["data"].get("val_from", "labelled") not in ("labelled", "rest"):
+        raise VislearnError(
+            f"data.val_from must be labelled or rest, got {cfg['data']['val_from']!r}"
+        )
 
 
 def run_seg(a: argparse.Namespace) -> None:

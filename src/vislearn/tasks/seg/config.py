@@ -24,6 +24,10 @@ SEG_DEFAULTS: dict[str, Any] = {
         # fine-tuning: share of the labelled images held out for model selection (0: none;
         # > 0: validate every trainer.val_every_n_epochs, test the best validated weights)
         "val_fraction": 0.0,
+        # where the validation images come from: "labelled" (carved from the labelled
+        # subset) or "rest" (the train split outside it, as many as val_fraction of the
+        # labelled count: never trained on, nor seen by a pretraining restricted to the subset)
+        "val_from": "labelled",
         "image_size": 64,
         # synthetic sets (vislearn.data.synthetic.segmentation_scenes)
         "num_train": 2000,

@@ -33,6 +33,7 @@ from vislearn.data.segmentation import (
     MultiDatasetSegmentation,
     SegmentationDataset,
     fraction_subset,
+    validation_from_rest,
     validation_split,
 )
 from vislearn.engine.run import fit, last_checkpoint, quiet_lightning
@@ -177,7 +178,8 @@ def finetune_seg(cfg: dict, resume: bool = True) -> tuple[SegFinetuneModule, Pat
     The network's architecture defaults to the one stored in ``init`` (a
     ``pretrained.safetensors``); ``model.*`` keys override it (``model.freeze`` =
     ``backbone+decoder`` makes it a per-pixel linear probe). With ``data.val_fraction`` > 0 a
-    seeded share of the labelled images is held out, validated every
+    seeded share of the labelled images is held out (``data.val_from=rest``: as many other
+    images of the train split, outside the labelled subset, instead), validated every
     ``trainer.val_every_n_epochs`` (and at the end), and the test scores are those of the best
     validated weights. Returns the module, the run folder and the scores (``miou``,
     ``pixel_acc`` ... as fractions, plus per-class IoU; ``val_miou`` and ``best_step`` with a
@@ -193,14 +195,18 @@ def finetune_seg(cfg: dict, resume: bool = True) -> tuple[SegFinetuneModule, Pat
         raise VislearnError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
     target = str(d["target"])
-    train = fraction_subset(
-        build_segmentation_dataset(target, "train", d), float(d["fraction"]), d["fraction_seed"]
-    )
+    val_from = d.get("val_from") or "labelled"
+    if val_from not in ("labelled", "rest"):
+        raise VislearnError(f"data.val_from must be labelled or rest, got {val_from!r}")
+    full = build_segmentation_dataset(target, "train", d)
+    train = fraction_subset(full, float(d["fraction"]), d["fraction_seed"])
     test = build_segmentation_dataset(target, "test", d)
     if test.label_space.classes != train.label_space.classes:
         raise VislearnError(f"{target}: train and test splits have different classes")
     val = None
-    if val_fraction > 0:
+    if val_fraction > 0 and val_from == "rest":
+        val = validation_from_rest(full, train, val_fraction, d["fraction_seed"])
+    elif val_fraction > 0:
         train, val = validation_split(train, val_fraction, d["fraction_seed"])
     module = _build(
         SegFinetuneModule,
