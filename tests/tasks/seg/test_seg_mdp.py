@@ -593,6 +593,22 @@ def test_validation_split_is_seeded_disjoint_and_checked():
             validation_split(ds, bad)
 
 
+def test_validation_from_rest_lies_outside_the_labelled_subset():
+    from vislearn.data.segmentation.datasets import validation_from_rest
+
+    space = LabelSpace("toy", ("background", "a"))
+    ds = ArraySegmentationDataset(
+        torch.zeros(50, 3, 4, 4, dtype=torch.uint8), torch.zeros(50, 4, 4, dtype=torch.uint8),
+        space, "toy",
+    )  # fmt: skip
+    labelled = fraction_subset(ds, 0.2, seed=0)  # 10 images
+    val = validation_from_rest(ds, labelled, 0.3, seed=0)
+    assert len(val) == 3 and not set(val.indices) & set(labelled.indices)
+    assert val.indices == validation_from_rest(ds, labelled, 0.3, seed=0).indices
+    with pytest.raises(VislearnError, match="val_from=labelled"):
+        validation_from_rest(ds, fraction_subset(ds, 1.0), 0.2)
+
+
 def test_contrast_masks_own_dataset_and_background_own():
     from vislearn.tasks.seg.modules import SegPretrainModule
 
