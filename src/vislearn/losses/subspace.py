@@ -68,6 +68,7 @@ from torch import Tensor
 __all__ = [
     "EPS_MODES",
     "WEIGHTINGS",
+    "check_subspace_options",
     "kscl_logits",
     "subspace_basis",
     "subspace_metric",
@@ -93,7 +94,8 @@ def _check_rank(rank: int, num_keys: int) -> None:
         raise ValueError(f"subspace rank L must be in [1, K={num_keys}], got {rank}")
 
 
-def _check_options(eps: float, weighting: str, eps_mode: str) -> None:
+def check_subspace_options(eps: float, weighting: str, eps_mode: str) -> None:
+    """A ``ValueError`` for an ``eps`` <= 0 or an unknown ``weighting`` / ``eps_mode``."""
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")
     if weighting not in WEIGHTINGS:
@@ -193,7 +195,7 @@ def subspace_metric(
     if gram.dim() < 2 or gram.shape[-1] != gram.shape[-2]:
         raise ValueError(f"gram must be [..., K, K], got {tuple(gram.shape)}")
     _check_rank(rank, gram.shape[-1])
-    _check_options(eps, weighting, eps_mode)
+    check_subspace_options(eps, weighting, eps_mode)
     return _SubspaceMetric.apply(gram, rank, eps, weighting, eps_mode)
 
 
@@ -255,7 +257,7 @@ def subspace_basis(
         raise ValueError(f"keys must be [N, K, D], got {tuple(keys.shape)}")
     rank = rank or keys.shape[1]
     _check_rank(rank, keys.shape[1])
-    _check_options(eps, weighting, eps_mode)
+    check_subspace_options(eps, weighting, eps_mode)
     with _full_precision(keys) as dtype:
         kn = F.normalize(keys.to(dtype), dim=-1)
         _, u, _, h = _spectrum(kn @ kn.transpose(1, 2), rank, eps, weighting, eps_mode)

@@ -573,14 +573,16 @@ def test_heldout_taxonomy_is_new_and_no_default_pretraining_sees_it():
     assert fg > 0.15  # items are not vanishingly rare
 
 
+def _blank_set(n: int) -> ArraySegmentationDataset:
+    space = LabelSpace("toy", ("background", "a"))
+    images = torch.zeros(n, 3, 4, 4, dtype=torch.uint8)
+    return ArraySegmentationDataset(images, torch.zeros(n, 4, 4, dtype=torch.uint8), space, "toy")
+
+
 def test_validation_split_is_seeded_disjoint_and_checked():
     from vislearn.data.segmentation.datasets import validation_split
 
-    space = LabelSpace("toy", ("background", "a"))
-    ds = ArraySegmentationDataset(
-        torch.zeros(10, 3, 4, 4, dtype=torch.uint8), torch.zeros(10, 4, 4, dtype=torch.uint8),
-        space, "toy",
-    )  # fmt: skip
+    ds = _blank_set(10)
     train, val = validation_split(ds, 0.2, seed=3)
     again_train, again_val = validation_split(ds, 0.2, seed=3)
     assert len(val) == 2 and len(train) == 8
@@ -596,11 +598,7 @@ def test_validation_split_is_seeded_disjoint_and_checked():
 def test_validation_from_rest_lies_outside_the_labelled_subset():
     from vislearn.data.segmentation.datasets import validation_from_rest
 
-    space = LabelSpace("toy", ("background", "a"))
-    ds = ArraySegmentationDataset(
-        torch.zeros(50, 3, 4, 4, dtype=torch.uint8), torch.zeros(50, 4, 4, dtype=torch.uint8),
-        space, "toy",
-    )  # fmt: skip
+    ds = _blank_set(50)
     labelled = fraction_subset(ds, 0.2, seed=0)  # 10 images
     val = validation_from_rest(ds, labelled, 0.3, seed=0)
     assert len(val) == 3 and not set(val.indices) & set(labelled.indices)

@@ -13,7 +13,7 @@ from vislearn.data.augment import PRESETS, AugmentConfig, MultiViewAugment
 from vislearn.engine.momentum import momentum_copy
 from vislearn.engine.ssl import SSLMethod
 from vislearn.engine.subspace_queue import SubspaceQueue
-from vislearn.losses.subspace import EPS_MODES, WEIGHTINGS, kscl_logits, subspace_basis
+from vislearn.losses.subspace import check_subspace_options, kscl_logits, subspace_basis
 from vislearn.models import MLPHead
 from vislearn.tasks.ssl.methods.registry import register_method
 
@@ -110,12 +110,10 @@ class KSCL(SSLMethod):
                 f"kscl subspace_encoder must be one of {SUBSPACE_ENCODERS}, got "
                 f"{subspace_encoder!r}"
             )
-        if not eps > 0:
-            raise VislearnError(f"kscl eps must be > 0, got {eps}")
-        if weighting not in WEIGHTINGS:
-            raise VislearnError(f"kscl weighting must be one of {WEIGHTINGS}, got {weighting!r}")
-        if eps_mode not in EPS_MODES:
-            raise VislearnError(f"kscl eps_mode must be one of {EPS_MODES}, got {eps_mode!r}")
+        try:
+            check_subspace_options(eps, weighting, eps_mode)
+        except ValueError as exc:
+            raise VislearnError(f"kscl {exc}") from None
         self.subspace_dim = rank
         preset = PRESETS[self.augment_name]
         query_view, key_view = preset.views[0], preset.views[min(1, len(preset.views) - 1)]
