@@ -116,6 +116,12 @@ def _recipe(name: str, steps: int, data: dict, **updates) -> dict:
     return cfg
 
 
+def data_section(a: argparse.Namespace) -> dict:
+    """The resolved ``data`` section of the transfer recipe at the benchmark's sizes, with the
+    rendered sets cached under ``--cache``/data."""
+    return _recipe("finetune", 1, {**_sizes(a), "cache_dir": str(Path(a.cache) / "data")})["data"]
+
+
 def run_pretrain_job(config: dict, seed: int, ctx: dict) -> dict:
     """One pretraining run (worker process)."""
     from vislearn.tasks.seg.run import pretrain_seg
@@ -160,7 +166,7 @@ def prepare_data(a: argparse.Namespace) -> None:
     """Render every data set once in this process (workers then read the cache)."""
     from vislearn.tasks.seg.data import build_segmentation_dataset
 
-    data = _recipe("finetune", 1, {**_sizes(a), "cache_dir": str(Path(a.cache) / "data")})["data"]
+    data = data_section(a)
     for t in TARGETS:
         for split in ("train", "test"):
             build_segmentation_dataset(f"synthetic:{t}", split, data)
@@ -256,7 +262,8 @@ def select(records: list[dict]) -> dict[tuple, float]:
     return {k: lr for k, (_, lr) in best.items()}
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (its defaults are the benchmark's settings)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--targets", nargs="+", default=list(TARGETS), choices=TARGETS)
     p.add_argument("--fraction", type=float, default=0.1, help="labelled fraction of a target")
@@ -274,6 +281,11 @@ def main() -> None:
     p.add_argument("--cache", default=str(BENCH / ".cache" / "seg_mdp"))
     p.add_argument("--out", default=str(ROOT / "docs" / "results" / "seg_mdp.json"))
     p.add_argument("--report-only", action="store_true", help="write results from the cache")
+    return p
+
+
+def main() -> None:
+    p = build_parser()
     a = p.parse_args()
     if a.smoke:
         for k, v in SMOKE.items():
@@ -354,7 +366,7 @@ def trivial_and_oracle_miou(a: argparse.Namespace, stride: int = 4) -> dict[str,
     from vislearn.eval.segmentation import confusion_matrix, segmentation_scores
     from vislearn.tasks.seg.data import build_segmentation_dataset
 
-    data = _recipe("finetune", 1, {**_sizes(a), "cache_dir": str(Path(a.cache) / "data")})["data"]
+    data = data_section(a)
     out = {}
     for t in a.targets:
         ds = build_segmentation_dataset(f"synthetic:{t}", "test", data)

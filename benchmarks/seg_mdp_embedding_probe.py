@@ -33,11 +33,10 @@ BENCH = ROOT / "benchmarks"
 ROWS = ("single_dataset", "naive_multi", "mdp")
 
 
-def _pretrained(cache: Path, row: str, target: str, seed: int, a) -> Path:
+def _pretrained(jobs: dict, cache: Path, row: str, target: str, seed: int) -> Path:
     """The ``pretrained.safetensors`` of seg_mdp.py's pretraining job (row, target, seed)."""
     import seg_mdp
 
-    jobs = seg_mdp.pretrain_jobs(a)
     job = jobs[(row, seg_mdp._source(row, target), seed)]
     path = job.run_dir(cache / "pretrain") / "pretrained.safetensors"
     if not path.is_file():
@@ -119,24 +118,26 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(1)
     cache = Path(a.cache)
-    ns = argparse.Namespace(targets=list(seg_mdp.TARGETS), fraction=a.fraction, seeds=a.seeds,
-                            pretrain_steps=1000, num_train=2000, num_test=500, image_size=48,
-                            cache=a.cache)  # fmt: skip
-    data = seg_mdp._recipe("finetune", 1, {**seg_mdp._sizes(ns), "cache_dir": str(cache / "data")})
+    # seg_mdp.py's settings (its defaults, this run's seeds, fraction and cache) name the jobs
+    ns = seg_mdp.build_parser().parse_args(
+        ["--seeds", *map(str, a.seeds), "--fraction", str(a.fraction), "--cache", a.cache]
+    )
+    jobs = seg_mdp.pretrain_jobs(ns)
+    data = seg_mdp.data_section(ns)
     t0 = time.perf_counter()
     values: dict[str, dict[int, float]] = {}
     for t in a.targets:
         train = fraction_subset(
-            build_segmentation_dataset(f"synthetic:{t}", "train", data["data"]), a.fraction, 0
+            build_segmentation_dataset(f"synthetic:{t}", "train", data), a.fraction, 0
         )
-        test = build_segmentation_dataset(f"synthetic:{t}", "test", data["data"])
+        test = build_segmentation_dataset(f"synthetic:{t}", "test", data)
         tx = torch.stack([train[i][0] for i in range(len(train))])
         ty = torch.stack([train[i][1] for i in range(len(train))]).long()
         sx = torch.stack([test[i][0] for i in range(len(test))])
         sy = torch.stack([test[i][1] for i in range(len(test))]).long()
         for row in ROWS:
             for seed in a.seeds:
-                path = _pretrained(cache, row, t, seed, ns)
+                path = _pretrained(jobs, cache, row, t, seed)
                 ftr, fte = _features(path, tx), _features(path, sx)
                 for layer in ftr:
                     v = _probe(ftr[layer], ty, fte[layer], sy, train.num_classes,

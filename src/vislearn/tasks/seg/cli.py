@@ -269,25 +269,19 @@ def check_seg_config(cfg: dict, cmd: str) -> dict:
 
 
 def _check_choices(cfg: dict, cmd: str) -> None:
-    """The string options and the validation share, before anything is built or written."""
-    from vislearn.core.errors import VislearnError
+    """The string options and the validation settings, before anything is built or written."""
+    from vislearn.tasks.seg.base import check_choice
+    from vislearn.tasks.seg.data import validation_settings
     from vislearn.tasks.seg.modules import CONTRAST_OVER, FREEZE_CHOICES
 
     model = cfg.get("model") or {}
     name, choices = (
         ("freeze", FREEZE_CHOICES) if cmd == "finetune" else ("contrast_over", CONTRAST_OVER)
     )
-    if name in model and model[name] not in choices:
-        raise VislearnError(
-            f"model.{name} must be one of {', '.join(choices)}, got {model[name]!r}"
-        )
-    share = cfg["data"].get("val_fraction") or 0.0
-    if cmd == "finetune" and not 0.0 <= float(share) < 1.0:
-        raise VislearnError(f"data.val_fraction must be in [0, 1), got {share}")
-    if cmd == "finetune" and cfg["data"].get("val_from", "labelled") not in ("labelled", "rest"):
-        raise VislearnError(
-            f"data.val_from must be labelled or rest, got {cfg['data']['val_from']!r}"
-        )
+    if name in model:
+        check_choice(f"model.{name}", model[name], choices)
+    if cmd == "finetune":
+        validation_settings(cfg["data"])
 
 
 def run_seg(a: argparse.Namespace) -> None:

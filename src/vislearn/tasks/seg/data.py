@@ -37,6 +37,7 @@ __all__ = [
     "check_spec",
     "describe_sets",
     "spec_name",
+    "validation_settings",
 ]
 
 SYNTHETIC_PREFIX = "synthetic:"
@@ -98,6 +99,22 @@ def _synthetic(name: str, split: str, data: dict[str, Any]) -> SegmentationDatas
                 tmp,
             )
     return ds
+
+
+#: where a fine-tuning run's validation images come from (``data.val_from``)
+VAL_FROM = ("labelled", "rest")
+
+
+def validation_settings(data: dict[str, Any]) -> tuple[float, str]:
+    """``(data.val_fraction, data.val_from)`` of a fine-tuning config, checked: a one-line
+    error for a share outside [0, 1) or an unknown source."""
+    share = float(data.get("val_fraction") or 0.0)
+    if not 0.0 <= share < 1.0:
+        raise VislearnError(f"data.val_fraction must be in [0, 1), got {share}")
+    source = data.get("val_from") or "labelled"
+    if source not in VAL_FROM:
+        raise VislearnError(f"data.val_from must be one of {', '.join(VAL_FROM)}, got {source!r}")
+    return share, source
 
 
 def check_spec(spec: str) -> None:

@@ -215,15 +215,17 @@ class SegPretrainModule(SegModule):
     def _class_dataset_of(self, y: Tensor) -> Tensor:
         return self.class_dataset[y.clamp(0, self.total_classes - 1)]
 
-    def contrast_mask(self, y: Tensor) -> Tensor | None:
+    def contrast_mask(self, y: Tensor, own: Tensor | None = None) -> Tensor | None:
         """Which prototypes enter each pixel's InfoNCE denominator, bool ``[P, total_classes]``
         (``None``: all of them), by ``contrast_over``: ``own_dataset`` keeps the classes of the
-        pixel's data set, ``background_own`` does so for background pixels only."""
+        pixel's data set, ``background_own`` does so for background pixels only. ``own``: the
+        data set of each pixel's class, when the caller has it already."""
         over = self.hparams.contrast_over
         if over == "all":
             return None
         y_safe = y.clamp(0, self.total_classes - 1)
-        mask = self.class_dataset[None, :] == self.class_dataset[y_safe][:, None]
+        own = self.class_dataset[y_safe] if own is None else own
+        mask = self.class_dataset[None, :] == own[:, None]
         if over == "background_own":
             is_bg = self.is_background[y_safe] & (y != self.hparams.ignore_index)
             mask = mask | ~is_bg[:, None]
@@ -281,7 +283,7 @@ class SegPretrainModule(SegModule):
         # a copy: the update below must not touch tensors saved for the backward pass
         protos = self.bank.prototypes.clone()
         own = self._class_dataset_of(y)
-        l_pp = pixel_prototype_contrastive(v, protos, y, tau, ign, self.contrast_mask(y))
+        l_pp = pixel_prototype_contrastive(v, protos, y, tau, ign, self.contrast_mask(y, own))
         loss = l_pp
         logs["l_pp"] = l_pp.detach()
         if h.sparse_weight > 0:

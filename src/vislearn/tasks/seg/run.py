@@ -43,6 +43,7 @@ from vislearn.tasks.seg.data import (
     build_segmentation_dataset,
     describe_sets,
     spec_name,
+    validation_settings,
 )
 from vislearn.tasks.seg.modules import PRETRAIN_METHODS, SegFinetuneModule, SegPretrainModule
 
@@ -190,14 +191,9 @@ def finetune_seg(cfg: dict, resume: bool = True) -> tuple[SegFinetuneModule, Pat
     init = cfg.get("init")
     if init and not Path(init).expanduser().is_file():
         raise VislearnError(f"pretrained weights not found: {init}")
-    val_fraction = float(d.get("val_fraction") or 0.0)
-    if not 0.0 <= val_fraction < 1.0:
-        raise VislearnError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+    val_fraction, val_from = validation_settings(d)
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
     target = str(d["target"])
-    val_from = d.get("val_from") or "labelled"
-    if val_from not in ("labelled", "rest"):
-        raise VislearnError(f"data.val_from must be labelled or rest, got {val_from!r}")
     full = build_segmentation_dataset(target, "train", d)
     train = fraction_subset(full, float(d["fraction"]), d["fraction_seed"])
     test = build_segmentation_dataset(target, "test", d)
