@@ -1,12 +1,15 @@
-"""Fashion-MNIST benchmark of CsMl (with its ablations) and KSCL (K = 2, 3, 4) against
-MoCo v2 -> docs/results/fmnist_csml_kscl.json.
+"""Fashion-MNIST benchmark of CsMl (with its ablations) and KSCL (K = 1, 2, 3, 4, and symmetric
+K = 2) against MoCo v2 -> docs/results/fmnist_csml_kscl.json.
 
 Same protocol as ``fmnist_ssl.py`` (whose job function ``fmnist_ssl:run_job`` and cache it
 shares: the MoCo v2 jobs have the same resolved config, hence the same key, so its runs are
 reused): full Fashion-MNIST, the recipes in ``configs/fmnist_ssl/``, 4 epochs, then the
 offline kNN and linear evaluation. ``moco_v2_asym`` is the one-directional MoCo v2 that CsMl
 (all switches off) reduces to exactly, i.e. its direct control; it is KSCL's closest control
-only (KSCL at K = 1 scores |q·k|, not q·k).
+only (KSCL at K = 1 scores |q·k|, not q·k: ``kscl_k1`` measures that difference).
+``kscl_k2_sym`` is symmetric KSCL (both query directions, like MoCo v2): compare it with
+``moco_v2`` as ``kscl_k2`` with ``moco_v2_asym``. ``--rows`` runs a subset (the report keeps
+every cached row).
 
     python benchmarks/fmnist_csml_kscl.py --seeds 0 1 2 --ablation-seeds 0 1 2 --jobs 2
     python benchmarks/fmnist_csml_kscl.py --speed      # interleaved cost per step, then
@@ -42,19 +45,30 @@ BENCH = ROOT / "benchmarks"
 METRICS = ("knn_top1", "linear_top1", "images_per_s")
 
 MAIN = ("moco_v2", "csml")  # every --seeds
-ABLATIONS = ("moco_v2_asym", "csml_no_multilevel", "csml_no_mix", "kscl_k2", "kscl_k3", "kscl_k4")
 ORDER = (
     "moco_v2",
     "moco_v2_asym",
     "csml",
     "csml_no_multilevel",
     "csml_no_mix",
+    "kscl_k1",
     "kscl_k2",
+    "kscl_k2_sym",
     "kscl_k3",
     "kscl_k4",
 )
+ABLATIONS = tuple(n for n in ORDER if n not in MAIN)
+#: rows with two query directions (matched control: moco_v2); all others have one (moco_v2_asym)
+SYMMETRIC = ("moco_v2", "kscl_k2_sym")
 # rough cost per run, to start the longest first (two workers finish together)
-COST = {"csml": 3, "csml_no_mix": 2.5, "csml_no_multilevel": 2.5, "kscl_k4": 2, "kscl_k3": 1.7}
+COST = {
+    "csml": 3,
+    "csml_no_mix": 2.5,
+    "csml_no_multilevel": 2.5,
+    "kscl_k4": 2,
+    "kscl_k3": 1.7,
+    "kscl_k2_sym": 1.5,
+}
 RESULTS = ROOT / "docs" / "results"
 
 
@@ -87,6 +101,7 @@ def make_jobs(a: argparse.Namespace) -> list[Job]:
         Job(f"vislearn/{m}", s, job_config(m, a.epochs, a.dataset), "fmnist_ssl:run_job")
         for m in ORDER
         for s in (a.seeds if m in MAIN else a.ablation_seeds)
+        if m in a.rows
     ]
     jobs.sort(key=lambda j: -COST.get(j.config["method"], 1))
     return jobs
@@ -151,6 +166,15 @@ def write_results(runs: list[dict], a: argparse.Namespace) -> None:
     import torch
 
     rows = aggregate(runs, METRICS, baseline="vislearn/moco_v2")
+    # the matched-cost control of each row: one query direction <-> moco_v2_asym
+    asym = {r["name"]: r for r in aggregate(runs, METRICS[:2], baseline="vislearn/moco_v2_asym")}
+    for r in rows:
+        method = r["name"].split("/")[1]
+        for m in METRICS[:2]:
+            if method in SYMMETRIC:
+                r[f"{m}_diff_matched"] = r.get(f"{m}_diff")
+            elif f"{m}_diff" in asym[r["name"]]:
+                r[f"{m}_diff_matched"] = asym[r["name"]][f"{m}_diff"]
     speed_file = RESULTS / "fmnist_csml_kscl_speed.json"
     if speed_file.exists():
         speed = {s["name"]: s for s in json.loads(speed_file.read_text())["rows"]}
@@ -177,7 +201,9 @@ def write_results(runs: list[dict], a: argparse.Namespace) -> None:
         "hardware": f"{platform.processor() or platform.machine()}, 2 CPU cores, torch "
         f"{torch.__version__}, no GPU",
         "intervals": "mean over seeds; *_ci95: Student-t 95 % interval (n - 1 dof); *_diff: "
-        "paired (same seed) difference against vislearn/moco_v2, with its 95 % t interval",
+        "paired (same seed) difference against vislearn/moco_v2, with its 95 % t interval; "
+        "*_diff_matched: the same against the control of equal query directions (moco_v2 for "
+        f"{', '.join(SYMMETRIC)}, moco_v2_asym for every other row)",
         "recipes": {n: recipe(n)["model"] for n in ORDER},
         "notes": a.note,
     }
@@ -192,6 +218,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="moco_v2 and csml")
     p.add_argument("--ablation-seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--rows", nargs="+", default=list(ORDER), choices=ORDER, help="rows to run")
     p.add_argument("--dataset", default="fmnist")
     p.add_argument("--jobs", type=int, default=2, help="concurrent runs (threads each = 1)")
     p.add_argument("--cache", default=str(BENCH / ".cache" / "fmnist_ssl"))
@@ -205,9 +232,10 @@ def main() -> None:
     if a.speed:
         measure_speed(a)
         return
-    done = run_jobs(make_jobs(a), a.cache, a.jobs, report_only=a.report_only,
-                    import_paths=[BENCH], show=METRICS)  # fmt: skip
-    write_results(done, a)
+    run_jobs(make_jobs(a), a.cache, a.jobs, report_only=a.report_only,
+             import_paths=[BENCH], show=METRICS)  # fmt: skip
+    a.rows = ORDER  # the report: every row of the table that is cached
+    write_results(run_jobs(make_jobs(a), a.cache, 0, report_only=True), a)
 
 
 if __name__ == "__main__":

@@ -254,7 +254,7 @@ def main() -> None:
     jobs = make_jobs(a, overrides)
     done = run_jobs(jobs, Path(a.cache), a.jobs, threads_per_job=a.threads,
                     report_only=a.report_only, import_paths=[BENCH],
-                    show=("val_probe_top1", "unbiased_probe_top1", "background_var_share", "s_per_step"))  # fmt: skip
+                    show=("val_probe_top1", "unbiased_probe_top1", "s_per_step"))  # fmt: skip
     write_results(done, a, overrides)
 
 

@@ -58,6 +58,7 @@ def test_fmnist_job_tables_share_keys(bench_path):
     a = argparse.Namespace(
         seeds=[0, 1, 2], methods=list(fmnist_ssl.METHODS), epochs=4, dataset="fmnist",
         joint_views=True, ablation_seeds=[0, 1, 2], seed=0, baseline_seeds=[0, 1, 2], only=None,
+        rows=["moco_v2", "kscl_k1", "kscl_k2_sym"],
     )  # fmt: skip
     ssl = fmnist_ssl.make_jobs(a)
     assert len({j.key for j in ssl}) == len(ssl) == 3 * (3 * 3 + 2)
@@ -65,6 +66,9 @@ def test_fmnist_job_tables_share_keys(bench_path):
     keys = {j.key for j in ssl}
     csml = fmnist_csml_kscl.make_jobs(a)
     assert {j.key for j in csml if j.name == "vislearn/moco_v2"} <= keys  # reused, not rerun
+    assert sorted({j.name for j in csml}) == ["vislearn/kscl_k1", "vislearn/kscl_k2_sym",
+                                              "vislearn/moco_v2"]  # --rows; fmt: skip
+    assert {j.config["recipe"]["model"]["num_keys"] for j in csml if "kscl" in j.name} == {1, 2}
     stages = fmnist_bingo_sage.make_jobs(a, Path("/tmp/unused"))
     assert {j.key for j, _ in stages[0]} <= keys
     # a changed recipe is a new key
