@@ -33,6 +33,7 @@ from vislearn.eval.video import (
 )
 from vislearn.models import create_backbone, list_backbones, load_weights
 from vislearn.tasks.ssl.methods import build_method, get_method, list_methods
+from vislearn.tasks.ssl.methods.moco_v2 import split_bn
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -259,6 +260,30 @@ def test_queue_order_release_and_shared(order):
     assert float(out["loss_q1"]) == pytest.approx(want_1, rel=1e-4)
     assert float(out["loss"]) == pytest.approx((want_0 + want_1) / 2, rel=1e-4)
     assert int(model.queue.ptr) == 8
+
+
+def test_key_bn_splits_normalises_shuffled_groups_and_keeps_the_order():
+    """Split-BN (MoCo's single-device shuffle-BN): each key is computed with the BatchNorm
+    statistics of its own random group; with frozen statistics the result is the plain one."""
+    torch.manual_seed(0)
+    model = build_method("moco_video", backbone_kwargs={"width": 4}, image_size=32,
+                         queue_size=16, key_bn_splits=2)  # fmt: skip
+    x = model.augment(torch.cat([_clips(), _clips()]))[0]  # 8 clips
+    with torch.no_grad():
+        torch.manual_seed(1)
+        keys = model._momentum(x)
+        torch.manual_seed(1)
+        perm = torch.randperm(8)
+        plain = model._momentum_unsplit(x)
+        for group in perm.tensor_split(2):  # each group alone, batch statistics of 4 clips
+            torch.testing.assert_close(keys[group], model._momentum_unsplit(x[group]))
+        assert not torch.allclose(keys, plain, atol=1e-4)  # statistics did change
+        model.eval()  # running statistics: no per-group effect, order restored
+        torch.testing.assert_close(model._momentum(x), model._momentum_unsplit(x))
+    with pytest.raises(VislearnError, match="key_bn_splits"):
+        build_method("moco_v2", key_bn_splits=0)
+    with pytest.raises(VislearnError, match="batch of >= 16"):
+        split_bn(model._momentum_unsplit, x, 16)
 
 
 def test_video_method_rejects_bad_settings():

@@ -5,12 +5,29 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from vislearn.core.errors import VislearnError
 from vislearn.engine.momentum import momentum_copy
 from vislearn.engine.queue import MemoryQueue
 from vislearn.engine.ssl import SSLMethod
 from vislearn.losses import info_nce
 from vislearn.models import MLPHead
 from vislearn.tasks.ssl.methods.registry import register_method
+
+
+def split_bn(fn, x: Tensor, splits: int, training: bool = True) -> Tensor:
+    """``fn(x)`` computed on ``splits`` random groups of the batch (shuffle, split, forward each
+    group, restore the order), so BatchNorm layers in ``fn`` see per-group statistics; plain
+    ``fn(x)`` when ``splits == 1`` or not ``training``. The shuffle uses torch's global
+    generator (seeded by the run's seed)."""
+    if splits <= 1 or not training:
+        return fn(x)
+    if x.shape[0] < splits:
+        raise VislearnError(
+            f"key_bn_splits={splits} needs a batch of >= {splits}, got {x.shape[0]}"
+        )
+    perm = torch.randperm(x.shape[0], device=x.device)
+    out = torch.cat([fn(group) for group in x[perm].tensor_split(splits)])
+    return out[torch.argsort(perm)]
 
 
 @register_method("moco_v2")
@@ -20,8 +37,13 @@ class MoCoV2(SSLMethod):
     ``symmetric=True`` (the MoCo v2+ / solo-learn variant) uses both views as queries and
     enqueues both key sets; ``False`` is the paper's one-directional loss.
     ``proj_hidden_dim=None`` makes the head's hidden width the backbone's feature width.
-    Shuffle-BN is not implemented: on one device it is a no-op, on several use
-    ``--sync-batchnorm`` instead.
+
+    ``key_bn_splits=S > 1`` is the single-device stand-in for MoCo's shuffle-BN (the split-BN
+    of the MoCo authors' one-GPU CIFAR demo): in training, the momentum encoder sees the key
+    batch shuffled and cut into ``S`` groups, each normalised with its own BatchNorm statistics,
+    so a query and its positive key are not normalised over the same set of samples (the
+    batch-statistics shortcut of He et al., 2020, Sec. 3.3). ``1`` (default) normalises the
+    key batch as one group; with several devices, ``--sync-batchnorm`` is the other remedy.
     """
 
     default_augment = "moco_v2"
@@ -34,8 +56,11 @@ class MoCoV2(SSLMethod):
         queue_size: int = 65536,
         symmetric: bool = True,
         ema_base: float = 0.99,
+        key_bn_splits: int = 1,
         **kwargs,
     ) -> None:
+        if int(key_bn_splits) != key_bn_splits or key_bn_splits < 1:
+            raise VislearnError(f"key_bn_splits must be an integer >= 1, got {key_bn_splits!r}")
         super().__init__(ema_base=ema_base, **kwargs)
         self.save_hyperparameters()
         d = self.backbone.num_features
@@ -52,6 +77,9 @@ class MoCoV2(SSLMethod):
         return feats, self.projector(feats)
 
     def _momentum(self, x: Tensor) -> Tensor:
+        return split_bn(self._momentum_unsplit, x, self.hparams.key_bn_splits, self.training)
+
+    def _momentum_unsplit(self, x: Tensor) -> Tensor:
         return self.momentum_projector(self.momentum_backbone(x))
 
     def ssl_step(self, views: list[Tensor], labels: Tensor) -> dict[str, Tensor]:
