@@ -7,7 +7,8 @@ MRA ("Masked Autoencoders are Robust Data Augmentors", Xu et al., arXiv:2206.048
 keeps the patches a frozen MAE scores as foreground and re-synthesises the rest. On
 Fashion-MNIST (black background, ~27 of 49 patches hold the item) it cannot help: at ratio 0.5
 even a perfect selector re-synthesises part of the object. Here the background is a real photo
-and the item covers ~20 % of the pixels, so a good selector can keep the whole object.
+and the item covers ~24 % of the pixels and touches ~24 of the 64 patches (4 px at 32 px), so
+at ratios 0.25 and 0.5 a perfect selector keeps all of it, at 0.75 most of it.
 
 Protocol:
 
@@ -35,21 +36,27 @@ Protocol:
   256; at 10 % / 1 % every batch holds 256 of the 6,000 / 600 labelled images).
 * **Learning rates**: baseline, cutmix and mixup each pick theirs per fraction from
   ``LR_GRID`` by validation top-1 with seed 0 (seeds 1, 2 reuse it); the MRA rows train at the
-  baseline's pick (a grid for them costs ~60 % more). Picks at a grid edge are flagged.
+  baseline's pick (a grid for them would add ~45 % to the classifier cost). Picks at a grid
+  edge are flagged.
 * **Metrics**: ``top1`` (clean test), ``occluded_top1`` (one 16x16 black square per test image,
   seeded), ``val_top1`` and, for MRA rows, ``fg_kept`` (mean share of the object that MRA kept
   visible in the images it rewrote, over training: ``train/mra_fg_kept``). Seeds 0 1 2, mean,
   95 % Student-t interval and the paired (same seed) difference against ``baseline_<fraction>``.
 
-**Cost** (``--plan``; ``--plan --measure`` re-measures ``STEP_SECONDS``): seconds per step of
-one run on one thread, measured with 5 steps while two other processes loaded both cores:
-baseline 0.085, cutmix 0.11, mixup 0.10, mra (token_dot) 0.53, oracle 0.30, MAE 0.84; each
-job adds ~15 s (data from the cache, model, scoring 25k test/val images). The plan assumes
-0.7x these times for two jobs on two otherwise idle cores (an assumption, not measured). The
-default (``--epochs 100pct=5 10pct=3 1pct=2 --mae-epochs 15``, 91 jobs) is estimated at
-~1.9 h on 2 cores (``--plan`` prints the breakdown; the MAE phase leaves one core partly idle).
-The MRA sweep is two thirds of the classifier cost, so longer schedules are bought with
-fewer rows (``--ratios``, ``--fractions``).
+**Cost** (``--plan``; ``--plan --measure`` re-measures ``STEP_SECONDS`` here, ~1 min):
+seconds per training step of one run on one thread (batch 256, median of 5 steps), measured
+twice on the 2-core benchmark machine while another benchmark kept both cores busy: baseline
+0.085 / 0.067, cutmix 0.11 / 0.068, mixup 0.10 / 0.068, mra (token_dot) 0.53 / 0.37, oracle
+0.30 / 0.20, MAE 0.84 / 0.59 (the first, more loaded, set is ``STEP_SECONDS``). MRA costs ~6
+baseline steps (the MAE scores every patch of half the batch, then encodes the kept ones and
+decodes all). Each job adds ~15 s (imports, data from the cache, scoring 25k test and
+validation images). The plan takes 0.7x ``STEP_SECONDS`` for two jobs on two otherwise idle
+cores (``--idle-factor``; an assumption, not measured: use 1 with ``--measure`` on an idle
+machine). The default (``--epochs 100pct=5 10pct=3 1pct=2 --mae-epochs 15``: 1,070 / 642 /
+428 steps per run; 82 jobs) comes to ~13,800 CPU-s, ~1.9 h on 2 cores (1.4 h with the
+second set of timings). The MRA sweep is two thirds of the classifier cost: a longer schedule
+at 100 % (``--epochs 100pct=8 10pct=3 1pct=2``: ~2.4 h) costs either time or rows
+(``--ratios``, ``--fractions``).
 
     python benchmarks/photo_mra.py --plan                # job table and CPU-time estimate
     python benchmarks/photo_mra.py --jobs 2              # the benchmark (~2 h on 2 cores)
@@ -335,8 +342,8 @@ def plan(a: argparse.Namespace) -> dict:
     for phase, items in cost.items():
         jobs = sum(n for _, n, _ in items)
         loaded = sum(STEP_SECONDS[k] * n * s for k, n, s in items)
-        cpu = IDLE_FACTOR * loaded + JOB_OVERHEAD * jobs
-        longest = max((IDLE_FACTOR * STEP_SECONDS[k] * s for k, n, s in items if n), default=0)
+        cpu = a.idle_factor * loaded + JOB_OVERHEAD * jobs
+        longest = max((a.idle_factor * STEP_SECONDS[k] * s for k, n, s in items if n), default=0)
         wall = max(cpu / max(a.jobs, 1), longest)
         out[phase] = {"jobs": jobs, "cpu_s_loaded": round(loaded), "cpu_s": round(cpu),
                       "wall_s": round(wall)}  # fmt: skip
@@ -421,6 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="tiny data, 2 steps per run")
     p.add_argument("--plan", action="store_true", help="print the job table's cost estimate")
     p.add_argument("--measure", action="store_true", help="with --plan: measure s/step here")
+    p.add_argument("--idle-factor", type=float, default=IDLE_FACTOR,
+                   help="--plan: run time per step as a share of STEP_SECONDS (0.7)")  # fmt: skip
     p.add_argument("--cache", help="run cache (default benchmarks/.cache/photo_mra[_smoke])")
     p.add_argument("--out", help="results JSON (default docs/results/photo_mra.json)")
     p.add_argument("--report-only", action="store_true", help="write results from the cache")
