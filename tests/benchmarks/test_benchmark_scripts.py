@@ -21,6 +21,7 @@ SCRIPTS = [
     "fmnist_semi.py",
     "fmnist_ssl.py",
     "fmnist_ssl_pipeline.py",
+    "photo_mra.py",
     "seg_mdp.py",
     "video_fame.py",
     "vos_uvos.py",

@@ -72,8 +72,9 @@ DEFAULTS: dict[str, Any] = {
         # "classes" (8 classes at one speed) or "appearance_swap" (continuous motion, two
         # halves with different sprites, clip pairs across halves); see VideoDataModule
         "motion_design": "classes",
-        # serve training clips with the ground-truth foreground as an extra channel (FAME
-        # with ground-truth masks, model.fame_masks: gt)
+        # serve training clips / images with the ground-truth foreground as an extra channel
+        # (FAME with ground-truth masks, model.fame_masks: gt; MRA's oracle selector and its
+        # foreground-kept metric on photo-fmnist)
         "mask_channel": False,
     },
     "trainer": {

@@ -216,8 +216,19 @@ class ViewAugment(nn.Module):
         )
 
     def forward(self, images: Tensor, g: torch.Generator) -> Tensor:
-        cfg, n = self.cfg, images.shape[0]
-        x = self.crop_flip(images.float() / 255.0, g)
+        return self.finish(self.crop_flip(images.float() / 255.0, g), g)
+
+    def with_foreground(
+        self, images: Tensor, foreground: Tensor, g: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        """The view of ``images`` and the same crop and flip of ``foreground`` (``[B, 1, H, W]``,
+        0 / 255), as a float mask in [0, 1] (bilinear); the random draws are :meth:`forward`'s."""
+        x = self.crop_flip(torch.cat([images, foreground.to(images.dtype)], 1).float() / 255.0, g)
+        return self.finish(x[:, :-1], g), x[:, -1:]
+
+    def finish(self, x: Tensor, g: torch.Generator) -> Tensor:
+        """Colour jitter, grayscale, blur, solarisation and normalisation of a cropped view."""
+        cfg, n = self.cfg, x.shape[0]
         x = color_jitter(x, cfg.jitter, cfg.jitter_p, g)
         x = random_grayscale(x, cfg.gray_p, g)
         if self.use_blur:
@@ -235,6 +246,12 @@ class MultiViewAugment(nn.Module):
     Extra batch operations can be attached to a view with :meth:`add_op` (RandAugment on the
     ``uint8`` images before the view's crop, MRA on the finished normalised view, ...); they
     draw their randomness from the same checkpointed :attr:`generator`.
+
+    A batch with one channel more than the views' (``data.mask_channel``: the ground-truth
+    foreground as 0 / 255) has that channel split off; every view crops and flips it with its
+    pixels (:meth:`ViewAugment.with_foreground`, the same random draws as without it) and a
+    ``normalized`` op whose ``uses_foreground`` is true gets it as ``foreground=`` (``[B, 1,
+    S, S]`` in [0, 1]). ``uint8`` ops see the pixels only (the mask does not follow them).
     """
 
     def __init__(self, cfg: AugmentConfig | str, size: int, channels: int, seed: int = 0) -> None:
@@ -258,14 +275,22 @@ class MultiViewAugment(nn.Module):
         self.ops[f"{stage}_{view}"] = op
 
     def forward(self, images: Tensor) -> list[Tensor]:
+        fg = None
+        if images.shape[1] == self.views[0].channels + 1:  # a ground-truth foreground channel
+            images, fg = images[:, :-1], images[:, -1:]
         out = []
         for i, view in enumerate(self.views):
             x = images
             if f"uint8_{i}" in self.ops:
                 x = self.ops[f"uint8_{i}"](x, self.generator)
-            x = view(x, self.generator)
+            if fg is None:
+                x, mask = view(x, self.generator), None
+            else:
+                x, mask = view.with_foreground(x, fg, self.generator)
             if f"normalized_{i}" in self.ops:
-                x = self.ops[f"normalized_{i}"](x, self.generator)
+                op = self.ops[f"normalized_{i}"]
+                extra = {"foreground": mask} if getattr(op, "uses_foreground", False) else {}
+                x = op(x, self.generator, **extra)
             out.append(x)
         return out
 

@@ -44,6 +44,14 @@ class ImageDataModule(L.LightningDataModule):
     subset and are dropped from the unlabelled stream; without one the training set is the rest
     (:class:`~vislearn.data.semi.LabelledSubset`). The epoch length counts the served images
     only. The online kNN bank may still draw them: it only monitors.
+
+    **Foreground masks** (``mask_channel``, the config's ``data.mask_channel``): training images
+    are served with their ground-truth foreground as one extra channel (0 / 255), for data sets
+    that have masks (``photo-fmnist``: :class:`~vislearn.data.synthetic.photo_items.
+    PhotoItemsDataset`); :class:`~vislearn.data.augment.MultiViewAugment` crops it along with
+    the pixels, drops it from the views and hands it to the ops that use it (MRA's oracle
+    selector and its ``train/mra_fg_kept`` metric). The kNN bank and the test split come
+    without it; ``channels`` is the images'.
     """
 
     def __init__(
@@ -61,12 +69,21 @@ class ImageDataModule(L.LightningDataModule):
         labelled_batch_size: int | None = None,
         label_seed: int = 0,
         exclude: np.ndarray | None = None,
+        mask_channel: bool = False,
     ) -> None:
         super().__init__()
         self.dataset, self.batch_size, self.num_workers = dataset, batch_size, num_workers
         self.knn_bank_size, self.seed = knn_bank_size, seed
         self.train_set: Dataset = get_dataset(dataset, "train", data_dir, image_size, channels)
         self.bank_source = self.train_set  # with all its labels: the online kNN bank
+        self.mask_channel = bool(mask_channel)
+        if self.mask_channel:
+            if not hasattr(self.train_set, "with_mask_channel"):
+                raise VislearnError(
+                    f"data.mask_channel needs a data set with foreground masks (photo-fmnist), "
+                    f"not {dataset!r}"
+                )
+            self.train_set = self.train_set.with_mask_channel()
         self.label_fraction, self.label_seed = label_fraction, label_seed
         self.labelled_batch_size = labelled_batch_size
         if label_fraction is None and labelled_batch_size is not None:
@@ -102,7 +119,7 @@ class ImageDataModule(L.LightningDataModule):
                 self.test_set = get_dataset(dataset, "test", data_dir, image_size, channels)
             except VislearnError:
                 self.test_set = None
-        first = self.train_set[0][0]
+        first = self.bank_source[0][0]  # without the mask channel
         self.channels, self.image_size = int(first.shape[0]), int(first.shape[-1])
         self.num_classes = int(getattr(self.train_set, "num_classes", 0) or 0)
 

@@ -38,7 +38,7 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 )
 #: Names :func:`get_dataset` understands besides a folder path.
-BUILTIN_DATASETS: tuple[str, ...] = ("fmnist-mini", "fmnist")
+BUILTIN_DATASETS: tuple[str, ...] = ("fmnist-mini", "fmnist", "photo-fmnist", "photo-fmnist-mini")
 #: Side length used for image folders when ``image_size`` is not given.
 DEFAULT_FOLDER_IMAGE_SIZE = 64
 _VERIFY_PROGRESS_THRESHOLD = 1000
@@ -461,10 +461,10 @@ def get_dataset(
     Args:
         name: ``"fmnist-mini"`` (embedded 5k/1k real subset; the default everywhere),
             ``"fmnist"`` (full Fashion-MNIST, located by
-            :func:`~vislearn.data.fmnist.find_fashion_mnist`), or a path to an image folder. A
-            folder with ``train/`` and ``test/`` (or ``val/``) sub-folders uses them per split;
-            otherwise the folder itself is the train split. A relative folder name is also
-            looked for under ``data_dir``.
+            :func:`~vislearn.data.fmnist.find_fashion_mnist`), ``"photo-fmnist[-mini]"`` (their
+            items on photo crops, with masks: :mod:`vislearn.data.synthetic.photo_items`), or
+            an image folder: its ``train/`` and ``test/`` (or ``val/``) sub-folders per split,
+            else itself as the train split (a relative name is also looked for in ``data_dir``).
         split: ``"train"`` or ``"test"``.
         data_dir: where the full Fashion-MNIST lives (see ``find_fashion_mnist``).
         image_size: output side; Fashion-MNIST defaults to 28 (other sizes are resized once at
@@ -482,6 +482,10 @@ def get_dataset(
     ):
         raise VislearnError(f"image_size must be a positive integer, got {image_size!r}")
     key = str(name).strip().lower()
+    if key.startswith("photo-") and key in BUILTIN_DATASETS:  # that module imports this one
+        from vislearn.data.synthetic.photo_items import photo_items_dataset
+
+        return photo_items_dataset(key, split, data_dir, image_size, channels)
     if key in BUILTIN_DATASETS:
         return _fmnist_dataset(key, split, data_dir, image_size, channels)
     candidates = [Path(name).expanduser()]

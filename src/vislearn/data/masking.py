@@ -17,10 +17,13 @@ from torch import Tensor
 
 from vislearn.core.errors import VislearnError
 
-#: MRA's per-patch foreground scores (see :mod:`vislearn.data.mra`)
+#: MRA's per-patch foreground scores computed by the MAE (see :mod:`vislearn.data.mra`)
 PATCH_SCORES = ("token_dot", "attention")
+#: every MRA selector: the MAE's scores and the ground-truth ``"oracle"`` (an upper bound)
+MRA_SCORES = (*PATCH_SCORES, "oracle")
 
 __all__ = [
+    "MRA_SCORES",
     "PATCH_SCORES",
     "check_mask_ratio",
     "keep_top",

@@ -11,7 +11,11 @@ parameter (default first):
 
 * ``score``: ``"token_dot"`` -- dot product of the final class token with each final patch
   token, as drawn in the figure; ``"attention"`` -- the last block's class-token attention,
-  averaged over heads (DINO / AttMask style).
+  averaged over heads (DINO / AttMask style); ``"oracle"`` -- not a selector the paper has but
+  its upper bound: each patch's share of ground-truth foreground pixels (the images' mask,
+  cropped with them; ties broken at random), so the ``k`` kept patches hold as much of the
+  object as any ``k`` patches can (on black-background Fashion-MNIST this is the "intensity
+  oracle": intensity is the foreground there). It needs the mask (``foreground=``, below).
 * ``mask_ratio`` (default 0.5; the paper's value is unknown, the notes suggest sweeping
   0.25-0.75): ``k = max(1, round((1 - mask_ratio) L))`` patches stay visible; ``0`` is the
   identity.
@@ -33,6 +37,14 @@ Input formats (``forward`` keeps shape and dtype):
   statistics default to the MAE's own (vislearn's :class:`~vislearn.data.augment.Normalize`
   for that channel count: the classifier's and the MAE's normalisation are then the same and
   no conversion is done). Pass ``input_mean=(0,), input_std=(1,)`` for floats in [0, 1].
+
+``foreground`` (optional, ``[B, 1, H, W]`` in [0, 1], the images' ground-truth object mask;
+:class:`~vislearn.data.augment.MultiViewAugment` passes it from a ``data.mask_channel``):
+besides feeding the oracle, it measures every selector: ``last_fg_kept`` is the mean over the
+rewritten images (with any foreground) of the share of the object's pixels that lie in kept
+(hence pasted-back, untouched) patches, and :attr:`MaskReconstruct.mean_fg_kept` its running
+mean over the module's life (``fg_kept_sum`` / ``fg_kept_count``; not checkpointed). A kept
+patch counts all of its foreground, so 1.0 means no part of the object was re-synthesised.
 
 Images of another size than the MAE's are resized to it (bilinear, antialiased) for the MAE,
 and the reconstruction and the patch mask (nearest) are resized back, so pasted pixels are still
@@ -60,7 +72,7 @@ from torch import Tensor, nn
 
 from vislearn.core.errors import VislearnError
 from vislearn.data.masking import (
-    PATCH_SCORES,
+    MRA_SCORES,
     check_mask_ratio,
     keep_top,
     num_visible,
@@ -90,7 +102,7 @@ class MaskReconstruct(nn.Module):
         mae: a trained MAE with raw-pixel targets (``norm_pix_loss=False``).
         mask_ratio: fraction of patches masked and re-synthesised, in ``[0, 1)``.
         prob: per-image probability of applying MRA, in ``[0, 1]``.
-        score: ``"token_dot"`` or ``"attention"``.
+        score: ``"token_dot"``, ``"attention"`` or ``"oracle"`` (needs ``foreground``).
         paste_back: copy the visible patches from the input.
         gumbel_tau: ``None`` (top-k) or a temperature for Gumbel-top-k sampling.
         input_mean, input_std: normalisation of float inputs (default: the MAE's).
@@ -113,8 +125,8 @@ class MaskReconstruct(nn.Module):
         self.mask_ratio = check_mask_ratio(mask_ratio)
         if not 0.0 <= float(prob) <= 1.0:
             raise VislearnError(f"MRA prob must be in [0, 1], got {prob!r}")
-        if score not in PATCH_SCORES:
-            raise VislearnError(f"MRA score must be one of {PATCH_SCORES}, got {score!r}")
+        if score not in MRA_SCORES:
+            raise VislearnError(f"MRA score must be one of {MRA_SCORES}, got {score!r}")
         if gumbel_tau is not None and not float(gumbel_tau) > 0:
             raise VislearnError(f"MRA gumbel_tau must be null or > 0, got {gumbel_tau!r}")
         if getattr(mae, "norm_pix_loss", False):
@@ -134,6 +146,16 @@ class MaskReconstruct(nn.Module):
         self.register_buffer("in_mean", mean.clone().float(), persistent=False)
         self.register_buffer("in_std", std.clone().float(), persistent=False)
         self.generator = torch.Generator().manual_seed(seed)
+        self.last_fg_kept: float | None = None
+        self.fg_kept_sum, self.fg_kept_count = 0.0, 0
+
+    #: :class:`~vislearn.data.augment.MultiViewAugment` passes the foreground mask when it has one
+    uses_foreground = True
+
+    @property
+    def mean_fg_kept(self) -> float | None:
+        """Mean share of the object kept visible over every rewritten image with a mask so far."""
+        return self.fg_kept_sum / self.fg_kept_count if self.fg_kept_count else None
 
     def train(self, mode: bool = True) -> MaskReconstruct:
         super().train(mode)
@@ -167,41 +189,89 @@ class MaskReconstruct(nn.Module):
         return ((unit - self.in_mean) / self.in_std).to(like.dtype)
 
     # ---- the augmentation ----------------------------------------------------------------
-    @torch.no_grad()
-    def select(self, x_mae: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Visible patches ``[B, L]`` (True = kept) of images already in the MAE's space."""
-        scores = self.mae.patch_scores(x_mae, self.score).float()
-        if self.gumbel_tau is not None:
-            u = torch.rand(scores.shape, generator=generator or self.generator)
-            gumbel = -torch.log(-torch.log(u.clamp(1e-9, 1 - 1e-9)))
-            scores = scores / self.gumbel_tau + gumbel.to(scores.device)
-        return keep_top(scores, self.visible_patches)
+    def patch_foreground(self, foreground: Tensor) -> Tensor:
+        """Each patch's share of foreground pixels ``[B, L]`` from a mask ``[B, 1, H, W]``."""
+        g = self.mae.grid
+        return F.adaptive_avg_pool2d(foreground.float(), (g, g)).flatten(1)
 
     @torch.no_grad()
-    def details(self, x: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def select(
+        self,
+        x_mae: Tensor,
+        generator: torch.Generator | None = None,
+        fg_patches: Tensor | None = None,
+    ) -> Tensor:
+        """Visible patches ``[B, L]`` (True = kept) of images already in the MAE's space;
+        ``fg_patches`` (:meth:`patch_foreground`) is the oracle's score."""
+        g = generator or self.generator
+        if self.score == "oracle":
+            if fg_patches is None:
+                raise VislearnError(
+                    "MRA score 'oracle' needs the ground-truth foreground: data.mask_channel: "
+                    "true on a data set with masks (photo-fmnist)"
+                )
+            scores = fg_patches.float()
+            order = torch.argsort(torch.rand(scores.shape, generator=g), dim=1).to(scores.device)
+            kept = keep_top(scores.gather(1, order), self.visible_patches)  # ties: random
+            keep = torch.zeros_like(kept).scatter_(1, order, kept)
+        else:
+            scores = self.mae.patch_scores(x_mae, self.score).float()
+            if self.gumbel_tau is not None:
+                u = torch.rand(scores.shape, generator=g)
+                gumbel = -torch.log(-torch.log(u.clamp(1e-9, 1 - 1e-9)))
+                scores = scores / self.gumbel_tau + gumbel.to(scores.device)
+            keep = keep_top(scores, self.visible_patches)
+        return keep
+
+    @torch.no_grad()
+    def details(
+        self,
+        x: Tensor,
+        generator: torch.Generator | None = None,
+        foreground: Tensor | None = None,
+    ) -> dict[str, Tensor]:
         """MRA applied to *every* image of ``x`` (no probability), with its parts:
         ``keep`` (``[B, L]`` visible patches), ``mask`` (``[B, 1, H, W]`` visible pixels),
-        ``reconstruction`` (decoder output, input space) and ``output`` (the augmented images)."""
+        ``reconstruction`` (decoder output, input space) and ``output`` (the augmented images);
+        with ``foreground``, ``fg_kept`` (``[B]``: the share of each image's foreground pixels in
+        kept patches, NaN without foreground)."""
         x_mae = self._to_mae(x)
-        keep = self.select(x_mae, generator)
+        fg = None if foreground is None else self.patch_foreground(foreground.to(x.device))
+        keep = self.select(x_mae, generator, fg)
         recon = self._from_mae(self.mae.reconstruct(x_mae, keep), x)
         mask = patch_mask_to_pixels(keep, self.mae.grid, tuple(x.shape[-2:]))
         out = torch.where(mask, x, recon) if self.paste_back else recon
-        return {"keep": keep, "mask": mask, "reconstruction": recon, "output": out}
+        res = {"keep": keep, "mask": mask, "reconstruction": recon, "output": out}
+        if fg is not None:
+            total = fg.sum(1)
+            res["fg_kept"] = torch.where(total > 0, (fg * keep).sum(1) / total, torch.nan)
+        return res
 
     @torch.no_grad()
-    def forward(self, x: Any, generator: torch.Generator | None = None) -> Any:
+    def forward(
+        self, x: Any, generator: torch.Generator | None = None, foreground: Tensor | None = None
+    ) -> Any:
         """MRA with probability ``prob`` per image of a batch ``[B, C, H, W]``, one image
-        ``[C, H, W]`` or a PIL image; shape, dtype (and type) are kept."""
+        ``[C, H, W]`` or a PIL image; shape, dtype (and type) are kept. ``foreground``: the
+        batch's object masks ``[B, 1, H, W]`` in [0, 1] (the oracle's score; ``fg_kept``)."""
+        self.last_fg_kept = None
         if not isinstance(x, Tensor):
             return self._pil(x, generator)
         if x.dim() == 3:
-            return self.forward(x[None], generator)[0]
+            fg = None if foreground is None else foreground[None]
+            return self.forward(x[None], generator, fg)[0]
         if x.dim() != 4:
             raise VislearnError(f"MRA expects [B, C, H, W] or [C, H, W], got {tuple(x.shape)}")
         if x.shape[1] != self.mae.mean.shape[1]:
             raise VislearnError(
                 f"MRA: the MAE takes {self.mae.mean.shape[1]}-channel images, got {x.shape[1]}"
+            )
+        if foreground is not None and (
+            foreground.dim() != 4 or foreground.shape[1] != 1 or foreground.shape[0] != x.shape[0]
+        ):
+            raise VislearnError(
+                f"MRA foreground must be [B, 1, H, W] for {tuple(x.shape)}, got "
+                f"{tuple(foreground.shape)}"
             )
         g = generator or self.generator
         apply = torch.rand(x.shape[0], generator=g) < self.prob
@@ -212,7 +282,15 @@ class MaskReconstruct(nn.Module):
             self.in_mean, self.in_std = self.in_mean.to(x.device), self.in_std.to(x.device)
         idx = apply.nonzero().flatten().to(x.device)
         out = x.clone()
-        out[idx] = self.details(x[idx], g)["output"]
+        fg = None if foreground is None else foreground[idx.to(foreground.device)]
+        d = self.details(x[idx], g, fg)
+        out[idx] = d["output"]
+        if "fg_kept" in d:
+            kept = d["fg_kept"][~torch.isnan(d["fg_kept"])]
+            if len(kept):
+                self.last_fg_kept = float(kept.mean())
+                self.fg_kept_sum += float(kept.sum())
+                self.fg_kept_count += len(kept)
         return out
 
     def _pil(self, image: Any, generator: torch.Generator | None) -> Any:
@@ -229,15 +307,21 @@ class MaskReconstruct(nn.Module):
 
 
 @torch.no_grad()
-def mra_grid(mra: MaskReconstruct, images: Tensor, generator: torch.Generator | None = None):
+def mra_grid(
+    mra: MaskReconstruct,
+    images: Tensor,
+    generator: torch.Generator | None = None,
+    foreground: Tensor | None = None,
+):
     """A visual check of MRA on ``images`` (``uint8`` ``[N, C, H, W]``): rows original / mask
     (masked patches gray) / reconstruction (the decoder's output for every patch) / augmented
-    (MRA's output, applied to every image), as one ``[C, H', W']`` float image in [0, 1]."""
+    (MRA's output, applied to every image), as one ``[C, H', W']`` float image in [0, 1].
+    ``foreground`` (``[N, 1, H, W]`` in [0, 1]): the masks the oracle selector needs."""
     from torchvision.utils import make_grid
 
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise VislearnError("mra_grid takes a uint8 batch [N, C, H, W]")
-    d = mra.details(images.to(next(mra.mae.parameters()).device), generator)
+    d = mra.details(images.to(next(mra.mae.parameters()).device), generator, foreground)
     x = images.to(d["output"].device)
     masked = torch.where(d["mask"], x, torch.full_like(x, 128))
     rows = torch.cat([x, masked, d["reconstruction"], d["output"]]).float() / 255.0

@@ -20,6 +20,8 @@ shared by the video methods (FAME's background-bias benchmark), segmentation pre
   items with per-pixel class labels in one of several taxonomies (:data:`SEG_TAXONOMIES`:
   the 10 fine classes, a coarse grouping, a partial labelling), rendered as data sets that
   differ in taxonomy and style (:data:`SEG_DATASETS`) for multi-dataset segmentation (MDP);
+* :class:`PhotoItemsDataset` (``photo-fmnist``): still images of one item on a photo crop,
+  labelled by the item's class, with the item's mask (MRA's benchmark data);
 * :class:`MotionClipDataset` serves ``(clip, label[, masks])``; :func:`write_video_folders`
   writes a set as UCF101-style class folders of frame folders (or video files) for the
   readers of :mod:`vislearn.data.video.io`.
@@ -35,7 +37,8 @@ positive rotation angle turns clockwise on screen.
 Modules: :mod:`.common` (seeding, checks), :mod:`.backgrounds`, :mod:`.sprites`,
 :mod:`.motion` (moving-sprite videos), :mod:`.swap` (appearance-swap videos: one trajectory
 and background rendered twice with different sprites), :mod:`.clips` (clip data set, video
-folders) and :mod:`.scenes` (segmentation scenes); every public name is re-exported here.
+folders), :mod:`.scenes` (segmentation scenes) and :mod:`.photo_items` (items on photo
+crops); every public name is re-exported here.
 """
 
 from vislearn.data.synthetic.backgrounds import (
@@ -52,6 +55,13 @@ from vislearn.data.synthetic.motion import (
     MotionVideos,
     motion_splits,
     moving_sprite_videos,
+)
+from vislearn.data.synthetic.photo_items import (
+    PHOTO_DATASETS,
+    PhotoItemsDataset,
+    load_photo_items,
+    photo_items_dataset,
+    render_photo_items,
 )
 from vislearn.data.synthetic.scenes import (
     SEG_DATASETS,
@@ -76,6 +86,8 @@ __all__ = [
     "MOTION_CLASSES",
     "MotionClipDataset",
     "MotionVideos",
+    "PHOTO_DATASETS",
+    "PhotoItemsDataset",
     "SEG_DATASETS",
     "SEG_TAXONOMIES",
     "SegScenes",
@@ -87,9 +99,12 @@ __all__ = [
     "label_boundaries",
     "list_background_photos",
     "load_backgrounds",
+    "load_photo_items",
     "load_sprites",
     "motion_splits",
     "moving_sprite_videos",
+    "photo_items_dataset",
+    "render_photo_items",
     "segmentation_scenes",
     "synthetic_segmentation_sets",
     "tint",

@@ -234,14 +234,20 @@ def add_train_classifier_parser(sub: Any) -> None:
     tc.add_argument("--mae", help="mra: pretrained MAE, mae.safetensors or its last.ckpt")
     tc.add_argument("--mask-ratio", type=float, help="mra: fraction of patches re-synthesised")
     tc.add_argument("--mra-prob", type=float, help="mra: probability per image")
-    tc.add_argument("--score", choices=["token_dot", "attention"], help="mra: patch score")
+    tc.add_argument(
+        "--score",
+        choices=["token_dot", "attention", "oracle"],
+        help="mra: patch score (oracle: ground-truth masks, data.mask_channel=true, photo-fmnist)",
+    )
     tc.add_argument(
         "--no-paste-back",
         action="store_true",
         default=None,
         help="mra: use the full decoder output",
     )
-    tc.add_argument("--data", help="labelled dataset: fmnist-mini (default), fmnist, a folder")
+    tc.add_argument(
+        "--data", help="labelled dataset: fmnist-mini (default), fmnist, photo-fmnist, a folder"
+    )
     tc.add_argument("--data-dir", help="where the Fashion-MNIST files are ($VISLEARN_DATA)")
     tc.add_argument(
         "--label-fraction",

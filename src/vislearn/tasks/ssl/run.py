@@ -72,6 +72,7 @@ def build_datamodule(cfg: dict, exclude: np.ndarray | None = None) -> ImageDataM
         labelled_batch_size=d["labelled_batch_size"],
         label_seed=d["label_seed"],
         exclude=exclude,
+        mask_channel=d["mask_channel"],
     )
 
 

@@ -140,7 +140,8 @@ class MAE(SSLMethod):
     # ---- reconstruction grid --------------------------------------------------------------
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if batch_idx == 0 and self.hparams.grid_images > 0:
-            self._grid_batch = batch[0][: self.hparams.grid_images].detach()
+            n, c = self.hparams.grid_images, self.hparams.in_chans  # (no mask channel)
+            self._grid_batch = batch[0][:n, :c].detach()
 
     @torch.no_grad()
     def reconstruction_grid(self, images: Tensor) -> Tensor:

@@ -27,6 +27,9 @@ class Supervised(SSLMethod):
     * ``"mra"``: MRA (:class:`~vislearn.data.mra.MaskReconstruct`) on the cropped, normalised
       view, each image with probability ``mra["prob"]``, label unchanged; ``mae`` is the local
       MAE file and ``mra`` the other MRA options (``mask_ratio``, ``score``, ``paste_back``, ...).
+      With foreground masks in the batch (``data.mask_channel: true``, e.g. ``photo-fmnist``)
+      ``score: oracle`` is available and every step logs ``train/mra_fg_kept``, the share of
+      the object MRA kept visible in the images it rewrote.
     * ``"cutmix"`` / ``"mixup"``: with probability ``mix_prob`` per batch the labelled rows are
       mixed with a random permutation of themselves (one ``lam ~ Beta(mix_alpha, mix_alpha)``
       per batch; CutMix: one box per batch, ``lam`` from the clipped box) and the loss is
@@ -96,4 +99,8 @@ class Supervised(SSLMethod):
         if lam < 1.0:
             loss = lam * loss + (1 - lam) * F.cross_entropy(logits, y_perm, label_smoothing=ls)
         acc = (logits.argmax(1) == y).float().mean()
-        return {"loss": loss, "feats": feats, "top1": acc}
+        out = {"loss": loss, "feats": feats, "top1": acc}
+        for op in self.augment.ops.values():  # MRA with ground-truth masks
+            if getattr(op, "last_fg_kept", None) is not None:
+                out["mra_fg_kept"] = torch.tensor(op.last_fg_kept)
+        return out
