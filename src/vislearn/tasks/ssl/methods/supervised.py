@@ -100,7 +100,7 @@ class Supervised(SSLMethod):
             loss = lam * loss + (1 - lam) * F.cross_entropy(logits, y_perm, label_smoothing=ls)
         acc = (logits.argmax(1) == y).float().mean()
         out = {"loss": loss, "feats": feats, "top1": acc}
-        for op in self.augment.ops.values():  # MRA with ground-truth masks
+        for op in getattr(self.augment, "ops", {}).values():  # MRA with true masks (images)
             if getattr(op, "last_fg_kept", None) is not None:
                 out["mra_fg_kept"] = torch.tensor(op.last_fg_kept)
         return out
