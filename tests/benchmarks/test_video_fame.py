@@ -28,11 +28,19 @@ def video_fame(monkeypatch):
 def test_job_table_rows_and_recipes(video_fame):
     a = argparse.Namespace(seeds=[0, 1, 2], rows=list(video_fame.ROWS), epochs=2)
     jobs = video_fame.make_jobs(a, [])
-    assert len({j.key for j in jobs}) == len(jobs) == 15
-    assert list(video_fame.ROWS) == [
+    assert len({j.key for j in jobs}) == len(jobs) == 24
+    assert list(video_fame.DEFAULT_ROWS) == [
         "random_init", "moco_video", "fame", "fame_gt_masks", "supervised_unbiased"
     ]  # fmt: skip
     by = {j.name: j.config for j in jobs if j.seed == 0}
+    betas = {n: c["recipe"]["model"]["fame_beta"] for n, c in by.items() if "beta" in n}
+    assert betas == {"fame_beta0.2": 0.2, "fame_beta0.3": 0.3, "fame_beta0.5": 0.5}
+    for name in betas:  # the sweep changes beta only
+        model = {
+            **by[name]["recipe"]["model"],
+            "fame_beta": by["fame"]["recipe"]["model"]["fame_beta"],
+        }
+        assert {**by[name]["recipe"], "model": model} == by["fame"]["recipe"]
     assert by["fame_gt_masks"]["recipe"]["model"]["fame_masks"] == "gt"
     assert by["fame_gt_masks"]["recipe"]["data"]["mask_channel"] is True
     assert (
