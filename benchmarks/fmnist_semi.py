@@ -209,9 +209,8 @@ def run_semi_job(config: dict, seed: int, ctx: dict) -> dict:
     from torch.utils.data import Subset
 
     from vislearn.data.datasets import get_dataset
-    from vislearn.engine.trainer import Throughput, build_trainer
     from vislearn.ops.features import extract_features
-    from vislearn.tasks.ssl.run import build_datamodule, build_from_config, save_backbone
+    from vislearn.tasks.ssl.run import save_backbone
 
     t0 = time.perf_counter()
     L.seed_everything(seed, verbose=False)
@@ -228,13 +227,7 @@ def run_semi_job(config: dict, seed: int, ctx: dict) -> dict:
         }
 
     cfg = {**config["recipe"], "seed": seed}
-    dm = build_datamodule(cfg, exclude=val_idx)
-    model = build_from_config(cfg, dm)
-    tp = Throughput()
-    trainer = build_trainer(ctx["run_dir"], callbacks=[tp], **cfg["trainer"])
-    trainer.fit(model, datamodule=dm)
-    out: dict = {"images_per_s": tp.images_per_s, "train_seconds": tp.seconds,
-                 "steps": int(trainer.global_step), "num_val": len(val_idx)}  # fmt: skip
+    model, dm, trainer, out = fit_without(cfg, val_idx, ctx["run_dir"])
 
     if config["kind"] == "pretrain":
         m = cfg["model"]
@@ -243,10 +236,10 @@ def run_semi_job(config: dict, seed: int, ctx: dict) -> dict:
         save_backbone(model.backbone, Path(ctx["run_dir"]) / "backbone.safetensors", spec)
     else:
         head = torch.nn.Sequential(model.backbone, model.classifier)
-        out["val_top1"] = _top1(head, val)
-        out["top1"] = _top1(head, test)
+        out["val_top1"] = top1(head, val)
+        out["top1"] = top1(head, test)
         if hasattr(model, "momentum_classifier"):  # the EMA teacher, for reference
-            out["ema_top1"] = _top1(
+            out["ema_top1"] = top1(
                 torch.nn.Sequential(model.momentum_backbone, model.momentum_classifier), test
             )
         mask = trainer.callback_metrics.get("train/mask_rate")
@@ -258,7 +251,24 @@ def run_semi_job(config: dict, seed: int, ctx: dict) -> dict:
     return out
 
 
-def _top1(net, dataset) -> float:
+def fit_without(cfg: dict, val_idx: np.ndarray, run_dir) -> tuple:
+    """Train recipe ``cfg`` in ``run_dir`` on its training split minus the validation images
+    ``val_idx``; returns ``(model, datamodule, trainer, stats)`` (throughput, steps, size of
+    the held-out split)."""
+    from vislearn.engine.trainer import Throughput, build_trainer
+    from vislearn.tasks.ssl.run import build_datamodule, build_from_config
+
+    dm = build_datamodule(cfg, exclude=val_idx)
+    model = build_from_config(cfg, dm)
+    tp = Throughput()
+    trainer = build_trainer(run_dir, callbacks=[tp], **cfg["trainer"])
+    trainer.fit(model, datamodule=dm)
+    stats = {"images_per_s": tp.images_per_s, "train_seconds": tp.seconds,
+             "steps": int(trainer.global_step), "num_val": len(val_idx)}  # fmt: skip
+    return model, dm, trainer, stats
+
+
+def top1(net, dataset) -> float:
     """Top-1 (%) of a classifier network on a labelled data set."""
     from vislearn.ops.features import extract_features
 
@@ -304,7 +314,7 @@ def _finetune(config: dict, seed: int, ctx: dict, train, val, test) -> dict:
     steps = finetune(net, loader, view, 1, config["lr"], config["weight_decay"])
     train_seconds = time.perf_counter() - t0
     net.eval()
-    return {"val_top1": _top1(net, val), "top1": _top1(net, test), "steps": steps,
+    return {"val_top1": top1(net, val), "top1": top1(net, test), "steps": steps,
             "num_labelled": len(labelled), "train_seconds": train_seconds,
             "images_per_s": steps * config["batch_size"] / max(train_seconds, 1e-9)}  # fmt: skip
 

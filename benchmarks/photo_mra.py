@@ -191,11 +191,10 @@ def run_photo_job(config: dict, seed: int, ctx: dict) -> dict:
     import torch
     from torch.utils.data import Subset
 
-    from fmnist_semi import validation_indices
+    from fmnist_semi import fit_without, top1, validation_indices
     from vislearn.data.datasets import get_dataset
     from vislearn.data.synthetic.photo_items import CACHE_ENV
-    from vislearn.engine.trainer import Throughput, build_trainer
-    from vislearn.tasks.ssl.run import build_datamodule, build_from_config, evaluate_classifier
+    from vislearn.tasks.ssl.run import evaluate_classifier
 
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")  # the frozen MAE
     os.environ.setdefault(CACHE_ENV, str(Path(ctx["cache_dir"]) / "data"))
@@ -207,13 +206,7 @@ def run_photo_job(config: dict, seed: int, ctx: dict) -> dict:
     dataset = cfg["data"]["dataset"]
     train = get_dataset(dataset, "train")
     val_idx = validation_indices(train.labels, **config["val"])
-    dm = build_datamodule(cfg, exclude=val_idx)
-    model = build_from_config(cfg, dm)
-    tp = Throughput()
-    trainer = build_trainer(ctx["run_dir"], callbacks=[tp], **cfg["trainer"])
-    trainer.fit(model, datamodule=dm)
-    out: dict = {"images_per_s": tp.images_per_s, "train_seconds": tp.seconds,
-                 "steps": int(trainer.global_step), "num_val": len(val_idx)}  # fmt: skip
+    model, _, trainer, out = fit_without(cfg, val_idx, ctx["run_dir"])
     if config["kind"] == "mae":
         m = trainer.callback_metrics
         out["final_loss"] = float(m["train/loss"]) if "train/loss" in m else None
@@ -231,13 +224,6 @@ def run_photo_job(config: dict, seed: int, ctx: dict) -> dict:
                 out["fg_kept"] = op.mean_fg_kept
     out["wall_seconds"] = time.perf_counter() - t0
     return out
-
-
-def top1(net, dataset) -> float:
-    from vislearn.ops.features import extract_features
-
-    logits, labels = extract_features(net, dataset)
-    return 100 * (logits.argmax(1) == labels).float().mean().item()
 
 
 def mae_checks(run_dir: Path, test, config: dict) -> dict:

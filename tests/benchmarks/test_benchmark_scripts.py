@@ -67,8 +67,11 @@ def test_fmnist_job_tables_share_keys(bench_path):
     keys = {j.key for j in ssl}
     csml = fmnist_csml_kscl.make_jobs(a)
     assert {j.key for j in csml if j.name == "vislearn/moco_v2"} <= keys  # reused, not rerun
-    assert sorted({j.name for j in csml}) == ["vislearn/kscl_k1", "vislearn/kscl_k2_sym",
-                                              "vislearn/moco_v2"]  # --rows; fmt: skip
+    assert sorted({j.name for j in csml}) == [
+        "vislearn/kscl_k1",
+        "vislearn/kscl_k2_sym",
+        "vislearn/moco_v2",
+    ]  # --rows
     assert {j.config["recipe"]["model"]["num_keys"] for j in csml if "kscl" in j.name} == {1, 2}
     stages = fmnist_bingo_sage.make_jobs(a, Path("/tmp/unused"))
     assert {j.key for j, _ in stages[0]} <= keys

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-SRC = BENCH.parent / "src"
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -104,13 +101,10 @@ def test_select_picks_the_best_validation_score_of_seed_0(semi):
     assert semi.select(records, 0) == {"sscl_1pct": 0.06}
 
 
-def test_smoke_run_end_to_end_then_report_only(tmp_path):
+def test_smoke_run_end_to_end_then_report_only(tmp_path, run_script):
     out, cache = tmp_path / "semi.json", tmp_path / "cache"
-    cmd = [sys.executable, str(BENCH / "fmnist_semi.py"), "--smoke", "--jobs", "0",
-           "--out", str(out), "--cache", str(cache)]  # fmt: skip
-    env = {"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
+    args = ["--smoke", "--jobs", "0", "--out", str(out), "--cache", str(cache)]
+    run_script("fmnist_semi.py", *args)
     data = json.loads(out.read_text())
     rows = {r["name"]: r for r in data["rows"]}
     main = ["supervised_1pct", "moco_v2_finetune_1pct", "pseudolabel_1pct", "sscl_1pct"]
@@ -128,8 +122,6 @@ def test_smoke_run_end_to_end_then_report_only(tmp_path):
     grid = data["settings"]["lr_selection"]["sscl_1pct"]
     assert list(grid["seed0"]) == ["0.03", "0.06"] and grid["at_grid_edge"]
     # everything is cached: a report-only pass rebuilds the same rows without running
-    again = subprocess.run(cmd + ["--report-only"], capture_output=True, text=True, env=env,
-                           timeout=300)  # fmt: skip
-    assert again.returncode == 0, again.stderr[-3000:]
+    again = run_script("fmnist_semi.py", *args, "--report-only", timeout=300)
     assert "to run" in again.stdout and " 0 to run" in again.stdout
     assert json.loads(out.read_text())["rows"] == data["rows"]

@@ -5,14 +5,11 @@ its cache, report-only)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-SRC = BENCH.parent / "src"
 
 
 @pytest.fixture
@@ -103,13 +100,10 @@ def test_picks_use_validation_scores_and_finished_grids_only(bench):
     assert bench.pick_ratio(sweep, [0.25, 0.5], [0, 1, 2]) == {}  # seed 2 missing
 
 
-def test_smoke_run_end_to_end_then_report_only(tmp_path):
+def test_smoke_run_end_to_end_then_report_only(tmp_path, run_script):
     out, cache = tmp_path / "photo.json", tmp_path / "cache"
-    cmd = [sys.executable, str(BENCH / "photo_mra.py"), "--smoke", "--jobs", "0",
-           "--out", str(out), "--cache", str(cache)]  # fmt: skip
-    env = {"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
+    args = ["--smoke", "--jobs", "0", "--out", str(out), "--cache", str(cache)]
+    run_script("photo_mra.py", *args)
     data = json.loads(out.read_text())
     rows = {r["name"]: r for r in data["rows"]}
     names = ["baseline_10pct", "cutmix_10pct", "mixup_10pct", "mra50_10pct", "oracle50_10pct"]
@@ -128,8 +122,6 @@ def test_smoke_run_end_to_end_then_report_only(tmp_path):
     assert list((cache / "data").glob("photo_items_fmnist-mini_*.pt"))
     assert list(cache.glob("mae_pretraining/*.run/mra_grid_oracle_r50.png"))
     # everything is cached: a report-only pass rebuilds the same rows without running
-    again = subprocess.run(cmd + ["--report-only"], capture_output=True, text=True, env=env,
-                           timeout=300)  # fmt: skip
-    assert again.returncode == 0, again.stderr[-3000:]
+    again = run_script("photo_mra.py", *args, "--report-only", timeout=300)
     assert " 0 to run" in again.stdout
     assert json.loads(out.read_text())["rows"] == data["rows"]
