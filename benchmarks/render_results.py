@@ -53,6 +53,12 @@ COLUMNS = {
         ("occluded top-1 %", "occluded_top1", None),
         ("images/s", "images_per_s", None),
     ],
+    "photo_mra": [
+        ("clean top-1 %", "top1", None),
+        ("occluded top-1 %", "occluded_top1", None),
+        ("validation top-1 %", "val_top1", None),
+        ("object share kept", "fg_kept", None),
+    ],
     "video_fame": [
         ("unbiased probe top-1 %", "unbiased_probe_top1", None),
         ("background var. share %", "background_var_share", None),
