@@ -32,6 +32,10 @@ Protocol:
   ``mra25`` / ``mra50`` / ``mra75`` (token_dot selector, prob 0.5, paste-back) and
   ``oracle<r>`` (the same with the oracle selector) at ``--oracle-ratios`` (default ``best``:
   per label fraction, the ratio of the highest mean validation top-1 among the mra rows).
+  The mask ratio is a hyper-parameter chosen like the learning rate: the first
+  ``--ratio-seeds`` seeds (default 1: seed 0) run the whole sweep, the ratio with the best
+  validation top-1 is picked per fraction, and the other seeds run ``mra<r>`` at that ratio
+  only, so the picked row has every seed and the others one (``settings.selection``).
   Every row of a label fraction trains the same steps (``--epochs`` of 214 steps: 55,000 //
   256; at 10 % / 1 % every batch holds 256 of the 6,000 / 600 labelled images).
 * **Learning rates**: baseline, cutmix and mixup each pick theirs per fraction from
@@ -49,14 +53,16 @@ twice on the 2-core benchmark machine while another benchmark kept both cores bu
 0.085 / 0.067, cutmix 0.11 / 0.068, mixup 0.10 / 0.068, mra (token_dot) 0.53 / 0.37, oracle
 0.30 / 0.20, MAE 0.84 / 0.59 (the first, more loaded, set is ``STEP_SECONDS``). MRA costs ~6
 baseline steps (the MAE scores every patch of half the batch, then encodes the kept ones and
-decodes all). Each job adds ~15 s (imports, data from the cache, scoring 25k test and
+decodes all). In the committed run, with the MAE on the other core, the CutMix and Mixup
+grids ran at ``STEP_SECONDS`` (0.107 s per step), not at 0.7x: use ``--idle-factor 1``. Each job adds ~15 s (imports, data from the cache, scoring 25k test and
 validation images). The plan takes 0.7x ``STEP_SECONDS`` for two jobs on two otherwise idle
 cores (``--idle-factor``; an assumption, not measured: use 1 with ``--measure`` on an idle
 machine). The default (``--epochs 100pct=5 10pct=3 1pct=2 --mae-epochs 15``: 1,070 / 642 /
 428 steps per run; 82 jobs) comes to ~13,800 CPU-s, ~1.9 h on 2 cores (1.4 h with the
 second set of timings). The MRA sweep is two thirds of the classifier cost: a longer schedule
 at 100 % (``--epochs 100pct=8 10pct=3 1pct=2``: ~2.4 h) costs either time or rows
-(``--ratios``, ``--fractions``).
+(``--ratios``, ``--fractions``). ``--ratio-seeds 3`` sweeps every seed (27 instead of 15 MRA
+runs, ~+40 % of the classifier cost).
 
     python benchmarks/photo_mra.py --plan                # job table and CPU-time estimate
     python benchmarks/photo_mra.py --jobs 2              # the benchmark (~2 h on 2 cores)
@@ -322,7 +328,8 @@ def plan(a: argparse.Namespace) -> dict:
         for kind in TUNED:
             cost["phase1"].append((kind, len(a.lr_grid), steps))
             cost["phase2"].append((kind, ns - 1, steps))
-        cost["phase2"].append(("mra", ns * len(a.ratios), steps))
+        cost["phase2"].append(("mra", a.ratio_seeds * len(a.ratios), steps))
+        cost["phase3"].append(("mra", ns - a.ratio_seeds, steps))
         cost["phase3"].append(("oracle", ns * n_or, steps))
     out = {}
     for phase, items in cost.items():
@@ -402,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--fractions", nargs="+", default=list(FRACTIONS), choices=list(FRACTIONS))
     p.add_argument("--ratios", type=float, nargs="+", default=list(RATIOS), help="MRA sweep")
+    p.add_argument("--ratio-seeds", type=int, default=1,
+                   help="seeds (the first N of --seeds) that run the whole MRA sweep and pick "
+                   "the ratio by validation top-1; the other seeds run the pick only (1)")  # fmt: skip
     p.add_argument("--oracle-ratios", nargs="+", default=["best"],
                    help="oracle rows: 'best' (the mra sweep's best validation ratio per "
                    "fraction) or ratios")  # fmt: skip
@@ -428,6 +438,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if a.smoke:
         for k, v in SMOKE.items():
             setattr(a, k, v)
+    if not 1 <= a.ratio_seeds <= len(a.seeds):
+        raise SystemExit(f"--ratio-seeds must be between 1 and {len(a.seeds)} (the seeds)")
     if a.oracle_ratios != ["best"]:
         a.oracle_ratios = [float(r) for r in a.oracle_ratios]
     tag = "photo_mra_smoke" if a.smoke else "photo_mra"
@@ -439,9 +451,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def phase_jobs(a: argparse.Namespace, phase: int, records: list[dict] | None = None) -> list[Job]:
     """The jobs of ``phase`` (1: the MAE and seed 0's learning-rate grids; 2: the other seeds
-    at the picked rates and the MRA sweep; 3: the oracle rows), given the earlier phases'
+    at the picked rates and the MRA sweep of the first ``--ratio-seeds`` seeds; 3: the other
+    seeds' MRA runs at the picked ratio and the oracle rows), given the earlier phases'
     records; longest first."""
     mae, s0, recs = mae_job(a), a.seeds[0], records or []
+    sweep_seeds, rest = a.seeds[: a.ratio_seeds], a.seeds[a.ratio_seeds :]
     if phase == 1:
         grid = [cls_job(k, f, s0, lr, a, mae, a.cache) for k in TUNED for f in a.fractions
                 for lr in a.lr_grid]  # fmt: skip
@@ -453,14 +467,16 @@ def phase_jobs(a: argparse.Namespace, phase: int, records: list[dict] | None = N
             for f in a.fractions
             if ("baseline", f) in lrs
             for r in a.ratios
-            for s in a.seeds
+            for s in sweep_seeds
         ]
         jobs += [cls_job(k, f, s, lrs[(k, f)], a, mae, a.cache) for k in TUNED
                  for f in a.fractions if (k, f) in lrs for s in a.seeds[1:]]  # fmt: skip
         return jobs
-    picked, jobs = pick_ratio(recs, a.ratios, a.seeds), []
+    picked, jobs = pick_ratio(recs, a.ratios, sweep_seeds), []
     for f in (f for f in a.fractions if ("baseline", f) in lrs):
         best = [picked[f]] if f in picked else []  # the sweep of f has not finished
+        jobs += [cls_job("mra", f, s, lrs[("baseline", f)], a, mae, a.cache, r)
+                 for r in best for s in rest]  # fmt: skip
         ratios = best if a.oracle_ratios == ["best"] else a.oracle_ratios
         jobs += [cls_job("oracle", f, s, lrs[("baseline", f)], a, mae, a.cache, r)
                  for r in ratios for s in a.seeds]  # fmt: skip
@@ -500,7 +516,8 @@ def write_results(records: list[dict], a: argparse.Namespace, wall: float) -> No
     import torch
 
     s0 = a.seeds[0]
-    lrs, ratios = pick_lr(records, s0, a.lr_grid), pick_ratio(records, a.ratios, a.seeds)
+    lrs = pick_lr(records, s0, a.lr_grid)
+    ratios = pick_ratio(records, a.ratios, a.seeds[: a.ratio_seeds])
     kinds = ("baseline", "cutmix", "mixup", "mra", "oracle")
     results, grid = [], {}
     for r in records:
@@ -534,6 +551,8 @@ def write_results(records: list[dict], a: argparse.Namespace, wall: float) -> No
         "lr": {f"{k}_{f}": {"picked": v, "at_grid_edge": v in (min(a.lr_grid), max(a.lr_grid)),
                             "seed0": grid.get(f"{k}_{f}", {})}
                for (k, f), v in sorted(lrs.items())},
+        "mra_ratio": ratios,
+        "mra_ratio_seeds": a.seeds[: a.ratio_seeds],
         "oracle_ratio": ratios if a.oracle_ratios == ["best"] else a.oracle_ratios,
     }  # fmt: skip
     spe = steps_per_epoch(a)

@@ -58,7 +58,8 @@ def test_job_tables_of_the_three_phases(bench, tmp_path):
 
     two = bench.phase_jobs(a, 2, finished_grids(bench, a))
     mra = [j for j in two if j.name.startswith("mra")]
-    assert len(mra) == 3 * 3 * 3 and len(two) - len(mra) == 3 * 3 * 2
+    assert len(mra) == 3 * 3 and len(two) - len(mra) == 3 * 3 * 2
+    assert {j.seed for j in mra} == {0}  # seed 0 sweeps the ratios; the others run the pick
     assert {j.seed for j in two if not j.name.startswith("mra")} == {1, 2}
     for j in mra:
         c = j.config["recipe"]
@@ -69,15 +70,26 @@ def test_job_tables_of_the_three_phases(bench, tmp_path):
     assert {j.name for j in mra} >= {"mra25_1pct", "mra50_10pct", "mra75_100pct"}
     assert next(j for j in two if j.name == "cutmix_100pct").config["lr"] == 0.12
 
-    sweep = [rec(f"mra{round(100 * r)}", f, 0.06, 70.0 + (r == 0.75) * (f == "1pct") + s, s, r)
-             for f in a.fractions for r in a.ratios for s in a.seeds]  # fmt: skip
+    sweep = [rec(f"mra{round(100 * r)}", f, 0.06, 70.0 + (r == 0.75) * (f == "1pct"), 0, r)
+             for f in a.fractions for r in a.ratios]  # fmt: skip
+    # seed 1 at ratio 0.5 would pick 0.5 at 1 %, but only the sweep seed picks
+    sweep.append(rec("mra50", "1pct", 0.06, 99.0, 1, 0.5))
     three = bench.phase_jobs(a, 3, finished_grids(bench, a) + sweep)
-    assert sorted({j.name for j in three}) == ["oracle25_100pct", "oracle25_10pct", "oracle75_1pct"]
-    assert all(j.config["recipe"]["model"]["mra"]["score"] == "oracle" for j in three)
-    assert len(three) == 9
+    oracle = [j for j in three if j.name.startswith("oracle")]
+    assert sorted({j.name for j in oracle}) == ["oracle25_100pct", "oracle25_10pct", "oracle75_1pct"]
+    assert all(j.config["recipe"]["model"]["mra"]["score"] == "oracle" for j in oracle)
+    assert len(oracle) == 9 and {j.seed for j in oracle} == {0, 1, 2}
+    rest = [j for j in three if j.name.startswith("mra")]
+    assert sorted((j.name, j.seed) for j in rest) == [
+        (n, s) for n in ("mra25_100pct", "mra25_10pct", "mra75_1pct") for s in (1, 2)]  # fmt: skip
+    assert all(j.config["recipe"]["model"]["mra"]["score"] == "token_dot" for j in rest)
     # the cost plan counts the same jobs
     plan = bench.plan(a)
-    assert [plan[p]["jobs"] for p in ("phase1", "phase2", "phase3")] == [28, 45, 9]
+    assert [plan[p]["jobs"] for p in ("phase1", "phase2", "phase3")] == [28, 27, 15]
+    every = bench.plan(bench.parse_args(["--cache", str(tmp_path), "--ratio-seeds", "3"]))
+    assert [every[p]["jobs"] for p in ("phase1", "phase2", "phase3")] == [28, 45, 9]
+    with pytest.raises(SystemExit, match="ratio-seeds"):
+        bench.parse_args(["--ratio-seeds", "4"])
     assert plan["total"]["wall_s"] < 2.1 * 3600  # the default fits ~2 h on 2 cores
     # a changed schedule is a new key
     longer = bench.phase_jobs(bench.parse_args(["--cache", str(tmp_path), "--epochs", "6"]), 1)
