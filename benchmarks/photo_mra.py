@@ -54,7 +54,8 @@ twice on the 2-core benchmark machine while another benchmark kept both cores bu
 0.30 / 0.20, MAE 0.84 / 0.59 (the first, more loaded, set is ``STEP_SECONDS``). MRA costs ~6
 baseline steps (the MAE scores every patch of half the batch, then encodes the kept ones and
 decodes all). In the committed run, with the MAE on the other core, the CutMix and Mixup
-grids ran at ``STEP_SECONDS`` (0.107 s per step), not at 0.7x: use ``--idle-factor 1``. Each job adds ~15 s (imports, data from the cache, scoring 25k test and
+grids ran at ``STEP_SECONDS`` (0.107 s per step), not at 0.7x: use ``--idle-factor 1``.
+Each job adds ~15 s (imports, data from the cache, scoring 25k test and
 validation images). The plan takes 0.7x ``STEP_SECONDS`` for two jobs on two otherwise idle
 cores (``--idle-factor``; an assumption, not measured: use 1 with ``--measure`` on an idle
 machine). The default (``--epochs 100pct=5 10pct=3 1pct=2 --mae-epochs 15``: 1,070 / 642 /
@@ -410,8 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fractions", nargs="+", default=list(FRACTIONS), choices=list(FRACTIONS))
     p.add_argument("--ratios", type=float, nargs="+", default=list(RATIOS), help="MRA sweep")
     p.add_argument("--ratio-seeds", type=int, default=1,
-                   help="seeds (the first N of --seeds) that run the whole MRA sweep and pick "
-                   "the ratio by validation top-1; the other seeds run the pick only (1)")  # fmt: skip
+                   help="seeds (the first N of --seeds) that run the whole MRA sweep and "
+                   "pick the ratio by validation top-1; the other seeds run the pick (1)")  # fmt: skip
     p.add_argument("--oracle-ratios", nargs="+", default=["best"],
                    help="oracle rows: 'best' (the mra sweep's best validation ratio per "
                    "fraction) or ratios")  # fmt: skip

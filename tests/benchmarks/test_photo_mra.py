@@ -76,7 +76,8 @@ def test_job_tables_of_the_three_phases(bench, tmp_path):
     sweep.append(rec("mra50", "1pct", 0.06, 99.0, 1, 0.5))
     three = bench.phase_jobs(a, 3, finished_grids(bench, a) + sweep)
     oracle = [j for j in three if j.name.startswith("oracle")]
-    assert sorted({j.name for j in oracle}) == ["oracle25_100pct", "oracle25_10pct", "oracle75_1pct"]
+    names = ["oracle25_100pct", "oracle25_10pct", "oracle75_1pct"]
+    assert sorted({j.name for j in oracle}) == names
     assert all(j.config["recipe"]["model"]["mra"]["score"] == "oracle" for j in oracle)
     assert len(oracle) == 9 and {j.seed for j in oracle} == {0, 1, 2}
     rest = [j for j in three if j.name.startswith("mra")]
