@@ -59,11 +59,11 @@ Each job adds ~15 s (imports, data from the cache, scoring 25k test and
 validation images). The plan takes 0.7x ``STEP_SECONDS`` for two jobs on two otherwise idle
 cores (``--idle-factor``; an assumption, not measured: use 1 with ``--measure`` on an idle
 machine). The default (``--epochs 100pct=5 10pct=3 1pct=2 --mae-epochs 15``: 1,070 / 642 /
-428 steps per run; 82 jobs) comes to ~13,800 CPU-s, ~1.9 h on 2 cores (1.4 h with the
-second set of timings). The MRA sweep is two thirds of the classifier cost: a longer schedule
-at 100 % (``--epochs 100pct=8 10pct=3 1pct=2``: ~2.4 h) costs either time or rows
-(``--ratios``, ``--fractions``). ``--ratio-seeds 3`` sweeps every seed (27 instead of 15 MRA
-runs, ~+40 % of the classifier cost).
+428 steps per run; 70 jobs) comes to ~10,500 CPU-s at the 0.7x factor (~1.5 h on 2 cores)
+and ~2 h at ``--idle-factor 1``, which is what the committed run took. MRA is about half of the
+classifier cost: a longer schedule at 100 % costs either time or rows (``--ratios``,
+``--fractions``). ``--ratio-seeds 3`` sweeps every seed (27 instead of 15 MRA runs, 82 jobs,
+~+35 % CPU).
 
     python benchmarks/photo_mra.py --plan                # job table and CPU-time estimate
     python benchmarks/photo_mra.py --jobs 2              # the benchmark (~2 h on 2 cores)
@@ -411,8 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fractions", nargs="+", default=list(FRACTIONS), choices=list(FRACTIONS))
     p.add_argument("--ratios", type=float, nargs="+", default=list(RATIOS), help="MRA sweep")
     p.add_argument("--ratio-seeds", type=int, default=1,
-                   help="seeds (the first N of --seeds) that run the whole MRA sweep and "
-                   "pick the ratio by validation top-1; the other seeds run the pick (1)")  # fmt: skip
+                   help="the first N seeds run the whole MRA sweep and pick the ratio by "
+                   "validation top-1; the other seeds run the pick only (1)")  # fmt: skip
     p.add_argument("--oracle-ratios", nargs="+", default=["best"],
                    help="oracle rows: 'best' (the mra sweep's best validation ratio per "
                    "fraction) or ratios")  # fmt: skip
