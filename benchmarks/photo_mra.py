@@ -441,6 +441,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(a, k, v)
     if not 1 <= a.ratio_seeds <= len(a.seeds):
         raise SystemExit(f"--ratio-seeds must be between 1 and {len(a.seeds)} (the seeds)")
+    a.sweep_seeds = a.seeds[: a.ratio_seeds]  # the seeds that sweep the mask ratio
     if a.oracle_ratios != ["best"]:
         a.oracle_ratios = [float(r) for r in a.oracle_ratios]
     tag = "photo_mra_smoke" if a.smoke else "photo_mra"
@@ -456,7 +457,7 @@ def phase_jobs(a: argparse.Namespace, phase: int, records: list[dict] | None = N
     seeds' MRA runs at the picked ratio and the oracle rows), given the earlier phases'
     records; longest first."""
     mae, s0, recs = mae_job(a), a.seeds[0], records or []
-    sweep_seeds, rest = a.seeds[: a.ratio_seeds], a.seeds[a.ratio_seeds :]
+    rest = a.seeds[a.ratio_seeds :]  # the seeds that run the picked ratio only
     if phase == 1:
         grid = [cls_job(k, f, s0, lr, a, mae, a.cache) for k in TUNED for f in a.fractions
                 for lr in a.lr_grid]  # fmt: skip
@@ -468,12 +469,12 @@ def phase_jobs(a: argparse.Namespace, phase: int, records: list[dict] | None = N
             for f in a.fractions
             if ("baseline", f) in lrs
             for r in a.ratios
-            for s in sweep_seeds
+            for s in a.sweep_seeds
         ]
         jobs += [cls_job(k, f, s, lrs[(k, f)], a, mae, a.cache) for k in TUNED
                  for f in a.fractions if (k, f) in lrs for s in a.seeds[1:]]  # fmt: skip
         return jobs
-    picked, jobs = pick_ratio(recs, a.ratios, sweep_seeds), []
+    picked, jobs = pick_ratio(recs, a.ratios, a.sweep_seeds), []
     for f in (f for f in a.fractions if ("baseline", f) in lrs):
         best = [picked[f]] if f in picked else []  # the sweep of f has not finished
         jobs += [cls_job("mra", f, s, lrs[("baseline", f)], a, mae, a.cache, r)
@@ -518,7 +519,7 @@ def write_results(records: list[dict], a: argparse.Namespace, wall: float) -> No
 
     s0 = a.seeds[0]
     lrs = pick_lr(records, s0, a.lr_grid)
-    ratios = pick_ratio(records, a.ratios, a.seeds[: a.ratio_seeds])
+    ratios = pick_ratio(records, a.ratios, a.sweep_seeds)
     kinds = ("baseline", "cutmix", "mixup", "mra", "oracle")
     results, grid = [], {}
     for r in records:
@@ -553,7 +554,7 @@ def write_results(records: list[dict], a: argparse.Namespace, wall: float) -> No
                             "seed0": grid.get(f"{k}_{f}", {})}
                for (k, f), v in sorted(lrs.items())},
         "mra_ratio": ratios,
-        "mra_ratio_seeds": a.seeds[: a.ratio_seeds],
+        "mra_ratio_seeds": a.sweep_seeds,
         "oracle_ratio": ratios if a.oracle_ratios == ["best"] else a.oracle_ratios,
     }  # fmt: skip
     spe = steps_per_epoch(a)
