@@ -116,7 +116,7 @@ def main() -> None:
         to_signed,
     )
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=str(ROOT / "configs" / "dit_cache" / "fmnist.yaml"))
     p.add_argument("--only", nargs="+", help="run only these setting names (plus none)")
     p.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache" / "dit_cache"))

@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from diffusers import DiTTransformer2DModel
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-reference", action="store_true", help="skip the reference DiT")

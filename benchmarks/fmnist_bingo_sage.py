@@ -149,7 +149,7 @@ def run_recipe_job(config: dict, seed: int, ctx: dict) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seed", type=int, default=0, help="the teacher's and the students' seed")
     p.add_argument("--seeds", type=int, nargs="+", help="several student seeds (default --seed)")
     p.add_argument("--baseline-seeds", type=int, nargs="+", default=[0, 1, 2])

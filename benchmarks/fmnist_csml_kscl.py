@@ -214,7 +214,7 @@ def write_results(runs: list[dict], a: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="moco_v2 and csml")
     p.add_argument("--ablation-seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -116,7 +116,7 @@ def run_mra_job(config: dict, seed: int, ctx: dict) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=3, help="classifier epochs, every row (3)")
     p.add_argument("--mae-epochs", type=int, default=5, help="MAE pretraining epochs (5)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

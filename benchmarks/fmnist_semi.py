@@ -351,7 +351,7 @@ def make_jobs(a: argparse.Namespace, cache: Path) -> dict[str, list[Job]]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=10, help="epochs of --batches steps, every row")
     p.add_argument("--batches", type=int, default=200, help="steps per epoch, every row")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -302,7 +302,7 @@ def accuracy(a: argparse.Namespace) -> list[dict]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="mode")
     s = sub.add_parser("speed")
     s.add_argument("--rounds", type=int, default=5)

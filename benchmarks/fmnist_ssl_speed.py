@@ -64,7 +64,7 @@ def main() -> None:
     from vislearn.core.utils import write_json
     from vislearn.tasks.ssl.run import build_datamodule, build_from_config
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--methods", nargs="+", default=["moco_v2", "simclr", "byol"])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batches", type=int, default=40)

@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
     from vislearn.core.utils import write_json
     from vislearn.engine.run import quiet_lightning
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tiny", action="store_true", help="CPU smoke-test settings")
     p.add_argument("--budget-s", type=float, default=600.0, help="wall-clock budget")
     p.add_argument("--methods", nargs="+", default=["moco_v2", "simclr", "byol"])

@@ -402,7 +402,7 @@ def parse_epochs(tokens: list[str]) -> dict[str, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", nargs="+", default=[f"{k}={v}" for k, v in DEFAULT_EPOCHS.items()],
                    help="classifier epochs of 214 steps: N, or per fraction 100pct=N 10pct=N "
                    "1pct=N (default 100pct=5 10pct=3 1pct=2)")  # fmt: skip

@@ -125,7 +125,7 @@ def main() -> None:
     from vislearn.core.utils import write_json
     from vislearn.engine.run import quiet_lightning
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--methods", nargs="+", default=["moco_v2", "csml"])
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)

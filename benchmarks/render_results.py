@@ -35,6 +35,8 @@ COLUMNS = {
     ],
     "fmnist_semi": [
         ("test top-1 %", "top1", "top1_per_seed"),
+        ("validation top-1 %", "val_top1", None),
+        ("picked lr", "lr", None),
         ("EMA teacher top-1 %", "ema_top1", None),
         ("final mask rate", "last_mask_rate", None),
         ("few-shot prototype %", "prototype_top1", None),
@@ -103,6 +105,8 @@ def _cell(row: dict, key: str, per_seed: str | None) -> str:
         return format_cell(row, key)
     if isinstance(value, int):
         text = str(value)
+    elif key == "lr":  # a learning rate: every significant digit (0.015, not 0.01)
+        text = f"{value:g}"
     else:
         text = f"{value:.2f}" if value < 10 else f"{value:.1f}"
     if per_seed and len(row.get(per_seed, [])) > 1:

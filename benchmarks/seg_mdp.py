@@ -264,7 +264,7 @@ def select(records: list[dict]) -> dict[tuple, float]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line (its defaults are the benchmark's settings)."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--targets", nargs="+", default=list(TARGETS), choices=TARGETS)
     p.add_argument("--fraction", type=float, default=0.1, help="labelled fraction of a target")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

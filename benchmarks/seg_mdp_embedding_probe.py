@@ -108,7 +108,7 @@ def main() -> None:
     from vislearn.data.segmentation import fraction_subset
     from vislearn.tasks.seg.data import build_segmentation_dataset
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--targets", nargs="+", default=["heldout", "fine"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=300)

@@ -50,7 +50,7 @@ def train(src: str, method: str, steps: int, kw: dict, out: str) -> dict:
 def main() -> None:
     import yaml
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--base", required=True, help="src folder of the reference checkout")
     p.add_argument("--new", default=str(ROOT / "src"))
     p.add_argument("--methods", nargs="+", default=["moco_v2", "byol", "csml"])

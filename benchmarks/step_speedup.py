@@ -91,7 +91,7 @@ class Side:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--base", required=True, help="src folder of the reference checkout")
     p.add_argument("--new", default=str(ROOT / "src"), help="src folder of the new checkout")
     p.add_argument("--methods", nargs="+", default=["moco_v2"])

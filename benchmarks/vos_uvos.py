@@ -191,7 +191,7 @@ def summarise(records: list[dict]) -> list[dict]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache" / "vos_uvos"))
     p.add_argument("--out", default=str(ROOT / "docs" / "results" / "vos_uvos.json"))
     p.add_argument("--smoke", action="store_true", help="tiny sizes, 1 epoch each (a minute)")

@@ -71,3 +71,10 @@ def test_paired_diff_column_names_every_baseline():
     ]
     lines = r.render_rows(rows, [("top-1 %", "acc", None)]).splitlines()
     assert lines[0] == "| name | top-1 % | Δ vs `base_1` / `base_2` |"
+
+
+def test_learning_rate_keeps_its_significant_digits():
+    r = _module()
+    rows = [{"name": "a", "lr": 0.015}, {"name": "b", "lr": 0.12}]
+    lines = r.render_rows(rows, [("picked lr", "lr", None)]).splitlines()
+    assert lines[2:] == ["| `a` | 0.015 |", "| `b` | 0.12 |"]
