@@ -39,10 +39,6 @@ COLUMNS = {
         ("picked lr", "lr", None),
         ("EMA teacher top-1 %", "ema_top1", None),
         ("final mask rate", "last_mask_rate", None),
-        ("few-shot prototype %", "prototype_top1", None),
-        ("± 95 %", "prototype_ci95", None),
-        ("few-shot logistic %", "logistic_top1", None),
-        ("± 95 % ", "logistic_ci95", None),
     ],
     "fmnist_bingo_sage": [
         ("kNN top-1 %", "knn_top1", "knn_top1_per_seed"),
@@ -86,6 +82,16 @@ COLUMNS = {
     ],
 }
 
+
+# benchmarks with a second table: the rows whose name starts with the prefix, own columns
+SPLITS = {
+    "fmnist_semi": ("fewshot/", [
+        ("prototype top-1 %", "prototype_top1", None),
+        ("logistic top-1 %", "logistic_top1", None),
+    ]),
+}  # fmt: skip
+# the columns that get a paired-difference column (default: every column whose rows have one)
+DIFFS = {"fmnist_semi": ("top1",)}
 
 # benchmarks whose rows are one (name, setting) pair each: one table row per name, one column
 # per setting, one table per value of the group key (None: one table) -- (value key, setting
@@ -142,18 +148,27 @@ def render(name: str) -> str:
     data = json.loads((ROOT / "docs" / "results" / f"{name}.json").read_text())
     if name in PIVOTS:
         return render_pivot(name, data["rows"])
-    return render_rows(data["rows"], COLUMNS[name])
+    rows, diffs = data["rows"], DIFFS.get(name)
+    if name not in SPLITS:
+        return render_rows(rows, COLUMNS[name], diffs)
+    prefix, columns = SPLITS[name]
+    main = [r for r in rows if not r["name"].startswith(prefix)]
+    other = [r for r in rows if r["name"].startswith(prefix)]
+    return render_rows(main, COLUMNS[name], diffs) + "\n\n" + render_rows(other, columns, diffs)
 
 
-def render_rows(rows: list[dict], columns: list[tuple[str, str, str | None]]) -> str:
-    """One table row per result row; a ``Δ`` column after each column with paired diffs."""
+def render_rows(
+    rows: list[dict], columns: list[tuple[str, str, str | None]], diffs: tuple | None = None
+) -> str:
+    """One table row per result row; a ``Δ`` column after each column with paired diffs (only
+    the columns named in ``diffs``, when given)."""
     cols = []
     for title, key, per_seed in columns:
         cols.append((title, lambda r, k=key, s=per_seed: _cell(r, k, s)))
         bases = list(
             dict.fromkeys(r[f"{key}_diff"]["baseline"] for r in rows if r.get(f"{key}_diff"))
         )
-        if bases:  # several baselines (e.g. one per label fraction): each row against its own
+        if bases and (diffs is None or key in diffs):  # several baselines (e.g. one per label fraction): each row against its own
             title = "Δ vs " + " / ".join(f"`{b}`" for b in bases)
             cols.append((title, lambda r, k=key: format_diff(r, k)))
     lines = ["| name | " + " | ".join(c[0] for c in cols) + " |", "|---|" + "---:|" * len(cols)]
