@@ -168,7 +168,8 @@ def render_rows(
         bases = list(
             dict.fromkeys(r[f"{key}_diff"]["baseline"] for r in rows if r.get(f"{key}_diff"))
         )
-        if bases and (diffs is None or key in diffs):  # several baselines (e.g. one per label fraction): each row against its own
+        # several baselines (e.g. one per label fraction): each row against its own
+        if bases and (diffs is None or key in diffs):
             title = "Δ vs " + " / ".join(f"`{b}`" for b in bases)
             cols.append((title, lambda r, k=key: format_diff(r, k)))
     lines = ["| name | " + " | ".join(c[0] for c in cols) + " |", "|---|" + "---:|" * len(cols)]
