@@ -33,7 +33,7 @@ def _args(semi, **kw) -> argparse.Namespace:
 def test_every_row_sees_the_same_labelled_images_per_step_for_the_same_steps(semi, tmp_path):
     a = _args(semi)
     jobs = semi.make_jobs(a, tmp_path)["phase1"]
-    assert len({j.key for j in jobs}) == len(jobs) == 2 * (4 + 3 + 3) + 3
+    assert len({j.key for j in jobs}) == len(jobs) == 2 * (5 + 4 + 4) + 3
     steps, composition = set(), {}
     for j in jobs:
         cfg = j.config["recipe"]
@@ -93,6 +93,7 @@ def test_select_picks_the_best_validation_score_of_seed_0(semi):
         rec("sscl_1pct", 0.06, 82.0),
         rec("sscl_1pct", 0.12, 81.0),
         rec("sscl_1pct", 0.12, 90.0, seed=1),  # another seed: not part of the pick
+        rec("sscl_1pct", 0.24, 80.5),
         rec("supervised_1pct", 0.03, 75.0),
         rec("supervised_1pct", 0.015, 75.0),  # a tie: the smaller rate
     ]
