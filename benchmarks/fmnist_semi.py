@@ -51,6 +51,7 @@ up to 0.12: 20 seed-0 runs) took 67 min; the six 0.24 points add ~9 min, and eve
 moves reruns its seeds 1-2 (and the ablations, if SsCL's 1 % pick moves): ~75-100 min in all.
 We chose three seeds and 2,000 steps (twice the old 936) over a longer schedule with fewer
 seeds; ``--ablation-seeds 0`` saves ~10 min.
+
     python benchmarks/fmnist_semi.py --jobs 2            # seeds 0 1 2, ~1.5 h on 2 cores
     python benchmarks/fmnist_semi.py --report-only
     python benchmarks/fmnist_semi.py --smoke --jobs 0    # end-to-end check, ~20 s
