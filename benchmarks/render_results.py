@@ -30,6 +30,8 @@ COLUMNS = {
     "fmnist_csml_kscl": [
         ("kNN top-1 %", "knn_top1", "knn_top1_per_seed"),
         ("linear top-1 %", "linear_top1", "linear_top1_per_seed"),
+        ("kNN Δ vs matched control", "knn_top1_diff_matched", None),
+        ("linear Δ vs matched control", "linear_top1_diff_matched", None),
         ("images/s", "images_per_s", None),
         ("step cost vs MoCo v2", "step_cost_vs_moco_v2", None),
     ],
@@ -102,6 +104,8 @@ PIVOTS = {
 
 
 def _cell(row: dict, key: str, per_seed: str | None) -> str:
+    if key.endswith("_diff_matched"):  # a paired difference against another control
+        return format_diff({"value_diff": row.get(key)}, "value")
     value = row
     for part in key.split("."):  # "per_frame.JF_mean": a nested entry
         if not isinstance(value, dict) or part not in value:

@@ -78,3 +78,13 @@ def test_learning_rate_keeps_its_significant_digits():
     rows = [{"name": "a", "lr": 0.015}, {"name": "b", "lr": 0.12}]
     lines = r.render_rows(rows, [("picked lr", "lr", None)]).splitlines()
     assert lines[2:] == ["| `a` | 0.015 |", "| `b` | 0.12 |"]
+
+
+def test_matched_control_difference_is_a_column_of_its_own():
+    r = _module()
+    rows = [
+        {"name": "a", "acc_diff_matched": {"baseline": "c", "mean": 1.0, "ci95": [0.5, 1.5]}},
+        {"name": "b"},
+    ]
+    lines = r.render_rows(rows, [("Δ matched", "acc_diff_matched", None)]).splitlines()
+    assert lines[2:] == ["| `a` | **+1.00 [+0.50, +1.50]** ▲ |", "| `b` | – |"]
