@@ -10,20 +10,24 @@ resolved config, hence the same key in the shared cache: reused when present).
 * **teacher**: MoCo v2 on resnet18 (small_ds stem, width 16), 8 epochs
   (``moco_v2_resnet18_teacher.yaml``), evaluated like the students. BINGO's recipes
   (``bingo.yaml``, ``bingo_paper_loss.yaml``) distil it into the students' resnet_tiny.
-* **evaluator**: SaGe's frozen label-free network is the BYOL baseline run itself (seed 0, its
+* **evaluator**: SaGe's frozen label-free network is the BYOL baseline run itself (its
   ``last.ckpt`` with the projector): the paper judges reconstructions with a BYOL network, and
   this way SaGe gets no information from another method. ``sage.yaml`` (released loss weights),
   ``sage_pixel_only.yaml`` (BYOL + pixel MSE) and ``sage_evaluator_only.yaml`` (BYOL +
   evaluator losses).
+* **seeds**: the teacher and the evaluator are trained once (``--frozen-seed``, default 0) and
+  shared by every student seed, as a user distils from the one network they have; seeds vary the
+  students and their from-scratch baselines. ``bingo`` and ``sage`` run at ``--seeds``, the
+  ablations at ``--ablation-seeds``.
 
     python benchmarks/fmnist_bingo_sage.py --jobs 2
     python benchmarks/fmnist_bingo_sage.py --report-only
 
-Jobs run on :func:`vislearn.bench.run_jobs` in stages (the baselines, then the teacher and the
-SaGe rows, then the BINGO rows): a student's config holds the key of the job whose checkpoint
-it uses (a changed teacher reruns its students), the checkpoint path is passed unhashed.
-Finished runs are cached by config hash, so an interrupted benchmark resumes. Rows: mean,
-per-seed values, 95 % t interval and, for the students, the paired (same seed) difference
+Jobs run on :func:`vislearn.bench.run_jobs` in stages (the baselines; the teacher and the main
+SaGe rows; the main BINGO rows; then the ablations): a student's config holds the key of the job
+whose checkpoint it uses (a changed teacher reruns its students), the checkpoint path is passed
+unhashed. Finished runs are cached by config hash, so an interrupted benchmark resumes. Rows:
+mean, per-seed values, 95 % t interval and, for the students, the paired (same seed) difference
 against their from-scratch baseline (BINGO vs moco_v2, SaGe vs byol).
 """
 
@@ -53,6 +57,7 @@ STUDENTS = {
     "sage_pixel_only": ("evaluator", "evaluator"),
     "sage_evaluator_only": ("evaluator", "evaluator"),
 }
+MAIN = ("bingo", "sage")  # the rows with the targets; the others are ablations
 ORDER = (
     TEACHER,
     "moco_v2",
@@ -93,26 +98,33 @@ def baseline_job(method: str, seed: int) -> Job:
 
 def make_jobs(a: argparse.Namespace, cache: Path) -> list[list[tuple[Job, Path]]]:
     """The job table in stages of (job, cache dir): the baselines (fmnist_ssl's cache), the
-    teacher and the SaGe rows (evaluator: the BYOL baseline of --seed), the BINGO rows."""
-    base = [baseline_job(m, s) for s in a.baseline_seeds for m in ("moco_v2", "byol")]
-    evaluator = next(j for j in base if j.config["method"] == "byol" and j.seed == a.seed)
-    teacher = Job(TEACHER, a.seed, {"recipe": _recipe(TEACHER, trainer={"progress": False})}, FN)
-    needed = {"teacher": (teacher, cache), "evaluator": (evaluator, SSL_CACHE)}
-    students = []
+    teacher with the main SaGe rows, the main BINGO rows, then the ablations. The teacher and the
+    evaluator (the BYOL baseline) are those of --frozen-seed, shared by every student seed."""
+    seeds = sorted({*a.seeds, *a.ablation_seeds, a.frozen_seed})
+    base = [baseline_job(m, s) for s in seeds for m in ("moco_v2", "byol")]
+    evaluator = baseline_job("byol", a.frozen_seed)
+    teacher = Job(
+        TEACHER, a.frozen_seed, {"recipe": _recipe(TEACHER, trainer={"progress": False})}, FN
+    )
+    needed = {"teacher": (teacher, cache), "evaluator": (evaluator, a.ssl_cache)}
+    main, ablations = [], []
     for recipe, (needs, field) in STUDENTS.items():
         job, where = needed[needs]
         config = {"recipe": _recipe(recipe, trainer={"progress": False}), "field": field,
                   "needs": {"name": job.name, "key": job.key}}  # fmt: skip
         resources = {"checkpoint": str(checkpoint_of(job, where))}
-        students.append(Job(recipe, a.seed, config, FN, resources=resources))
-    stages = [
-        [(j, SSL_CACHE) for j in base],
-        [(j, cache) for j in (teacher, *students) if j.config.get("field") != "teacher"],
-        [(j, cache) for j in students if j.config.get("field") == "teacher"],
-    ]
+        is_main = recipe in MAIN
+        for s in a.seeds if is_main else a.ablation_seeds:
+            (main if is_main else ablations).append(Job(recipe, s, config, FN, resources=resources))
     if a.only:
-        stages[1:] = [[(j, c) for j, c in st if j.name in a.only] for st in stages[1:]]
-    return stages
+        main, ablations = ([j for j in js if j.name in a.only] for js in (main, ablations))
+    sage_first = sorted(main, key=lambda j: j.config["field"] == "teacher")
+    return [
+        [(j, a.ssl_cache) for j in base],
+        [(teacher, cache)] + [(j, cache) for j in sage_first if j.config["field"] == "evaluator"],
+        [(j, cache) for j in sage_first if j.config["field"] == "teacher"],
+        [(j, cache) for j in ablations],
+    ]
 
 
 def run_recipe_job(config: dict, seed: int, ctx: dict) -> dict:
@@ -150,29 +162,24 @@ def run_recipe_job(config: dict, seed: int, ctx: dict) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seed", type=int, default=0, help="the teacher's and the students' seed")
-    p.add_argument("--seeds", type=int, nargs="+", help="several student seeds (default --seed)")
-    p.add_argument("--baseline-seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="bingo and sage")
+    p.add_argument("--ablation-seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--frozen-seed", type=int, default=0, help="the teacher's and evaluator's")
     p.add_argument("--jobs", type=int, default=2, help="concurrent runs (threads each = 1)")
-    p.add_argument("--cache", default=str(BENCH / ".cache" / "fmnist_bingo_sage"))
+    p.add_argument("--cache", type=Path, default=BENCH / ".cache" / "fmnist_bingo_sage")
+    p.add_argument("--ssl-cache", type=Path, default=SSL_CACHE, help="fmnist_ssl.py's cache")
     p.add_argument("--out", default=str(ROOT / "docs" / "results" / "fmnist_bingo_sage.json"))
     p.add_argument("--report-only", action="store_true", help="write results from the cache")
     p.add_argument("--only", nargs="+", help="run only these recipes (e.g. bingo sage)")
     a = p.parse_args()
-    cache = Path(a.cache)
     runs, sage_dirs = [], []
-    for seed in a.seeds or [a.seed]:  # each student seed distils its own teacher / evaluator
-        a.seed = seed
-        if seed not in a.baseline_seeds:
-            a.baseline_seeds = [*a.baseline_seeds, seed]
-        for stage in make_jobs(a, cache):
-            if not stage:
-                continue
-            where = stage[0][1]
-            jobs = [j for j, _ in stage if not any(j.key == r["key"] for r in runs)]
-            runs += run_jobs(jobs, where, a.jobs, report_only=a.report_only,
-                             import_paths=[BENCH], show=METRICS)  # fmt: skip
-            sage_dirs += [j.run_dir(c) for j, c in stage if j.name == "sage"]
+    for stage in make_jobs(a, a.cache):
+        if not stage:
+            continue
+        where = stage[0][1]
+        runs += run_jobs([j for j, _ in stage], where, a.jobs, report_only=a.report_only,
+                         import_paths=[BENCH], show=METRICS)  # fmt: skip
+        sage_dirs += [j.run_dir(c) for j, c in stage if j.name == "sage"]
     write_results(runs, a, sage_dirs)
 
 
@@ -210,8 +217,13 @@ def write_results(runs: list[dict], a: argparse.Namespace, sage_dirs: list[Path]
         "teacher": "MoCo v2, resnet18 (stem small_ds, width 16; 0.70 M params, 128-d), 8 epochs, "
         "frozen, BatchNorm in eval mode",
         "evaluator": "SaGe's frozen evaluator: the BYOL baseline run of seed "
-        f"{a.seed} (fmnist_ssl cache, its last.ckpt with the EMA projector), BN in eval mode",
-        "seeds": {"students": a.seeds or [a.seed], "baselines": a.baseline_seeds},
+        f"{a.frozen_seed} (fmnist_ssl cache, its last.ckpt with the EMA projector), BN in eval "
+        "mode",
+        "seeds": {
+            "students": a.seeds,
+            "ablations": a.ablation_seeds,
+            "teacher_and_evaluator": a.frozen_seed,
+        },  # fmt: skip
         "intervals": "mean over seeds; *_ci95: Student-t 95 % interval (n - 1 dof); *_diff: "
         "paired (same seed) difference of a BINGO row against moco_v2, of a SaGe row against "
         "byol, with its 95 % t interval",

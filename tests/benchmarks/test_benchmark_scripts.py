@@ -58,8 +58,8 @@ def test_fmnist_job_tables_share_keys(bench_path):
 
     a = argparse.Namespace(
         seeds=[0, 1, 2], methods=list(fmnist_ssl.METHODS), epochs=4, dataset="fmnist",
-        joint_views=True, ablation_seeds=[0, 1, 2], seed=0, baseline_seeds=[0, 1, 2], only=None,
-        rows=["moco_v2", "kscl_k1", "kscl_k2_sym"],
+        joint_views=True, ablation_seeds=[0, 1, 2], frozen_seed=0, ssl_cache=Path("/tmp/ssl"),
+        only=None, rows=["moco_v2", "kscl_k1", "kscl_k2_sym"],
     )  # fmt: skip
     ssl = fmnist_ssl.make_jobs(a)
     assert len({j.key for j in ssl}) == len(ssl) == 3 * (3 * 3 + 2)
@@ -75,6 +75,14 @@ def test_fmnist_job_tables_share_keys(bench_path):
     assert {j.config["recipe"]["model"]["num_keys"] for j in csml if "kscl" in j.name} == {1, 2}
     stages = fmnist_bingo_sage.make_jobs(a, Path("/tmp/unused"))
     assert {j.key for j, _ in stages[0]} <= keys
+    students = [j for st in stages[1:] for j, _ in st if "needs" in j.config]
+    assert len(students) == 5 * 3  # every student recipe at every seed
+    teacher = [j for j, _ in stages[1] if j.name == fmnist_bingo_sage.TEACHER]
+    assert len(teacher) == 1 and teacher[0].seed == 0  # one frozen teacher for every seed
+    needs = {j.config["needs"]["key"] for j in students}
+    evaluator = next(j for j, _ in stages[0] if j.name == "vislearn/byol" and j.seed == 0)
+    assert needs == {teacher[0].key, evaluator.key}
+    assert [j.name for j, _ in stages[2]] == ["bingo"] * 3  # main rows before the ablations
     # a changed recipe is a new key
     b = argparse.Namespace(**{**vars(a), "epochs": 5})
     assert not {j.key for j in fmnist_ssl.make_jobs(b)} & keys
