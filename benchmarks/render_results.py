@@ -105,7 +105,7 @@ PIVOTS = {
 
 def _cell(row: dict, key: str, per_seed: str | None) -> str:
     if key.endswith("_diff_matched"):  # a paired difference against another control
-        return format_diff({"value_diff": row.get(key)}, "value")
+        return format_diff(row, key.removesuffix("_diff_matched"), suffix="_diff_matched")
     value = row
     for part in key.split("."):  # "per_frame.JF_mean": a nested entry
         if not isinstance(value, dict) or part not in value:

@@ -7,7 +7,13 @@ import math
 
 import pytest
 
-from vislearn.bench.report import aggregate, format_cell, render_table, write_results
+from vislearn.bench.report import (
+    aggregate,
+    format_cell,
+    format_diff,
+    render_table,
+    write_results,
+)
 
 
 def rec(name: str, seed: int, **metrics) -> dict:
@@ -78,3 +84,17 @@ def test_render_table_marks_wins(tmp_path):
     write_results(out, "demo", {"seeds": [0, 1, 2]}, rows)
     data = json.loads(out.read_text())
     assert data["benchmark"] == "demo" and data["rows"] == rows
+
+
+def test_format_diff_marks_only_intervals_that_exclude_zero():
+    row = {
+        "knn_diff": {"mean": 1.06, "ci95": [0.74, 1.39]},
+        "knn_diff_matched": {"mean": -0.2, "ci95": [-0.9, 0.5]},
+        "lin_diff": {"mean": -0.63, "ci95": [-1.08, -0.19]},
+        "one_diff": {"mean": 0.5},
+    }
+    assert format_diff(row, "knn") == "**+1.06 [+0.74, +1.39]** ▲"
+    assert format_diff(row, "knn", suffix="_diff_matched") == "-0.20 [-0.90, +0.50]"
+    assert format_diff(row, "lin") == "**-0.63 [-1.08, -0.19]** ▼"
+    assert format_diff(row, "one") == "+0.50 (1 seed)"
+    assert format_diff(row, "missing") == "–"

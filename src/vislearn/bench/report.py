@@ -135,10 +135,11 @@ def format_cell(row: dict, key: str) -> str:
     return text
 
 
-def format_diff(row: dict, key: str) -> str:
-    """The paired difference ``+x [low, high]``; bold with ▲/▼ when the interval excludes
-    zero (a win or a loss against the baseline), ``–`` when there is none."""
-    d = row.get(f"{key}_diff")
+def format_diff(row: dict, key: str, suffix: str = "_diff") -> str:
+    """The paired difference ``row[key + suffix]`` as ``+x [low, high]``; bold with ▲/▼ when
+    the interval excludes zero (a win or a loss against the baseline), ``–`` when there is
+    none. ``suffix`` picks another difference of the row (e.g. ``_diff_matched``)."""
+    d = row.get(f"{key}{suffix}")
     if not d:
         return "–"
     text = _fmt(d["mean"], signed=True)
