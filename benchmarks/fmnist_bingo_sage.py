@@ -47,6 +47,7 @@ BENCH = ROOT / "benchmarks"
 SSL_CACHE = BENCH / ".cache" / "fmnist_ssl"
 METRICS = ("knn_top1", "linear_top1", "images_per_s")
 FN = "fmnist_bingo_sage:run_recipe_job"
+BASELINE_EPOCHS = 4  # fmnist_ssl.py's default, so the baselines are its runs
 BASELINE_OF = {"bingo": "moco_v2", "sage": "byol"}  # student family -> from-scratch baseline
 TEACHER = "moco_v2_resnet18_teacher"
 # recipe -> (what it needs, the model field that receives it)
@@ -88,7 +89,11 @@ def baseline_job(method: str, seed: int) -> Job:
     ``job_config``, so the key matches its cache)."""
     cfg = _recipe(
         method,
-        trainer={"max_epochs": 4, "check_val_every_n_epoch": 4, "progress": False},
+        trainer={
+            "max_epochs": BASELINE_EPOCHS,
+            "check_val_every_n_epoch": BASELINE_EPOCHS,
+            "progress": False,
+        },
         data={"dataset": "fmnist"},
         model={},
     )
@@ -199,6 +204,8 @@ def write_results(runs: list[dict], a: argparse.Namespace, sage_dirs: list[Path]
         for k in ("epochs", "bag_purity", "loss_pix", "loss_feat", "loss_proj"):
             if k in first:
                 row[k] = round(first[k], 4) if isinstance(first[k], float) else first[k]
+        if row["name"] in BASELINE_OF.values():
+            row["epochs"] = BASELINE_EPOCHS
         row["role"] = (
             "teacher"
             if row["name"] == TEACHER
