@@ -124,9 +124,11 @@ def make_jobs(a: argparse.Namespace, cache: Path) -> list[list[tuple[Job, Path]]
     if a.only:
         main, ablations = ([j for j in js if j.name in a.only] for js in (main, ablations))
     sage_first = sorted(main, key=lambda j: j.config["field"] == "teacher")
+    distils = any(j.config["field"] == "teacher" for j in (*main, *ablations))
     return [
         [(j, a.ssl_cache) for j in base],
-        [(teacher, cache)] + [(j, cache) for j in sage_first if j.config["field"] == "evaluator"],
+        [(teacher, cache)] * distils
+        + [(j, cache) for j in sage_first if j.config["field"] == "evaluator"],
         [(j, cache) for j in sage_first if j.config["field"] == "teacher"],
         [(j, cache) for j in ablations],
     ]

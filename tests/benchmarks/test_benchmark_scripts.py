@@ -83,6 +83,9 @@ def test_fmnist_job_tables_share_keys(bench_path):
     evaluator = next(j for j, _ in stages[0] if j.name == "vislearn/byol" and j.seed == 0)
     assert needs == {teacher[0].key, evaluator.key}
     assert [j.name for j, _ in stages[2]] == ["bingo"] * 3  # main rows before the ablations
+    only_sage = fmnist_bingo_sage.make_jobs(argparse.Namespace(**{**vars(a), "only": ["sage"]}),
+                                            Path("/tmp/unused"))  # fmt: skip
+    assert [j.name for st in only_sage[1:] for j, _ in st] == ["sage"] * 3  # no teacher
     # a changed recipe is a new key
     b = argparse.Namespace(**{**vars(a), "epochs": 5})
     assert not {j.key for j in fmnist_ssl.make_jobs(b)} & keys
