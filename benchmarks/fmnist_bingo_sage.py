@@ -106,7 +106,7 @@ def make_jobs(a: argparse.Namespace, cache: Path) -> list[list[tuple[Job, Path]]
     teacher with the main SaGe rows, the main BINGO rows, then the ablations. The teacher and the
     evaluator (the BYOL baseline) are those of --frozen-seed, shared by every student seed."""
     seeds = sorted({*a.seeds, *a.ablation_seeds, a.frozen_seed})
-    base = [baseline_job(m, s) for s in seeds for m in ("moco_v2", "byol")]
+    base = [baseline_job(m, s) for s in seeds for m in BASELINE_OF.values()]
     evaluator = baseline_job("byol", a.frozen_seed)
     teacher = Job(
         TEACHER, a.frozen_seed, {"recipe": _recipe(TEACHER, trainer={"progress": False})}, FN
@@ -123,13 +123,13 @@ def make_jobs(a: argparse.Namespace, cache: Path) -> list[list[tuple[Job, Path]]
             (main if is_main else ablations).append(Job(recipe, s, config, FN, resources=resources))
     if a.only:
         main, ablations = ([j for j in js if j.name in a.only] for js in (main, ablations))
-    sage_first = sorted(main, key=lambda j: j.config["field"] == "teacher")
+    sage = [j for j in main if j.config["field"] == "evaluator"]
+    bingo = [j for j in main if j.config["field"] == "teacher"]
     distils = any(j.config["field"] == "teacher" for j in (*main, *ablations))
     return [
         [(j, a.ssl_cache) for j in base],
-        [(teacher, cache)] * distils
-        + [(j, cache) for j in sage_first if j.config["field"] == "evaluator"],
-        [(j, cache) for j in sage_first if j.config["field"] == "teacher"],
+        [(j, cache) for j in ([teacher] if distils else []) + sage],
+        [(j, cache) for j in bingo],
         [(j, cache) for j in ablations],
     ]
 
@@ -212,7 +212,7 @@ def write_results(runs: list[dict], a: argparse.Namespace, sage_dirs: list[Path]
             "teacher"
             if row["name"] == TEACHER
             else "baseline"
-            if row["name"] in ("moco_v2", "byol")
+            if row["name"] in BASELINE_OF.values()
             else "student"
         )
     rows.sort(key=lambda r: ORDER.index(r["name"]) if r["name"] in ORDER else len(ORDER))
@@ -232,7 +232,7 @@ def write_results(runs: list[dict], a: argparse.Namespace, sage_dirs: list[Path]
             "students": a.seeds,
             "ablations": a.ablation_seeds,
             "teacher_and_evaluator": a.frozen_seed,
-        },  # fmt: skip
+        },
         "intervals": "mean over seeds; *_ci95: Student-t 95 % interval (n - 1 dof); *_diff: "
         "paired (same seed) difference of a BINGO row against moco_v2, of a SaGe row against "
         "byol, with its 95 % t interval",
