@@ -97,12 +97,22 @@ FRACTIONS = {"100pct": None, "10pct": 0.1, "1pct": 0.01}
 DEFAULT_EPOCHS = {"100pct": 5, "10pct": 3, "1pct": 2}  # epochs of 214 steps (see --plan)
 RATIOS = (0.25, 0.5, 0.75)
 TUNED = ("baseline", "cutmix", "mixup")  # rows with their own learning-rate grid
+KINDS = (*TUNED, "mra", "oracle")
+TRAIN_PROBE = {"images": 5000, "seed": 0}  # clean top-1 on the images a row trained on
 LR_GRID = (0.03, 0.06, 0.12)
 LABEL_SEED = 0
 VAL = {"per_class": 500, "seed": 1}
 OCCLUSION = {"size": 16, "seed": 0, "fill": 0, "count": 1}
 PROBE = {"images": 2000, "seed": 0}  # the MAE's test-set checks
-METRICS = ("top1", "occluded_top1", "val_top1", "fg_kept", "images_per_s", "train_seconds")
+METRICS = (
+    "top1",
+    "occluded_top1",
+    "val_top1",
+    "train_top1",
+    "fg_kept",
+    "images_per_s",
+    "train_seconds",
+)
 #: s/step, one thread, 5 steps, both cores busy with two other processes (see the docstring)
 STEP_SECONDS = {"baseline": 0.085, "cutmix": 0.11, "mixup": 0.10, "mra": 0.53, "oracle": 0.30,
                 "mae": 0.84}  # fmt: skip
@@ -213,7 +223,7 @@ def run_photo_job(config: dict, seed: int, ctx: dict) -> dict:
     dataset = cfg["data"]["dataset"]
     train = get_dataset(dataset, "train")
     val_idx = validation_indices(train.labels, **config["val"])
-    model, _, trainer, out = fit_without(cfg, val_idx, ctx["run_dir"])
+    model, dm, trainer, out = fit_without(cfg, val_idx, ctx["run_dir"])
     if config["kind"] == "mae":
         m = trainer.callback_metrics
         out["final_loss"] = float(m["train/loss"]) if "train/loss" in m else None
@@ -222,6 +232,7 @@ def run_photo_job(config: dict, seed: int, ctx: dict) -> dict:
     else:
         head = torch.nn.Sequential(model.backbone, model.classifier).eval()
         out["val_top1"] = top1(head, Subset(train, val_idx.tolist()))
+        out["train_top1"] = top1(head, Subset(train, train_probe(dm.train_set)))
         occ = config["occlusion"]
         out.update(evaluate_classifier(model, dataset, occlusion_size=occ["size"],
                                        occlusion_seed=occ["seed"], occlusion_fill=occ["fill"],
@@ -231,6 +242,18 @@ def run_photo_job(config: dict, seed: int, ctx: dict) -> dict:
                 out["fg_kept"] = op.mean_fg_kept
     out["wall_seconds"] = time.perf_counter() - t0
     return out
+
+
+def train_probe(train_set) -> list[int]:
+    """Up to ``TRAIN_PROBE["images"]`` seeded indices, into the whole training split, of the
+    labelled images a row trained on (``train_top1`` - ``val_top1`` is its generalisation
+    gap: near zero, the classifier is under-fitted and a regulariser cannot pay)."""
+    import numpy as np
+
+    idx = getattr(train_set, "labelled", None)  # a label fraction's subset
+    idx = train_set.indices if idx is None else idx  # all labels minus the validation split
+    rng = np.random.default_rng(TRAIN_PROBE["seed"])
+    return sorted(rng.choice(idx, min(TRAIN_PROBE["images"], len(idx)), replace=False).tolist())
 
 
 def mae_checks(run_dir: Path, test, config: dict) -> dict:
@@ -323,14 +346,17 @@ def plan(a: argparse.Namespace) -> dict:
     """Jobs and estimated CPU seconds per phase from :data:`STEP_SECONDS`."""
     spe, ns = steps_per_epoch(a), len(a.seeds)
     n_or = 1 if a.oracle_ratios == ["best"] else len(a.oracle_ratios)
-    cost = {"phase1": [("mae", 1, a.mae_epochs * spe)], "phase2": [], "phase3": []}
+    n_mra = int("mra" in a.rows)
+    n_or *= int("oracle" in a.rows)
+    cost = {"phase1": [("mae", int(a.needs_mae), a.mae_epochs * spe)], "phase2": [],
+            "phase3": []}  # fmt: skip
     for frac in a.fractions:
         steps = a.epochs[frac] * spe
-        for kind in TUNED:
+        for kind in a.tuned:
             cost["phase1"].append((kind, len(a.lr_grid), steps))
             cost["phase2"].append((kind, ns - 1, steps))
-        cost["phase2"].append(("mra", a.ratio_seeds * len(a.ratios), steps))
-        cost["phase3"].append(("mra", ns - a.ratio_seeds, steps))
+        cost["phase2"].append(("mra", n_mra * a.ratio_seeds * len(a.ratios), steps))
+        cost["phase3"].append(("mra", n_mra * (ns - a.ratio_seeds), steps))
         cost["phase3"].append(("oracle", ns * n_or, steps))
     out = {}
     for phase, items in cost.items():
@@ -409,6 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mae-epochs", type=int, default=15, help="MAE pretraining epochs (15)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--fractions", nargs="+", default=list(FRACTIONS), choices=list(FRACTIONS))
+    p.add_argument("--rows", nargs="+", default=list(KINDS), choices=KINDS,
+                   help="the rows to run (default all; baseline always: every difference is "
+                   "against it); e.g. --rows baseline cutmix for a schedule probe")  # fmt: skip
     p.add_argument("--ratios", type=float, nargs="+", default=list(RATIOS), help="MRA sweep")
     p.add_argument("--ratio-seeds", type=int, default=1,
                    help="the first N seeds run the whole MRA sweep and pick the ratio by "
@@ -444,6 +473,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a.sweep_seeds = a.seeds[: a.ratio_seeds]  # the seeds that sweep the mask ratio
     if a.oracle_ratios != ["best"]:
         a.oracle_ratios = [float(r) for r in a.oracle_ratios]
+    if "baseline" not in a.rows:
+        raise SystemExit("--rows must include baseline (every difference is against it)")
+    if "oracle" in a.rows and "mra" not in a.rows and a.oracle_ratios == ["best"]:
+        raise SystemExit("--rows oracle without mra needs --oracle-ratios R (no sweep picks one)")
+    a.tuned = [k for k in TUNED if k in a.rows]
+    a.needs_mae = "mra" in a.rows or "oracle" in a.rows
     tag = "photo_mra_smoke" if a.smoke else "photo_mra"
     a.cache = Path(a.cache or BENCH / ".cache" / tag)
     a.out = Path(a.out or (a.cache / "photo_mra.json" if a.smoke else
@@ -459,27 +494,29 @@ def phase_jobs(a: argparse.Namespace, phase: int, records: list[dict] | None = N
     mae, s0, recs = mae_job(a), a.seeds[0], records or []
     rest = a.seeds[a.ratio_seeds :]  # the seeds that run the picked ratio only
     if phase == 1:
-        grid = [cls_job(k, f, s0, lr, a, mae, a.cache) for k in TUNED for f in a.fractions
+        grid = [cls_job(k, f, s0, lr, a, mae, a.cache) for k in a.tuned for f in a.fractions
                 for lr in a.lr_grid]  # fmt: skip
-        return [mae, *sorted(grid, key=lambda j: -STEP_SECONDS[kind_of(j.config["row"])])]
+        grid.sort(key=lambda j: -STEP_SECONDS[kind_of(j.config["row"])])
+        return [mae, *grid] if a.needs_mae else grid
     lrs = pick_lr(recs, s0, a.lr_grid)
     if phase == 2:
         jobs = [
             cls_job("mra", f, s, lrs[("baseline", f)], a, mae, a.cache, r)
             for f in a.fractions
-            if ("baseline", f) in lrs
+            if ("baseline", f) in lrs and "mra" in a.rows
             for r in a.ratios
             for s in a.sweep_seeds
         ]
-        jobs += [cls_job(k, f, s, lrs[(k, f)], a, mae, a.cache) for k in TUNED
+        jobs += [cls_job(k, f, s, lrs[(k, f)], a, mae, a.cache) for k in a.tuned
                  for f in a.fractions if (k, f) in lrs for s in a.seeds[1:]]  # fmt: skip
         return jobs
     picked, jobs = pick_ratio(recs, a.ratios, a.sweep_seeds), []
     for f in (f for f in a.fractions if ("baseline", f) in lrs):
-        best = [picked[f]] if f in picked else []  # the sweep of f has not finished
+        best = [picked[f]] if f in picked and "mra" in a.rows else []  # the sweep is done
         jobs += [cls_job("mra", f, s, lrs[("baseline", f)], a, mae, a.cache, r)
                  for r in best for s in rest]  # fmt: skip
         ratios = best if a.oracle_ratios == ["best"] else a.oracle_ratios
+        ratios = ratios if "oracle" in a.rows else []
         jobs += [cls_job("oracle", f, s, lrs[("baseline", f)], a, mae, a.cache, r)
                  for r in ratios for s in a.seeds]  # fmt: skip
     return jobs
@@ -507,7 +544,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault(CACHE_ENV, str(a.cache / "data"))  # the workers inherit it
     records = run_jobs(phase_jobs(a, 1), a.cache, **run)
     mae_file = mae_job(a).run_dir(a.cache) / "mae.safetensors"
-    if not a.report_only and not mae_file.is_file():
+    if a.needs_mae and not a.report_only and not mae_file.is_file():
         raise SystemExit(f"the MAE did not finish ({mae_file} missing); rerun to resume")
     records += run_jobs(phase_jobs(a, 2, records), a.cache, **run)
     records += run_jobs(phase_jobs(a, 3, records), a.cache, **run)
@@ -520,7 +557,6 @@ def write_results(records: list[dict], a: argparse.Namespace, wall: float) -> No
     s0 = a.seeds[0]
     lrs = pick_lr(records, s0, a.lr_grid)
     ratios = pick_ratio(records, a.ratios, a.sweep_seeds)
-    kinds = ("baseline", "cutmix", "mixup", "mra", "oracle")
     results, grid = [], {}
     for r in records:
         c = r["config"]
@@ -536,7 +572,7 @@ def write_results(records: list[dict], a: argparse.Namespace, wall: float) -> No
     order = {
         f"{row_name(k, q if k in ('mra', 'oracle') else None)}_{f}": (i, j, q)
         for i, f in enumerate(FRACTIONS)
-        for j, k in enumerate(kinds)
+        for j, k in enumerate(KINDS)
         for q in RATIOS
     }
     results.sort(key=lambda r: order.get(r["name"], (9, 9, 9)))

@@ -98,6 +98,45 @@ def test_job_tables_of_the_three_phases(bench, tmp_path):
     assert longer[0].key == mae.key
 
 
+def test_rows_restrict_every_phase_and_the_plan(bench, tmp_path):
+    a = bench.parse_args(["--cache", str(tmp_path), "--rows", "baseline", "cutmix",
+                          "--fractions", "100pct", "--epochs", "100pct=40"])  # fmt: skip
+    one = bench.phase_jobs(a, 1)  # no MAE: no row needs it
+    assert sorted({j.name for j in one}) == ["baseline_100pct", "cutmix_100pct"]
+    assert len(one) == 2 * 3 and all(j.config["recipe"]["trainer"]["max_epochs"] == 40 for j in one)
+    two = bench.phase_jobs(a, 2, finished_grids(bench, a))
+    assert sorted((j.name, j.seed) for j in two) == [
+        (n, s) for n in ("baseline_100pct", "cutmix_100pct") for s in (1, 2)]  # fmt: skip
+    assert bench.phase_jobs(a, 3, finished_grids(bench, a)) == []
+    plan = bench.plan(a)
+    assert [plan[p]["jobs"] for p in ("phase1", "phase2", "phase3")] == [6, 4, 0]
+    with pytest.raises(SystemExit, match="baseline"):
+        bench.parse_args(["--rows", "cutmix"])
+    with pytest.raises(SystemExit, match="oracle-ratios"):
+        bench.parse_args(["--rows", "baseline", "oracle"])
+    a = bench.parse_args(["--cache", str(tmp_path), "--rows", "baseline", "oracle",
+                          "--oracle-ratios", "0.25", "--fractions", "1pct"])  # fmt: skip
+    assert bench.phase_jobs(a, 1)[0].name == "mae_pretraining"
+    three = bench.phase_jobs(a, 3, finished_grids(bench, a))
+    assert sorted((j.name, j.seed) for j in three) == [("oracle25_1pct", s) for s in (0, 1, 2)]
+
+
+def test_train_probe_draws_from_the_images_a_row_trained_on(bench):
+    import numpy as np
+
+    from vislearn.data.semi import LabelledSubset, PartiallyLabelledDataset
+
+    class Base:
+        labels = np.arange(12000) % 10
+
+    full = LabelledSubset(Base(), np.arange(2000, 12000))  # 100 %: all but a held-out split
+    idx = bench.train_probe(full)
+    assert len(idx) == bench.TRAIN_PROBE["images"] == len(set(idx)) and min(idx) >= 2000
+    assert idx == bench.train_probe(full)  # seeded
+    few = PartiallyLabelledDataset(Base(), np.arange(0, 12000, 100))  # a label fraction
+    assert bench.train_probe(few) == list(range(0, 12000, 100))
+
+
 def test_picks_use_validation_scores_and_finished_grids_only(bench):
     records = [
         rec("baseline", "10pct", 0.03, 80.0),
@@ -128,6 +167,7 @@ def test_smoke_run_end_to_end_then_report_only(tmp_path, run_script):
             assert r["top1_diff"]["baseline"] == "baseline_10pct"
     assert 0 < rows["mra50_10pct"]["fg_kept"] <= 1 and rows["oracle50_10pct"]["fg_kept"] > 0.9
     assert "fg_kept" not in rows["cutmix_10pct"]
+    assert all(0 <= rows[n]["train_top1"] <= 100 for n in names)
     m = rows["mae_pretraining"]
     assert m["steps"] == 2 and m["test_psnr"] > 0 and m["knn_top1"] is not None
     assert m["selector_fg_kept"]["oracle"]["0.25"] == 1.0
