@@ -44,8 +44,16 @@ Protocol:
   edge are flagged.
 * **Metrics**: ``top1`` (clean test), ``occluded_top1`` (one 16x16 black square per test image,
   seeded), ``val_top1`` and, for MRA rows, ``fg_kept`` (mean share of the object that MRA kept
-  visible in the images it rewrote, over training: ``train/mra_fg_kept``). Seeds 0 1 2, mean,
-  95 % Student-t interval and the paired (same seed) difference against ``baseline_<fraction>``.
+  visible in the images it rewrote, over training: ``train/mra_fg_kept``), ``train_top1``
+  (clean top-1 on up to 5,000 of the labelled images the row trained on: with ``val_top1``,
+  the generalisation gap; near zero, the classifier is under-fitted and no regulariser can
+  pay). Seeds 0 1 2, mean, 95 % Student-t interval and the paired (same seed) difference
+  against ``baseline_<fraction>``.
+* **CutMix's labels** (``settings.cutmix_labels``, :func:`cutmix_label_check`): how far
+  CutMix's area label is from the share of the objects the mixed image shows, on this data
+  set's masks and on plain Fashion-MNIST items (where the item fills the frame).
+* ``--rows`` runs a subset (``baseline`` always), e.g. a longer schedule for two rows:
+  ``--rows baseline cutmix --fractions 100pct --epochs 100pct=80 --lr-grid 0.24``.
 
 **Cost** (``--plan``; ``--plan --measure`` re-measures ``STEP_SECONDS`` here, ~1 min):
 seconds per training step of one run on one thread (batch 256, median of 5 steps), measured
@@ -99,6 +107,7 @@ RATIOS = (0.25, 0.5, 0.75)
 TUNED = ("baseline", "cutmix", "mixup")  # rows with their own learning-rate grid
 KINDS = (*TUNED, "mra", "oracle")
 TRAIN_PROBE = {"images": 5000, "seed": 0}  # clean top-1 on the images a row trained on
+CUTMIX_CHECK = {"pairs": 4000, "seed": 0, "alpha": 1.0, "ink": 32}  # see cutmix_label_check
 LR_GRID = (0.03, 0.06, 0.12)
 LABEL_SEED = 0
 VAL = {"per_class": 500, "seed": 1}
@@ -254,6 +263,45 @@ def train_probe(train_set) -> list[int]:
     idx = train_set.indices if idx is None else idx  # all labels minus the validation split
     rng = np.random.default_rng(TRAIN_PROBE["seed"])
     return sorted(rng.choice(idx, min(TRAIN_PROBE["images"], len(idx)), replace=False).tolist())
+
+
+def cutmix_label_check(masks, pairs: int, seed: int, alpha: float) -> dict:
+    """Does CutMix's label (by pasted area) match the objects the mixed image shows?
+
+    ``pairs`` seeded pairs of object masks (uint8 ``[N, H, W]``), one box each from the
+    :func:`vislearn.data.mixing.cutmix_box` / ``beta_sample`` draws the ``cutmix`` row uses
+    (uncropped images). CutMix gives the pasted image the weight ``w`` = the box's area; the
+    objects give it ``o = p / (p + k)``, with ``p`` the share of its object inside the box and
+    ``k`` the share of the anchor's object left outside. Returns the mean ``|w - o|``, how often
+    a box of area >= 0.25 holds < 10 % of the pasted object (a label without its object), how
+    often an anchor keeping >= 25 % of the area loses > 90 % of its object, and the mean object
+    area. Mixup's label is exact by construction (both objects stay, at opacities ``lam``)."""
+    import torch
+
+    from vislearn.data.mixing import beta_sample, cutmix_box
+
+    g = torch.Generator().manual_seed(seed)
+    m = masks.bool()
+    n, h, w = m.shape
+    a, b = torch.randint(0, n, (2, pairs), generator=g)
+    boxes = torch.tensor([cutmix_box(h, w, beta_sample(alpha, alpha, g), g) for _ in a])
+    ys, xs = torch.arange(h)[None, :, None], torch.arange(w)[None, None, :]
+    y0, y1, x0, x1 = (boxes[:, i, None, None] for i in range(4))
+    box = (ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)  # [P, H, W]
+    ma, mb = m[a], m[b]
+    area = box.float().mean((1, 2))
+    pasted = (mb & box).sum((1, 2)) / mb.sum((1, 2)).clamp(min=1)
+    kept = (ma & ~box).sum((1, 2)) / ma.sum((1, 2)).clamp(min=1)
+    obj = pasted / (pasted + kept).clamp(min=1e-8)
+    seen = (pasted + kept) > 0
+    big, anchored = area >= 0.25, area <= 0.75
+    return {
+        "label_error": round(float((area - obj).abs()[seen].mean()), 4),
+        "box_without_object": round(float((pasted[big] < 0.1).float().mean()), 4),
+        "anchor_object_hidden": round(float((kept[anchored] < 0.1).float().mean()), 4),
+        "object_area": round(float(m.float().mean()), 4),
+        "pairs": pairs,
+    }
 
 
 def mae_checks(run_dir: Path, test, config: dict) -> dict:
@@ -594,6 +642,12 @@ def write_results(records: list[dict], a: argparse.Namespace, wall: float) -> No
         "oracle_ratio": ratios if a.oracle_ratios == ["best"] else a.oracle_ratios,
     }  # fmt: skip
     spe = steps_per_epoch(a)
+    from vislearn.data.datasets import get_dataset
+
+    ink = get_dataset("fmnist-mini", "train").images[:, 0] >= CUTMIX_CHECK["ink"]
+    check = {k: CUTMIX_CHECK[k] for k in ("pairs", "seed", "alpha")}
+    cutmix_labels = {a.dataset: cutmix_label_check(get_dataset(a.dataset, "train").masks, **check),
+                     "fmnist-mini": cutmix_label_check(ink.to(torch.uint8), **check)}  # fmt: skip
     settings = {
         "protocol": "issue 22: photo backgrounds, mask-ratio sweep, oracle selector, "
         "validation-picked learning rates, seeds with 95 % intervals and paired differences",
@@ -612,6 +666,12 @@ def write_results(records: list[dict], a: argparse.Namespace, wall: float) -> No
         "mae": f"configs/photo_mra/mae.yaml, {a.mae_epochs} epochs of {spe} steps",
         "occlusion": f"one {OCCLUSION['size']}x{OCCLUSION['size']} square of value "
         f"{OCCLUSION['fill']} per test image, seeded (seed {OCCLUSION['seed']})",
+        "cutmix_labels": cutmix_labels,
+        "cutmix_labels_note": "cutmix_label_check: CutMix's area label against the objects "
+        "the mixed image shows, on this data set's masks and on plain Fashion-MNIST items (ink "
+        f">= {CUTMIX_CHECK['ink']}: alpha >= 0.5 in photo_items' matte)",
+        "train_top1": f"clean top-1 on up to {TRAIN_PROBE['images']} of the labelled images "
+        "the row trained on (train_probe): train_top1 - val_top1 is the generalisation gap",
         "fg_kept": "mean share of the object's pixels in the patches MRA kept visible, over "
         "the images it rewrote during training",
         "limit_train_batches": a.limit_batches,

@@ -137,6 +137,20 @@ def test_train_probe_draws_from_the_images_a_row_trained_on(bench):
     assert bench.train_probe(few) == list(range(0, 12000, 100))
 
 
+def test_cutmix_label_check_against_analytic_cases(bench):
+    import torch
+
+    full = torch.ones(50, 16, 16, dtype=torch.uint8)  # the object fills the frame
+    c = bench.cutmix_label_check(full, pairs=300, seed=0, alpha=1.0)
+    assert c["label_error"] == 0 and c["box_without_object"] == c["anchor_object_hidden"] == 0
+    assert c["object_area"] == 1 and c["pairs"] == 300
+    dot = torch.zeros(50, 16, 16, dtype=torch.uint8)
+    dot[:, 0, 0] = 1  # one corner pixel: a box either holds the whole object or none of it
+    d = bench.cutmix_label_check(dot, pairs=300, seed=0, alpha=1.0)
+    assert d["label_error"] > 0.2 and d["box_without_object"] > 0.5
+    assert d == bench.cutmix_label_check(dot, pairs=300, seed=0, alpha=1.0)  # seeded
+
+
 def test_picks_use_validation_scores_and_finished_grids_only(bench):
     records = [
         rec("baseline", "10pct", 0.03, 80.0),
@@ -168,6 +182,9 @@ def test_smoke_run_end_to_end_then_report_only(tmp_path, run_script):
     assert 0 < rows["mra50_10pct"]["fg_kept"] <= 1 and rows["oracle50_10pct"]["fg_kept"] > 0.9
     assert "fg_kept" not in rows["cutmix_10pct"]
     assert all(0 <= rows[n]["train_top1"] <= 100 for n in names)
+    labels = data["settings"]["cutmix_labels"]
+    assert set(labels) == {"photo-fmnist-mini", "fmnist-mini"}
+    assert all(0 < v["label_error"] < 1 for v in labels.values())
     m = rows["mae_pretraining"]
     assert m["steps"] == 2 and m["test_psnr"] > 0 and m["knn_top1"] is not None
     assert m["selector_fg_kept"]["oracle"]["0.25"] == 1.0
