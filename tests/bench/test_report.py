@@ -12,6 +12,7 @@ from vislearn.bench.report import (
     format_cell,
     format_diff,
     render_table,
+    run_seconds,
     write_results,
 )
 
@@ -98,3 +99,10 @@ def test_format_diff_marks_only_intervals_that_exclude_zero():
     assert format_diff(row, "lin") == "**-0.63 [-1.08, -0.19]** ▼"
     assert format_diff(row, "one") == "+0.50 (1 seed)"
     assert format_diff(row, "missing") == "–"
+
+
+def test_run_seconds_sums_each_runs_own_wall_clock():
+    recs = [{"metrics": {"wall_seconds": 12.25}}, {"metrics": {"wall_seconds": 7.5}},
+            {"metrics": {"top1": 80.0}}]  # fmt: skip
+    assert run_seconds(recs) == 19.8  # a run without a wall clock adds nothing
+    assert run_seconds([]) == 0

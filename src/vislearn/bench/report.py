@@ -103,6 +103,13 @@ def aggregate(
     return rows
 
 
+def run_seconds(records: Iterable[dict]) -> float:
+    """The summed own wall clock (``metrics["wall_seconds"]``) of the runs in ``records``:
+    a benchmark's cost, the same whether its runs came from the cache or ran just now (unlike
+    the wall clock of one invocation, a few seconds for a report-only pass)."""
+    return round(sum(float(r["metrics"].get("wall_seconds") or 0.0) for r in records), 1)
+
+
 def write_results(
     path: str | os.PathLike, benchmark: str, settings: dict, rows: list[dict]
 ) -> dict:
