@@ -110,6 +110,7 @@ TRAIN_PROBE = {"images": 5000, "seed": 0}  # clean top-1 on the images a row tra
 CUTMIX_CHECK = {"pairs": 4000, "seed": 0, "alpha": 1.0, "ink": 32}  # see cutmix_label_check
 LR_GRID = (0.03, 0.06, 0.12)
 LABEL_SEED = 0
+WIDTH = 16  # resnet_tiny's width in configs/base/photo_mra.yaml (77k parameters)
 VAL = {"per_class": 500, "seed": 1}
 OCCLUSION = {"size": 16, "seed": 0, "fill": 0, "count": 1}
 PROBE = {"images": 2000, "seed": 0}  # the MAE's test-set checks
@@ -165,6 +166,8 @@ def recipe(kind: str, frac: str, a: argparse.Namespace, lr: float, ratio: float 
         data |= {"label_fraction": FRACTIONS[frac], "labelled_batch_size": 256,
                  "label_seed": LABEL_SEED}  # fmt: skip
     model: dict = {"lr": lr}
+    if a.width != WIDTH:  # the default leaves the recipe (and the cached runs' keys) as they are
+        model["backbone_kwargs"] = {"stem": "small_ds", "width": a.width}
     if ratio is not None:
         model["mra"] = {"mask_ratio": ratio}
     name = "mra_oracle" if kind == "oracle" else kind
@@ -494,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="oracle rows: 'best' (the mra sweep's best validation ratio per "
                    "fraction) or ratios")  # fmt: skip
     p.add_argument("--lr-grid", type=float, nargs="+", default=list(LR_GRID))
+    p.add_argument("--width", type=int, default=WIDTH,
+                   help=f"the classifiers' resnet_tiny width ({WIDTH}: 77k parameters; 32: "
+                   "307k, ~3x the step time on a CPU; 64: 1.2M, ~9x)")  # fmt: skip
     p.add_argument("--dataset", default="photo-fmnist", help="photo-fmnist or photo-fmnist-mini")
     p.add_argument("--val-per-class", type=int, default=VAL["per_class"])
     p.add_argument("--probe-images", type=int, default=PROBE["images"], help="MAE test checks")
@@ -658,7 +664,7 @@ def write_results(records: list[dict], a: argparse.Namespace, wall: float) -> No
         "steps": {f: a.epochs[f] * spe for f in a.fractions},
         "batch_size": 256,
         "seeds": a.seeds,
-        "backbone": "resnet_tiny (stem small_ds, width 16)",
+        "backbone": f"resnet_tiny (stem small_ds, width {a.width})",
         "optimizer": "SGD momentum 0.9, wd 5e-4 (none on norms/biases), cosine, no warm-up",
         "selection": selection,
         "mra": "token_dot selector (mra<r>) or ground-truth oracle (oracle<r>), mask ratio r, "

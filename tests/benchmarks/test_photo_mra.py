@@ -99,8 +99,9 @@ def test_job_tables_of_the_three_phases(bench, tmp_path):
 
 
 def test_rows_restrict_every_phase_and_the_plan(bench, tmp_path):
-    a = bench.parse_args(["--cache", str(tmp_path), "--rows", "baseline", "cutmix",
-                          "--fractions", "100pct", "--epochs", "100pct=40"])  # fmt: skip
+    args = ["--cache", str(tmp_path), "--rows", "baseline", "cutmix", "--fractions", "100pct",
+            "--epochs", "100pct=40"]  # fmt: skip
+    a = bench.parse_args(args)
     one = bench.phase_jobs(a, 1)  # no MAE: no row needs it
     assert sorted({j.name for j in one}) == ["baseline_100pct", "cutmix_100pct"]
     assert len(one) == 2 * 3 and all(j.config["recipe"]["trainer"]["max_epochs"] == 40 for j in one)
@@ -110,6 +111,9 @@ def test_rows_restrict_every_phase_and_the_plan(bench, tmp_path):
     assert bench.phase_jobs(a, 3, finished_grids(bench, a)) == []
     plan = bench.plan(a)
     assert [plan[p]["jobs"] for p in ("phase1", "phase2", "phase3")] == [6, 4, 0]
+    wide = bench.phase_jobs(bench.parse_args([*args, "--width", "32"]), 1)
+    assert {j.config["recipe"]["model"]["backbone_kwargs"]["width"] for j in wide} == {32}
+    assert {j.config["recipe"]["model"]["backbone_kwargs"]["width"] for j in one} == {16}
     with pytest.raises(SystemExit, match="baseline"):
         bench.parse_args(["--rows", "cutmix"])
     with pytest.raises(SystemExit, match="oracle-ratios"):
