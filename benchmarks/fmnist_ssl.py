@@ -8,6 +8,13 @@ concurrently, one thread each, share the machine's load equally and their images
 directly comparable. ``vislearn/<method>_joint_views`` rows: the same recipe with
 ``model.joint_views=true``.
 
+``--loss-scale-control`` adds ``lightly/byol_2x_step``: lightly's BYOL at twice the learning
+rate and half the weight decay. The paper's loss ``2 - 2 cos`` (vislearn) has twice the
+gradient of lightly's ``-cos``; with SGD the update ``lr (g + wd w)`` of the one equals
+``2 lr (g / 2 + wd / 2 w)`` of the other, so this row takes vislearn's steps with lightly's
+modules, and ``byol_vs_2x_step`` (vislearn/byol minus it, paired) tests whether the loss scale
+explains the gap between the two implementations.
+
     python benchmarks/fmnist_ssl.py --epochs 4 --seeds 0 1 2 --jobs 2
 
 Jobs run on :func:`vislearn.bench.run_jobs`: each finished run is cached under --cache by the
@@ -24,7 +31,7 @@ import platform
 import time
 from pathlib import Path
 
-from vislearn.bench import Job, aggregate, render_table, run_jobs
+from vislearn.bench import Job, aggregate, paired_diff, render_table, run_jobs
 from vislearn.bench import write_results as write_results_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +64,9 @@ def job_config(impl: str, method: str, epochs: int, dataset: str, model: dict | 
     return {"impl": impl, "method": method, "recipe": recipe}
 
 
+SCALED = "lightly/byol_2x_step"  # --loss-scale-control (module docstring)
+
+
 def row_name(impl: str, method: str) -> str:
     if impl in ("supervised", "random_init"):
         return impl
@@ -75,6 +85,11 @@ def make_jobs(a: argparse.Namespace) -> list[Job]:
                 recipe, model = IMPLS[impl]
                 cfg = job_config(impl, recipe.format(m=m), a.epochs, a.dataset, model)
                 jobs.append(Job(row_name(impl, m), seed, cfg, "fmnist_ssl:run_job"))
+    if a.loss_scale_control and "byol" in a.methods:
+        base = job_config("lightly", "byol", a.epochs, a.dataset)["recipe"]["model"]
+        scaled = {"lr": 2 * base["lr"], "weight_decay": base["weight_decay"] / 2}
+        cfg = job_config("lightly", "byol", a.epochs, a.dataset, scaled)
+        jobs += [Job(SCALED, seed, cfg, "fmnist_ssl:run_job") for seed in a.seeds]
     for seed in a.seeds:  # the reference rows last, so they never break up a pair
         for impl in ("supervised", "random_init"):
             cfg = job_config(impl, "supervised", a.epochs, a.dataset)
@@ -145,6 +160,11 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=2, help="concurrent runs (threads each = 1)")
     p.add_argument("--no-joint-views", dest="joint_views", action="store_false",
                    help="skip the vislearn/<m>_joint_views rows")  # fmt: skip
+    p.add_argument(
+        "--loss-scale-control",
+        action="store_true",
+        help=f"add {SCALED}: lightly's BYOL at 2x lr, wd / 2 (vislearn's steps)",
+    )
     p.add_argument("--cache", default=str(BENCH / ".cache" / "fmnist_ssl"))
     p.add_argument("--out", default=str(ROOT / "docs" / "results" / "fmnist_ssl.json"))
     p.add_argument("--report-only", action="store_true", help="write results from the cache")
@@ -193,9 +213,18 @@ def write_results(runs: list[dict], a: argparse.Namespace) -> None:
             by_name[f"vislearn/{m}"]["speed_ratio_concurrent_runs_per_seed"] = [
                 round(x, 3) for x in ratios
             ]
+    if SCALED in by_name and "vislearn/byol" in by_name:
+        for k in ("knn_top1", "linear_top1"):
+            vals = {n: {r["seed"]: r["metrics"][k] for r in runs if r["name"] == n}
+                    for n in ("vislearn/byol", SCALED)}  # fmt: skip
+            d = paired_diff(vals["vislearn/byol"], vals[SCALED])
+            by_name["vislearn/byol"][f"{k}_vs_2x_step"] = {
+                "mean": round(d["mean"], 4), "n": d["n"],
+                "ci95": d["ci95"] and [round(x, 4) for x in d["ci95"]]}  # fmt: skip
     order = [
         n for m in METHODS for n in (f"vislearn/{m}", f"lightly/{m}", f"vislearn/{m}_joint_views")
     ]
+    order.insert(order.index("lightly/byol") + 1, SCALED)
     rows.sort(key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
     recipes = {
         m: load_config(ROOT / "configs" / "fmnist_ssl" / f"{m}.yaml")["model"]

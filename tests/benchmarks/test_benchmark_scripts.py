@@ -59,7 +59,7 @@ def test_fmnist_job_tables_share_keys(bench_path):
     a = argparse.Namespace(
         seeds=[0, 1, 2], methods=list(fmnist_ssl.METHODS), epochs=4, dataset="fmnist",
         joint_views=True, ablation_seeds=[0, 1, 2], frozen_seed=0, ssl_cache=Path("/tmp/ssl"),
-        only=None, rows=["moco_v2", "kscl_k1", "kscl_k2_sym"],
+        only=None, rows=["moco_v2", "kscl_k1", "kscl_k2_sym"], loss_scale_control=False,
     )  # fmt: skip
     ssl = fmnist_ssl.make_jobs(a)
     assert len({j.key for j in ssl}) == len(ssl) == 3 * (3 * 3 + 2)
@@ -86,6 +86,13 @@ def test_fmnist_job_tables_share_keys(bench_path):
     only_sage = fmnist_bingo_sage.make_jobs(argparse.Namespace(**{**vars(a), "only": ["sage"]}),
                                             Path("/tmp/unused"))  # fmt: skip
     assert [j.name for st in only_sage[1:] for j, _ in st] == ["sage"] * 3  # no teacher
+    # the loss-scale control: lightly's BYOL at 2x lr and wd / 2, three more runs, new keys
+    c = fmnist_ssl.make_jobs(argparse.Namespace(**{**vars(a), "loss_scale_control": True}))
+    scaled = [j for j in c if j.name == fmnist_ssl.SCALED]
+    assert len(c) == len(ssl) + 3 and [j.seed for j in scaled] == [0, 1, 2]
+    m = scaled[0].config["recipe"]["model"]
+    assert scaled[0].config["impl"] == "lightly" and (m["lr"], m["weight_decay"]) == (0.12, 0.00025)
+    assert not {j.key for j in scaled} & keys
     # a changed recipe is a new key
     b = argparse.Namespace(**{**vars(a), "epochs": 5})
     assert not {j.key for j in fmnist_ssl.make_jobs(b)} & keys
