@@ -527,6 +527,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a.sweep_seeds = a.seeds[: a.ratio_seeds]  # the seeds that sweep the mask ratio
     if a.oracle_ratios != ["best"]:
         a.oracle_ratios = [float(r) for r in a.oracle_ratios]
+    if a.width < 1:
+        raise SystemExit(f"--width must be >= 1, got {a.width}")
     if "baseline" not in a.rows:
         raise SystemExit("--rows must include baseline (every difference is against it)")
     if "oracle" in a.rows and "mra" not in a.rows and a.oracle_ratios == ["best"]:
