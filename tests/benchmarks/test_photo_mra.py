@@ -195,6 +195,18 @@ def test_smoke_run_end_to_end_then_report_only(tmp_path, run_script):
     assert data["settings"]["selection"]["oracle_ratio"] == {"10pct": 0.5}
     assert list((cache / "data").glob("photo_items_fmnist-mini_*.pt"))
     assert list(cache.glob("mae_pretraining/*.run/mra_grid_oracle_r50.png"))
+    # photo_mra_fit rebuilds a run's classifier from last.ckpt and reproduces its train_top1
+    run = next((cache / "baseline_10pct").glob("*.json"))
+    rec = json.loads(run.read_text())
+    recorded = rec["metrics"].pop("train_top1")
+    backup = run.read_text()
+    run.write_text(json.dumps(rec))
+    fit = tmp_path / "fit.json"
+    run_script("photo_mra_fit.py", "--cache", str(cache), "--rows", "baseline",
+               "--fractions", "10pct", "--seeds", str(rec["seed"]), "--out", str(fit))  # fmt: skip
+    run.write_text(backup)
+    [row] = json.loads(fit.read_text())["rows"]
+    assert row["train_top1"] == round(recorded, 2) and row["name"] == "baseline_10pct"
     # everything is cached: a report-only pass rebuilds the same rows without running
     again = run_script("photo_mra.py", *args, "--report-only", timeout=300)
     assert " 0 to run" in again.stdout
