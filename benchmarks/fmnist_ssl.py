@@ -12,8 +12,8 @@ directly comparable. ``vislearn/<method>_joint_views`` rows: the same recipe wit
 rate and half the weight decay. The paper's loss ``2 - 2 cos`` (vislearn) has twice the
 gradient of lightly's ``-cos``; with SGD the update ``lr (g + wd w)`` of the one equals
 ``2 lr (g / 2 + wd / 2 w)`` of the other, so this row takes vislearn's steps with lightly's
-modules, and ``byol_vs_2x_step`` (vislearn/byol minus it, paired) tests whether the loss scale
-explains the gap between the two implementations.
+modules; ``vislearn/byol``'s ``knn_top1_vs_2x_step`` / ``linear_top1_vs_2x_step`` (it minus
+this row, paired by seed) test whether the loss scale explains the gap between the two.
 
     python benchmarks/fmnist_ssl.py --epochs 4 --seeds 0 1 2 --jobs 2
 

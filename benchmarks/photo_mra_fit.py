@@ -24,6 +24,7 @@ from pathlib import Path
 from vislearn.core.utils import write_json
 
 ROWS = ("baseline", "cutmix", "mixup")
+FRACTIONS = ("100pct", "10pct", "1pct")
 
 
 def fit_of_run(result_file: Path, train) -> dict:
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cache", type=Path, required=True, help="photo_mra.py's run cache")
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS,
                    help="rows without a frozen MAE")  # fmt: skip
-    p.add_argument("--fractions", nargs="+", default=["100pct", "10pct", "1pct"])
+    p.add_argument("--fractions", nargs="+", default=list(FRACTIONS), choices=FRACTIONS)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--out", type=Path, help="results JSON (default: print only)")
     a = p.parse_args(argv)
