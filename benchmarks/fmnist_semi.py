@@ -72,7 +72,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vislearn.bench import Job, aggregate, paired_diff, run_jobs, run_seconds
+from vislearn.bench import Job, aggregate, rounded_paired_diff, run_jobs, run_seconds
 from vislearn.bench import write_results as write_json_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -456,9 +456,7 @@ def write_results(runs: list[dict], chosen: dict[str, float], a: argparse.Namesp
             sscl["top1_vs"] = {}
             for other in (f"{b}_{tag}" for b in ROW_ORDER if b != "sscl"):
                 if other in by and set(by[other]) & set(by[f"sscl_{tag}"]):
-                    d = paired_diff(by[f"sscl_{tag}"], by[other])
-                    ci = None if d["ci95"] is None else [round(x, 4) for x in d["ci95"]]
-                    sscl["top1_vs"][other] = {"mean": round(d["mean"], 4), "ci95": ci, "n": d["n"]}
+                    sscl["top1_vs"][other] = rounded_paired_diff(by[f"sscl_{tag}"], by[other])
     ablation = [
         r for r in records if r["name"].startswith(tuple(ABLATIONS)) or r["name"] == "sscl_1pct"
     ]

@@ -31,7 +31,7 @@ import platform
 import time
 from pathlib import Path
 
-from vislearn.bench import Job, aggregate, paired_diff, render_table, run_jobs
+from vislearn.bench import Job, aggregate, render_table, rounded_paired_diff, run_jobs
 from vislearn.bench import write_results as write_results_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -217,12 +217,9 @@ def write_results(runs: list[dict], a: argparse.Namespace) -> None:
         del by_name[SCALED][k]  # a control of accuracy, timed on whatever else the machine ran
     if SCALED in by_name and "vislearn/byol" in by_name:
         for k in ("knn_top1", "linear_top1"):
-            vals = {n: {r["seed"]: r["metrics"][k] for r in runs if r["name"] == n}
-                    for n in ("vislearn/byol", SCALED)}  # fmt: skip
-            d = paired_diff(vals["vislearn/byol"], vals[SCALED])
-            by_name["vislearn/byol"][f"{k}_vs_2x_step"] = {
-                "mean": round(d["mean"], 4), "n": d["n"],
-                "ci95": d["ci95"] and [round(x, 4) for x in d["ci95"]]}  # fmt: skip
+            ours, scaled = ({r["seed"]: r["metrics"][k] for r in runs if r["name"] == n}
+                            for n in ("vislearn/byol", SCALED))  # fmt: skip
+            by_name["vislearn/byol"][f"{k}_vs_2x_step"] = rounded_paired_diff(ours, scaled)
     order = [
         n for m in METHODS for n in (f"vislearn/{m}", f"lightly/{m}", f"vislearn/{m}_joint_views")
     ]

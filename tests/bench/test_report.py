@@ -12,6 +12,7 @@ from vislearn.bench.report import (
     format_cell,
     format_diff,
     render_table,
+    rounded_paired_diff,
     run_seconds,
     write_results,
 )
@@ -106,3 +107,10 @@ def test_run_seconds_sums_each_runs_own_wall_clock():
             {"metrics": {"top1": 80.0}}]  # fmt: skip
     assert run_seconds(recs) == 19.8  # a run without a wall clock adds nothing
     assert run_seconds([]) == 0
+
+
+def test_rounded_paired_diff_pairs_by_seed_and_rounds():
+    d = rounded_paired_diff({0: 1.23456, 1: 2.0, 7: 9.0}, {0: 1.0, 1: 1.5}, ndigits=2)
+    assert d["mean"] == round((0.23456 + 0.5) / 2, 2) and d["n"] == 2  # seed 7 has no pair
+    assert len(d["ci95"]) == 2 and d["ci95"][0] < d["mean"] < d["ci95"][1]
+    assert rounded_paired_diff({0: 2.0}, {0: 1.0}) == {"mean": 1.0, "ci95": None, "n": 1}

@@ -7,7 +7,13 @@ are imported here, so ``import vislearn.bench`` stays fast (no torch, no Lightni
 function imports what it needs inside its worker process.
 """
 
-from vislearn.bench.report import aggregate, render_table, run_seconds, write_results
+from vislearn.bench.report import (
+    aggregate,
+    render_table,
+    rounded_paired_diff,
+    run_seconds,
+    write_results,
+)
 from vislearn.bench.runner import Job, JobsFailed, job_key, run_jobs
 from vislearn.bench.stats import bootstrap_ci, mean_ci95, paired_diff, t_quantile
 
@@ -20,6 +26,7 @@ __all__ = [
     "mean_ci95",
     "paired_diff",
     "render_table",
+    "rounded_paired_diff",
     "run_jobs",
     "run_seconds",
     "t_quantile",

@@ -94,13 +94,17 @@ def aggregate(
             for m, vals in by_seed[gk].items():
                 base = by_seed[base_gk].get(m, {})
                 if set(vals) & set(base):
-                    d = paired_diff(vals, base)
-                    row[f"{m}_diff"] = {
-                        "baseline": baseline,
-                        "mean": _round(d["mean"], ndigits),
-                        "ci95": _round_ci(d["ci95"], ndigits),
-                    }
+                    d = rounded_paired_diff(vals, base, ndigits)
+                    row[f"{m}_diff"] = {"baseline": baseline, "mean": d["mean"], "ci95": d["ci95"]}
     return rows
+
+
+def rounded_paired_diff(a: dict[int, float], b: dict[int, float], ndigits: int = 4) -> dict:
+    """:func:`~vislearn.bench.stats.paired_diff` of two ``{seed: value}`` mappings, its mean
+    and interval rounded to ``ndigits``: ``{"mean", "ci95", "n"}`` (``ci95`` None with one
+    pair), the form results files store."""
+    d = paired_diff(a, b)
+    return {"mean": _round(d["mean"], ndigits), "ci95": _round_ci(d["ci95"], ndigits), "n": d["n"]}
 
 
 def run_seconds(records: Iterable[dict]) -> float:
