@@ -122,3 +122,74 @@ def test_killed_benchmark_resumes_without_losing_or_repeating_jobs(tmp_path):
     assert [(r["name"], r["seeds"]) for r in data["rows"]] == [(n, [0, 1]) for n in "abc"]
     assert all(r["score_seeds"] == [0.0, 10.0] for r in data["rows"])
     assert data["rows"][1]["score_diff"] == {"baseline": "a", "mean": 0.0, "ci95": [0.0, 0.0]}
+
+
+STOPPABLE = """
+import sys
+from vislearn.bench import Job, run_jobs
+cache, log, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+cfg = {"seconds": seconds, "log": log}
+jobs = [Job(n, s, cfg, "bench_jobs:interruptible") for n in ("a", "b") for s in (0, 1)]
+res = run_jobs(jobs, cache, n_jobs=2, import_paths=[sys.argv[4]])
+print("resumed", sorted(r["metrics"]["resumed_from"] > 0 for r in res))
+"""
+
+
+def _stoppable(tmp_path, seconds: float):
+    cache, log = tmp_path / "cache", tmp_path / "log.txt"
+    argv = [sys.executable, "-c", STOPPABLE, str(cache), str(log), str(seconds), str(HERE)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(HERE)])}
+    return argv, env, cache, log
+
+
+def _events(log: Path) -> list[tuple[str, str, int]]:
+    lines = log.read_text().splitlines() if log.exists() else []
+    return [(e, f"{n} {s}", int(pid)) for e, n, s, pid in (line.split() for line in lines)]
+
+
+def _wait_for(cond, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def _gone(pid: int) -> bool:
+    try:  # a zombie (exited, not reaped by a container's init) counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="signals and /proc")
+def test_sigterm_to_the_runner_checkpoints_its_jobs_and_the_rerun_resumes(tmp_path):
+    argv, env, cache, log = _stoppable(tmp_path, seconds=3.0)
+    proc = subprocess.Popen(
+        argv, env=env, start_new_session=True, stderr=subprocess.PIPE, text=True
+    )
+    _wait_for(lambda: len(_events(log)) >= 2)  # both workers inside their "fit"
+    proc.send_signal(signal.SIGTERM)  # the runner only, not its workers (e.g. `kill PID`)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "interrupted by SIGTERM: 2 running job(s) stopped, 4 not finished" in err
+    ev = _events(log)
+    started = {(job, pid) for e, job, pid in ev if e == "start"}
+    assert len(started) == 2 and {(job, pid) for e, job, pid in ev if e == "stop"} == started
+    assert all(_gone(pid) for _, pid in started)  # no worker trains on
+    assert not list(cache.glob("*/*.json"))  # nothing cached as finished
+    out = subprocess.run(argv, env=env, check=True, timeout=120, capture_output=True, text=True)
+    assert "4 to run" in out.stdout
+    assert "resumed [False, False, True, True]" in out.stdout  # the two stopped ones resumed
+    assert sum(e == "done" for e, _, _ in _events(log)) == 4
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="signals and /proc")
+def test_workers_of_a_killed_runner_checkpoint_and_exit(tmp_path):
+    argv, env, cache, log = _stoppable(tmp_path, seconds=60.0)
+    proc = subprocess.Popen(argv, env=env, start_new_session=True)
+    _wait_for(lambda: len(_events(log)) >= 2)
+    proc.kill()  # SIGKILL: the runner cannot tell anyone
+    proc.wait()
+    started = {(job, pid) for e, job, pid in _events(log) if e == "start"}
+    _wait_for(lambda: all(_gone(pid) for _, pid in started), timeout=30)
+    assert {(job, pid) for e, job, pid in _events(log) if e == "stop"} == started

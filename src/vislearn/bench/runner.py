@@ -16,6 +16,14 @@ Imports in the workers: a ``spawn`` worker starts a new interpreter, which inher
 parent's ``sys.path``; :func:`run_jobs` also puts ``import_paths`` (e.g. the ``benchmarks/``
 folder, so that ``"fmnist_ssl:run_job"`` resolves) first on the worker's ``sys.path`` in its
 initialiser.
+
+Stopping: SIGTERM or SIGINT to the runner (the first one; a second Ctrl-C stops at once) asks
+every running job to stop: each worker's watchdog thread raises SIGTERM in the job's main thread,
+which a vislearn fit turns into a checkpoint and a clean stop
+(:mod:`vislearn.engine.interrupt`); jobs not started yet are not started. The runner then
+exits with :class:`BenchmarkInterrupted` (status 128 + the signal number), and the same
+command resumes: finished jobs from the cache, stopped ones from their checkpoints. A worker
+whose runner died (even by SIGKILL) stops its job the same way, so no orphan trains on.
 """
 
 from __future__ import annotations
@@ -24,7 +32,9 @@ import hashlib
 import importlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterable, Sequence
@@ -37,7 +47,10 @@ from typing import Any
 from vislearn.core.errors import VislearnError
 from vislearn.core.utils import write_json
 
-__all__ = ["Job", "JobsFailed", "job_key", "run_jobs"]
+__all__ = ["BenchmarkInterrupted", "Job", "JobsFailed", "job_key", "run_jobs"]
+
+#: seconds between a worker's checks of the stop event and of its runner being alive
+WATCH_SECONDS = 1.0
 
 
 def _canonical(obj: Any) -> str:
@@ -93,17 +106,65 @@ class JobsFailed(VislearnError):
         super().__init__(f"{len(failures)} benchmark job(s) failed:\n" + "\n".join(lines))
 
 
-def _init_worker(import_paths: Sequence[str], threads: int) -> None:
+class BenchmarkInterrupted(SystemExit):
+    """:func:`run_jobs` stopped by a signal: finished jobs are cached, running ones saved
+    their checkpoints; exits with 128 + ``signum``. Rerunning the same command resumes."""
+
+    def __init__(self, signum: int, stopped: int, remaining: int) -> None:
+        super().__init__(128 + int(signum))
+        self.signum, self.stopped, self.remaining = int(signum), stopped, remaining
+
+    @property
+    def message(self) -> str:
+        return (
+            f"vislearn: benchmark interrupted by {signal.Signals(self.signum).name}: "
+            f"{self.stopped} running job(s) stopped, {self.remaining} not finished; rerun the "
+            "same command to resume"
+        )
+
+
+class JobStopped(Exception):
+    """A job that stopped on request (its fit checkpointed) or was never started; picklable,
+    unlike the ``SystemExit`` a fit raises, so it crosses the process boundary."""
+
+
+_STOP: Any = None  # the worker's copy of the runner's stop event
+NOT_STARTED = "not started"
+
+
+def _init_worker(
+    import_paths: Sequence[str], threads: int, stop: Any = None, runner_pid: int | None = None
+) -> None:
     """Worker initialiser: ``import_paths`` first on ``sys.path``; ``threads`` intra-op
     threads for torch. Importing torch costs seconds, so it is not imported here:
     ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` (which torch reads when the job imports it) are
     set, and a torch already imported (e.g. at the top of the job's module) gets
-    ``torch.set_num_threads`` in :func:`_call`."""
+    ``torch.set_num_threads`` in :func:`_call`. With a ``stop`` event, a watchdog thread stops
+    the job when it is set or when the runner ``runner_pid`` is gone."""
+    global _STOP
     for p in reversed(import_paths):
         if p not in sys.path:
             sys.path.insert(0, p)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
+    if stop is not None:
+        _STOP = stop
+        threading.Thread(target=_watch, args=(stop, runner_pid), daemon=True).start()
+
+
+def _watch(stop: Any, runner_pid: int | None) -> None:
+    """Wait for the stop event (or the runner's death), then raise SIGTERM in the main thread
+    every :data:`WATCH_SECONDS`: a fit's handler (installed only while it trains) checkpoints
+    and stops; outside a fit the signal is ignored and the next fit, if any, is stopped."""
+    import _thread
+
+    while not stop.wait(WATCH_SECONDS):
+        if runner_pid is not None and os.getppid() != runner_pid:
+            break
+    while True:
+        if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN, None):
+            _thread.interrupt_main(signal.SIGTERM)
+        time.sleep(WATCH_SECONDS)
 
 
 def _set_torch_threads(threads: int) -> None:
@@ -118,9 +179,16 @@ def _resolve(fn: str):
 
 
 def _call(fn: str, config: dict, seed: int, ctx: dict) -> dict:
+    if _STOP is not None and _STOP.is_set():
+        raise JobStopped(NOT_STARTED)
     func = _resolve(fn)
     _set_torch_threads(ctx["threads"])
-    metrics = func(config, seed, ctx)
+    try:
+        metrics = func(config, seed, ctx)
+    except SystemExit as exc:  # not picklable in general (RunInterrupted): name it here
+        if getattr(exc, "signum", None) is not None or (_STOP is not None and _STOP.is_set()):
+            raise JobStopped(getattr(exc, "message", None) or f"exit status {exc.code}") from None
+        raise RuntimeError(f"{fn} exited with status {exc.code}") from None
     if not isinstance(metrics, dict):
         raise TypeError(f"{fn} returned {type(metrics).__name__}, not a dict of metrics")
     return json.loads(json.dumps(metrics))  # what the cache will hold (tuples -> lists, ...)
@@ -230,28 +298,80 @@ def run_jobs(
             else:
                 finish(i, metrics, None, t0)
     elif todo:
+        _run_pool(todo, jobs, n_jobs, paths, threads, ctx_of, finish)
+    results = [done[i] for i in range(len(jobs)) if i in done]
+    if failures:
+        raise JobsFailed(failures, results)
+    return results
+
+
+def _run_pool(todo, jobs, n_jobs, paths, threads, ctx_of, finish) -> None:
+    """Run ``jobs[i]`` for ``i`` in ``todo`` on ``n_jobs`` spawn workers, calling
+    ``finish(i, metrics, error, started)`` as each ends; a first SIGTERM / SIGINT stops them
+    (module docstring) and raises :class:`BenchmarkInterrupted` once every worker is out."""
+    mp = get_context("spawn")
+    stop = mp.Event()
+    got: list[int] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if got and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl-C: stop now
+        if not got:
+            got.append(int(signum))
+            stop.set()
+            name = signal.Signals(signum).name
+            print(f"vislearn: {name}: stopping the running jobs at their next step (checkpoint "
+                  "saved); a second Ctrl-C stops at once", file=sys.stderr, flush=True)  # fmt: skip
+
+    started: dict = {}  # future -> (job index, start time)
+    stopped = 0
+    previous = _install(on_signal)
+    try:
         with ProcessPoolExecutor(
             n_jobs,
-            mp_context=get_context("spawn"),
+            mp_context=mp,
             max_tasks_per_child=1,
             initializer=_init_worker,
-            initargs=(paths, threads),
+            initargs=(paths, threads, stop, os.getpid()),
         ) as pool:
-            started: dict = {}
             for i in todo:
                 fut = pool.submit(_call, jobs[i].fn, jobs[i].config, jobs[i].seed, ctx_of(jobs[i]))
                 started[fut] = (i, time.perf_counter())
             pending = set(started)
             while pending:  # cache each job as it finishes, not in submission order
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                finished, pending = wait(pending, WATCH_SECONDS, return_when=FIRST_COMPLETED)
+                if got:
+                    for fut in pending:
+                        fut.cancel()  # queued, not started: never starts
                 for fut in finished:
                     i, t0 = started[fut]
+                    if fut.cancelled():
+                        continue
                     exc = fut.exception()
+                    if isinstance(exc, JobStopped):
+                        stopped += str(exc) != NOT_STARTED
+                        continue
                     if exc is None:
                         finish(i, fut.result(), None, t0)
                     else:
                         finish(i, None, f"{type(exc).__name__}: {exc}", t0)
-    results = [done[i] for i in range(len(jobs)) if i in done]
-    if failures:
-        raise JobsFailed(failures, results)
-    return results
+    finally:
+        _install(previous)
+    if got:
+        unfinished = [f for f in started if f.cancelled() or isinstance(f.exception(), JobStopped)]
+        err = BenchmarkInterrupted(got[0], stopped, len(unfinished))
+        print(err.message, file=sys.stderr, flush=True)
+        raise err
+
+
+def _install(handler) -> dict:
+    """Set ``handler`` (one callable, or a ``{signum: handler}`` dict as returned here) for
+    SIGTERM and SIGINT; return the previous ones. A no-op outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {}
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous[signum] = signal.getsignal(signum)
+        new = handler.get(signum) if isinstance(handler, dict) else handler
+        signal.signal(signum, new if new is not None else signal.SIG_DFL)
+    return previous
