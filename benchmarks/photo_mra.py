@@ -71,7 +71,10 @@ machine). The default (``--epochs 100pct=5 10pct=3 1pct=2 --mae-epochs 15``: 1,0
 and ~2 h at ``--idle-factor 1``, which is what the committed run took. MRA is about half of the
 classifier cost: a longer schedule at 100 % costs either time or rows (``--ratios``,
 ``--fractions``). ``--ratio-seeds 3`` sweeps every seed (27 instead of 15 MRA runs, 82 jobs,
-~+35 % CPU).
+~+35 % CPU). A wider classifier (``--width``) adds the baseline step's increase
+(:data:`WIDTH_COST`) to every classifier row: at width 32 and ``--epochs 100pct=80 10pct=30
+1pct=20`` the whole table is ~166,000 CPU-s (~23 h on 2 cores); its baseline and CutMix rows
+alone at 100 % (``--rows baseline cutmix --fractions 100pct --lr-grid 0.24``) ~17,500 CPU-s.
 
     python benchmarks/photo_mra.py --plan                # job table and CPU-time estimate
     python benchmarks/photo_mra.py --jobs 2              # the benchmark (~2 h on 2 cores)
@@ -126,6 +129,9 @@ METRICS = (
 #: s/step, one thread, 5 steps, both cores busy with two other processes (see the docstring)
 STEP_SECONDS = {"baseline": 0.085, "cutmix": 0.11, "mixup": 0.10, "mra": 0.53, "oracle": 0.30,
                 "mae": 0.84}  # fmt: skip
+#: a classifier step at width w costs WIDTH_COST[w] times one at WIDTH (baseline row, one thread,
+#: both cores busy: 0.224 / 0.602 / 1.959 s at 16 / 32 / 64, measured by --plan --measure)
+WIDTH_COST = {16: 1.0, 32: 2.7, 64: 8.7}
 IDLE_FACTOR, JOB_OVERHEAD = 0.7, 15.0
 SMOKE = {"dataset": "photo-fmnist-mini", "epochs": dict.fromkeys(FRACTIONS, 1), "mae_epochs": 1,
          "limit_batches": 2, "val_per_class": 10, "seeds": [0, 1], "fractions": ["10pct"],
@@ -393,8 +399,20 @@ def pick_ratio(records: list[dict], ratios: list[float], seeds: list[int]) -> di
     }
 
 
-def plan(a: argparse.Namespace) -> dict:
-    """Jobs and estimated CPU seconds per phase from :data:`STEP_SECONDS`."""
+def step_seconds(a: argparse.Namespace) -> dict[str, float]:
+    """:data:`STEP_SECONDS` at ``--width``: every classifier row pays the baseline step's
+    increase (:data:`WIDTH_COST`); the MAE's step does not change."""
+    if a.width not in WIDTH_COST:
+        raise SystemExit(f"--plan: no step cost known at --width {a.width} (known: "
+                         f"{sorted(WIDTH_COST)}); add --measure")  # fmt: skip
+    extra = STEP_SECONDS["baseline"] * (WIDTH_COST[a.width] - 1)
+    return {k: round(v + (extra if k != "mae" else 0.0), 3) for k, v in STEP_SECONDS.items()}
+
+
+def plan(a: argparse.Namespace, seconds: dict[str, float] | None = None) -> dict:
+    """Jobs and estimated CPU seconds per phase from ``seconds`` per step (default
+    :func:`step_seconds`)."""
+    seconds = seconds or step_seconds(a)
     spe, ns = steps_per_epoch(a), len(a.seeds)
     n_or = 1 if a.oracle_ratios == ["best"] else len(a.oracle_ratios)
     n_mra = int("mra" in a.rows)
@@ -412,9 +430,9 @@ def plan(a: argparse.Namespace) -> dict:
     out = {}
     for phase, items in cost.items():
         jobs = sum(n for _, n, _ in items)
-        loaded = sum(STEP_SECONDS[k] * n * s for k, n, s in items)
+        loaded = sum(seconds[k] * n * s for k, n, s in items)
         cpu = a.idle_factor * loaded + JOB_OVERHEAD * jobs
-        longest = max((a.idle_factor * STEP_SECONDS[k] * s for k, n, s in items if n), default=0)
+        longest = max((a.idle_factor * seconds[k] * s for k, n, s in items if n), default=0)
         wall = max(cpu / max(a.jobs, 1), longest)
         out[phase] = {"jobs": jobs, "cpu_s_loaded": round(loaded), "cpu_s": round(cpu),
                       "wall_s": round(wall)}  # fmt: skip
@@ -499,7 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-grid", type=float, nargs="+", default=list(LR_GRID))
     p.add_argument("--width", type=int, default=WIDTH,
                    help=f"the classifiers' resnet_tiny width ({WIDTH}: 77k parameters; 32: "
-                   "307k, ~3x the step time on a CPU; 64: 1.2M, ~9x)")  # fmt: skip
+                   "307k, 2.7x the step time on a CPU; 64: 1.2M, 8.7x; --plan scales by "
+                   "it)")  # fmt: skip
     p.add_argument("--dataset", default="photo-fmnist", help="photo-fmnist or photo-fmnist-mini")
     p.add_argument("--val-per-class", type=int, default=VAL["per_class"])
     p.add_argument("--probe-images", type=int, default=PROBE["images"], help="MAE test checks")
@@ -581,11 +600,10 @@ def phase_jobs(a: argparse.Namespace, phase: int, records: list[dict] | None = N
 def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
     if a.plan:
-        if a.measure:
-            STEP_SECONDS.update(measure(a))
-        print(json.dumps({"step_seconds": STEP_SECONDS, "steps_per_epoch": steps_per_epoch(a),
+        seconds = measure(a) if a.measure else step_seconds(a)
+        print(json.dumps({"step_seconds": seconds, "steps_per_epoch": steps_per_epoch(a),
                           "epochs": a.epochs, "mae_epochs": a.mae_epochs,
-                          **plan(a)}, indent=1))  # fmt: skip
+                          **plan(a, seconds)}, indent=1))  # fmt: skip
         return
     t0 = time.perf_counter()
     run = {

@@ -111,8 +111,20 @@ def test_rows_restrict_every_phase_and_the_plan(bench, tmp_path):
     assert bench.phase_jobs(a, 3, finished_grids(bench, a)) == []
     plan = bench.plan(a)
     assert [plan[p]["jobs"] for p in ("phase1", "phase2", "phase3")] == [6, 4, 0]
-    wide = bench.phase_jobs(bench.parse_args([*args, "--width", "32"]), 1)
+    wide_args = bench.parse_args([*args, "--width", "32"])
+    wide = bench.phase_jobs(wide_args, 1)
     assert {j.config["recipe"]["model"]["backbone_kwargs"]["width"] for j in wide} == {32}
+    # the plan prices the wider classifier: same jobs, each step WIDTH_COST[32] baseline steps
+    wide_plan, sec = bench.plan(wide_args), bench.step_seconds(wide_args)
+    assert [wide_plan[p]["jobs"] for p in ("phase1", "phase2", "phase3")] == [6, 4, 0]
+    base = bench.STEP_SECONDS["baseline"]
+    assert sec["baseline"] == pytest.approx(base * bench.WIDTH_COST[32], abs=1e-3)
+    assert sec["cutmix"] - bench.STEP_SECONDS["cutmix"] == pytest.approx(sec["baseline"] - base)
+    assert sec["mae"] == bench.STEP_SECONDS["mae"]
+    ratio = wide_plan["total"]["cpu_s"] / plan["total"]["cpu_s"]
+    assert 2.0 < ratio < bench.WIDTH_COST[32]  # the per-job overhead does not scale
+    with pytest.raises(SystemExit, match="--measure"):
+        bench.plan(bench.parse_args([*args, "--width", "24"]))
     assert {j.config["recipe"]["model"]["backbone_kwargs"]["width"] for j in one} == {16}
     with pytest.raises(SystemExit, match="baseline"):
         bench.parse_args(["--rows", "cutmix"])
