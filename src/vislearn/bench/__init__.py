@@ -14,10 +14,11 @@ from vislearn.bench.report import (
     run_seconds,
     write_results,
 )
-from vislearn.bench.runner import Job, JobsFailed, job_key, run_jobs
+from vislearn.bench.runner import BenchmarkInterrupted, Job, JobsFailed, job_key, run_jobs
 from vislearn.bench.stats import bootstrap_ci, mean_ci95, paired_diff, t_quantile
 
 __all__ = [
+    "BenchmarkInterrupted",
     "Job",
     "JobsFailed",
     "aggregate",
