@@ -184,6 +184,22 @@ def test_sigterm_to_the_runner_checkpoints_its_jobs_and_the_rerun_resumes(tmp_pa
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="signals and /proc")
+def test_ctrl_c_stops_runner_and_workers_with_checkpoints(tmp_path):
+    argv, env, cache, log = _stoppable(tmp_path, seconds=60.0)
+    proc = subprocess.Popen(
+        argv, env=env, start_new_session=True, stderr=subprocess.PIPE, text=True
+    )
+    _wait_for(lambda: len(_events(log)) >= 2)
+    os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C: every process of the group
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGINT
+    assert "FAILED" not in err and "Traceback" not in err
+    assert "interrupted by SIGINT: 2 running job(s) stopped, 4 not finished" in err
+    started = {(job, pid) for e, job, pid in _events(log) if e == "start"}
+    assert {(job, pid) for e, job, pid in _events(log) if e == "stop"} == started
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="signals and /proc")
 def test_workers_of_a_killed_runner_checkpoint_and_exit(tmp_path):
     argv, env, cache, log = _stoppable(tmp_path, seconds=60.0)
     proc = subprocess.Popen(argv, env=env, start_new_session=True)

@@ -149,6 +149,9 @@ def _init_worker(
         os.environ[var] = str(threads)
     if stop is not None:
         _STOP = stop
+        # Ctrl-C reaches the whole process group: the runner decides (stop event); a fit's
+        # handler, installed while it trains, still takes SIGINT as its own stop
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         threading.Thread(target=_watch, args=(stop, runner_pid), daemon=True).start()
 
 
@@ -185,6 +188,8 @@ def _call(fn: str, config: dict, seed: int, ctx: dict) -> dict:
     _set_torch_threads(ctx["threads"])
     try:
         metrics = func(config, seed, ctx)
+    except KeyboardInterrupt:  # a second Ctrl-C inside a fit: stopped without a checkpoint
+        raise JobStopped("stopped at once (second Ctrl-C), no checkpoint") from None
     except SystemExit as exc:  # not picklable in general (RunInterrupted): name it here
         if getattr(exc, "signum", None) is not None or (_STOP is not None and _STOP.is_set()):
             raise JobStopped(getattr(exc, "message", None) or f"exit status {exc.code}") from None
