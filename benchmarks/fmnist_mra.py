@@ -32,7 +32,7 @@ import platform
 import time
 from pathlib import Path
 
-from vislearn.bench import Job, aggregate, run_jobs
+from vislearn.bench import Job, aggregate, run_jobs, run_seconds
 from vislearn.bench import write_results as write_json_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,6 +193,7 @@ def write_results(runs: list[dict], a: argparse.Namespace) -> None:
         "limit_train_batches": a.limit_batches,
         "intervals": "mean over seeds; *_ci95: Student-t 95 % interval (n - 1 dof); *_diff: "
         "paired (same seed) difference against baseline_<fraction>, with its 95 % t interval",
+        "run_seconds": run_seconds(runs),
         "hardware": f"{platform.processor() or platform.machine()}, 2 CPU cores, torch "
         f"{torch.__version__}, no GPU; {a.jobs} runs at a time, "
         f"{1 if a.jobs > 1 else 2} thread(s) each",
